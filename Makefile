@@ -1,0 +1,62 @@
+# Two commands matter on a fresh machine: `make demo` and `make test`.
+# Everything they need (the venv, pip packages, Azurite from npm) is installed here.
+
+PYTHON  ?= python3.11
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip
+CHECKOV_VENV := .venv-checkov
+PYTEST_WORKERS ?= 2
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test lint typecheck pytest bench bench-smoke clean
+
+help:
+	@echo "make demo   - set up, start the ActiveCampaign sandbox and export a sample segment"
+	@echo "make test   - set up and run ruff, mypy and the whole test suite"
+	@echo "make bench  - run the benchmarks and write bench/RESULTS.md (takes a while)"
+
+# Fall back to python3 when python3.11 is not on PATH (it must still be 3.11).
+$(VENV)/.stamp: requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "using python3 ($$(python3 --version))"; }
+	@if command -v $(PYTHON) >/dev/null 2>&1; then $(PYTHON) -m venv $(VENV); else python3 -m venv $(VENV); fi
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements-dev.txt
+	@touch $@
+
+$(CHECKOV_VENV)/.stamp: requirements-checkov.txt
+	@if command -v $(PYTHON) >/dev/null 2>&1; then $(PYTHON) -m venv $(CHECKOV_VENV); else python3 -m venv $(CHECKOV_VENV); fi
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
+	@touch $@
+
+node_modules/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(VENV)/.stamp node_modules/.stamp $(CHECKOV_VENV)/.stamp
+
+demo: $(VENV)/.stamp
+	$(PY) -m examples.demo
+
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.stamp
+	$(VENV)/bin/mypy
+
+pytest: setup
+	PATH="$(CURDIR)/node_modules/.bin:$$PATH" CHECKOV="$(CURDIR)/$(CHECKOV_VENV)/bin/checkov" \
+		$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: setup
+	$(PY) -m bench.run --write bench/RESULTS.md
+
+bench-smoke: $(VENV)/.stamp
+	$(PY) -m bench.run --smoke
+
+clean:
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

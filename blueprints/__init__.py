@@ -1,0 +1,1 @@
+"""Azure Functions blueprints: thin adapters over the exporter core."""

@@ -1,0 +1,1 @@
+"""The ActiveCampaign sandbox: a faithful local emulator of the API v3."""
