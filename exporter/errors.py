@@ -5,7 +5,8 @@
     ExporterError                 root: catch this to catch everything of ours
     ├── ConfigError               invalid connection/export/setting  (exit 2, HTTP 400)
     │   ├── ConfigErrors          several field errors at once       (exit 2, HTTP 400)
-    │   └── NotFoundError         no such connection/export/run      (exit 2, HTTP 404)
+    │   ├── NotFoundError         no such connection/export/run      (exit 2, HTTP 404)
+    │   └── ConflictError         exists already / changed since read (exit 2, HTTP 409/412)
     ├── InputError                unreadable snapshot: file/row/col  (exit 2)
     ├── PermissionDenied          the caller's role forbids it       (HTTP 403)
     ├── SecretError               a secret reference won't resolve   (exit 2)
@@ -55,6 +56,10 @@ class ConfigErrors(ConfigError):
 
 class NotFoundError(ConfigError):
     """A named object (connection, export, run, snapshot) does not exist."""
+
+
+class ConflictError(ConfigError):
+    """The object already exists (create), or changed since it was read (ETag mismatch)."""
 
 
 class InputError(ExporterError):
