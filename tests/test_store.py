@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,15 @@ import pytest
 from exporter.store import LocalStore, ObjectNotFound, PreconditionFailed, Store, StoreError
 
 
-@pytest.fixture(params=["local"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    return LocalStore(tmp_path / "store")
+@pytest.fixture(params=["local", pytest.param("blob", marks=pytest.mark.azurite)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "local":
+        yield LocalStore(tmp_path / "store")
+        return
+    from tests.azure.support import fresh_blob_store
+
+    with fresh_blob_store(request.getfixturevalue("azurite")) as blob_store:
+        yield blob_store
 
 
 def test_write_read_roundtrip_and_etag_changes(store: Store) -> None:

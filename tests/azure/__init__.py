@@ -1,0 +1,1 @@
+"""Tests against a real Azurite: the Azure adapters (blob store)."""
