@@ -1,0 +1,160 @@
+"""A proactive, account-wide rate limiter, so a clean run is never throttled.
+
+ActiveCampaign allows 5 requests per second per *account* (every request), and on top of that
+100 bulk-import requests per minute that carry several contacts and 20 per minute that carry
+one. Every applicable budget is enforced at once with **sliding windows**: a request may start
+at ``t`` only if fewer than ``limit`` requests of its kind started in ``(t - period, t]``.
+(A bursty token bucket could spend 100 bulk requests in the first second of a minute, which
+the per-minute budget allows but the 5/s budget does not.)
+
+Each request *reserves* its start time under a lock and then sleeps outside it, so threads
+sharing one limiter (push and confirm) queue fairly and never exceed a budget together.
+
+``share`` gives this limiter a fraction of the account's budget (N concurrent workers each get
+``1/N``): each window keeps its period and allows ``floor(limit * share)`` requests, so N
+workers together stay within the account's limit in *every* window. (When ``limit * share`` is
+below 1 the worker gets one request per ``period / (limit * share)``; N workers then need luck
+to stay in budget, so keep N at or below the smallest limit, 5.) ``time_scale`` multiplies every
+budget (benchmarks compress time with the sandbox's matching ``time_scale``). ``slack`` lengthens
+every window a little, absorbing the jitter between when we send and when the server counts.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+class RequestKind(enum.Enum):
+    """Which budgets a request draws on (every kind also draws on the per-second budget)."""
+
+    OTHER = "other"
+    BULK_MULTI = "bulk_multi"
+    """``POST /import/bulk_import`` with two or more contacts."""
+    BULK_SINGLE = "bulk_single"
+    """``POST /import/bulk_import`` with exactly one contact."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """At most ``limit`` requests in any ``period`` seconds."""
+
+    limit: int
+    period: float
+
+
+ACCOUNT_BUDGET = Budget(limit=5, period=1.0)
+BULK_MULTI_BUDGET = Budget(limit=100, period=60.0)
+BULK_SINGLE_BUDGET = Budget(limit=20, period=60.0)
+
+
+class SlidingWindow:
+    """Reserved start times of one budget; a new start ``t`` fits if, with it, no window
+    ``(x - period, x]`` holds more than ``limit`` starts. Reservations may lie in the future
+    (a bulk request waiting for its per-minute budget), and a later, cheaper request may take
+    an earlier slot in front of them: no request waits behind another's budget."""
+
+    def __init__(self, budget: Budget, *, share: float, time_scale: float, slack: float) -> None:
+        allowed = budget.limit * share
+        if allowed >= 1:
+            self.limit = math.floor(allowed + 1e-9)
+            period = budget.period
+        else:
+            self.limit = 1
+            period = budget.period / allowed
+        self.period = period * (1.0 + slack) / time_scale
+        self._starts: list[float] = []
+
+    def prune(self, now: float) -> None:
+        """Forget starts that can no longer share a window with any start at or after ``now``."""
+        cut = bisect.bisect_right(self._starts, now - self.period)
+        if cut:
+            del self._starts[:cut]
+
+    def candidates(self) -> list[float]:
+        """Times at which this window's verdict can change: each start, and just after each
+        start leaves the window."""
+        nudge = self.period * 1e-9 + 1e-9  # so float rounding never leaves the start inside
+        return [*self._starts, *(s + self.period + nudge for s in self._starts)]
+
+    def fits(self, t: float) -> bool:
+        """Whether a start at ``t`` keeps every window within the limit."""
+        starts, period = self._starts, self.period
+        # Windows that would contain t end at t or at a later start before t + period; the
+        # fullest of them ends exactly at t or at one of those starts.
+        ends = [t, *starts[bisect.bisect_right(starts, t) : bisect.bisect_left(starts, t + period)]]
+        for x in ends:
+            inside = bisect.bisect_right(starts, x) - bisect.bisect_right(starts, x - period)
+            if inside + 1 > self.limit:
+                return False
+        return True
+
+    def record(self, start: float) -> None:
+        bisect.insort(self._starts, start)
+
+
+class RateLimiter:
+    """Thread-safe limiter over ActiveCampaign's account budgets; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        share: float = 1.0,
+        time_scale: float = 1.0,
+        slack: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        account: Budget = ACCOUNT_BUDGET,
+        bulk_multi: Budget = BULK_MULTI_BUDGET,
+        bulk_single: Budget = BULK_SINGLE_BUDGET,
+    ) -> None:
+        if not 0.0 < share <= 1.0:
+            raise ValueError("share must be within (0, 1]")
+        if time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+        if slack < 0:
+            raise ValueError("slack must not be negative")
+        self.share = share
+        self.time_scale = time_scale
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+
+        def window(budget: Budget) -> SlidingWindow:
+            return SlidingWindow(budget, share=share, time_scale=time_scale, slack=slack)
+
+        self._account = window(account)
+        self._by_kind = {
+            RequestKind.OTHER: (self._account,),
+            RequestKind.BULK_MULTI: (self._account, window(bulk_multi)),
+            RequestKind.BULK_SINGLE: (self._account, window(bulk_single)),
+        }
+
+    def reserve(self, kind: RequestKind = RequestKind.OTHER) -> float:
+        """Reserve the earliest allowed start for a request of ``kind``; returns that time
+        (on ``clock``). The caller must not start the request before it."""
+        windows = self._by_kind[kind]
+        with self._lock:
+            now = self._clock()
+            for w in windows:
+                w.prune(now)
+            options = sorted({now, *(c for w in windows for c in w.candidates() if c > now)})
+            # The last option (after every start has left its window) always fits.
+            start = next(t for t in options if all(w.fits(t) for w in windows))
+            for w in windows:
+                w.record(start)
+            return start
+
+    def acquire(self, kind: RequestKind = RequestKind.OTHER) -> float:
+        """Wait until a request of ``kind`` may start; returns the seconds waited."""
+        start = self.reserve(kind)
+        wait = start - self._clock()
+        if wait > 0:
+            self._sleep(wait)
+            return wait
+        return 0.0
