@@ -1,0 +1,368 @@
+"""Column mapping, validation and value formatting: a snapshot row becomes a contact.
+
+:class:`Mapper` binds a :class:`MappingSpec` to a snapshot's columns once (case-insensitively,
+header whitespace trimmed) and then turns each row into a
+:class:`~exporter.contacts.PreparedContact` or a :class:`~exporter.contacts.Rejection`. The hot
+path works on the row's list with pre-computed indexes and builds the contact's JSON by string
+concatenation that is byte-identical to :func:`exporter.contacts.dumps` of the same object
+(``tests/test_mapping.py`` checks this), so every row is serialised exactly once.
+
+Decisions:
+
+* **Email**: trimmed; ASCII local part of the RFC 5322 ``atext`` characters with single dots
+  (no leading/trailing/consecutive dots), at most 64 characters; a domain of LDH labels with an
+  alphabetic (or ``xn--``) top-level label; at most 254 characters in all. A non-ASCII local
+  part is rejected (``invalid_email``, ActiveCampaign does not accept it). A non-ASCII
+  (internationalised) domain is IDNA-encoded (UTS #46, IDNA 2008, so ``straße.de`` stays
+  ``xn--strae-oqa.de`` rather than becoming ``strasse.de``) and then validated.
+* **Key**: the email as sent, lower-cased (ASCII, after validation).
+* **Empty values are not sent**: an empty name, phone, custom field or tag is omitted.
+* **Dates** (``date`` fields) are sent as ``YYYY-MM-DD``. Accepted inputs: ``YYYY-MM-DD``,
+  ``YYYY/MM/DD``, ``YYYY.MM.DD``, those followed by an ISO 8601 time (``T`` or space; the
+  calendar date *as written* is kept, no time-zone conversion), ``YYYYMMDD`` and
+  ``DD.MM.YYYY``. Slashed day-first/month-first forms (``01/02/2024``) are ambiguous and
+  rejected. ``datetime`` fields accept ISO 8601 and are sent as ``YYYY-MM-DDTHH:MM:SS`` (plus the
+  offset when one was given). Unparseable values reject the row (``invalid_field_value``, naming
+  the column).
+* **Multi-value** fields (``multiselect``, ``checkbox``, ``listbox``): values split on ``||``
+  when present, else on ``,`` ``;`` ``|``; trimmed, empties dropped, joined with ``||``.
+* **Numbers** (``number``, ``currency``): an optional sign, digits and one decimal separator
+  (``.`` or ``,``, sent as ``.``); anything else rejects the row.
+* A row with a different number of values than the header is rejected (``ragged_row``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from json.encoder import encode_basestring as _json_str  # the encoder ``dumps`` itself uses
+
+import idna
+
+from exporter.contacts import PreparedContact, Rejection, fingerprint
+from exporter.errors import ConfigError, InputError
+
+FIELD_TYPES = frozenset(
+    {
+        "text",
+        "textarea",
+        "date",
+        "datetime",
+        "dropdown",
+        "multiselect",
+        "radio",
+        "checkbox",
+        "listbox",
+        "hidden",
+        "number",
+        "currency",
+    }
+)
+"""ActiveCampaign custom-field types a :class:`FieldMapping` may name."""
+_MULTI_TYPES = frozenset({"multiselect", "checkbox", "listbox"})
+
+MAX_EMAIL = 254
+MAX_LOCAL = 64
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL_RE = re.compile(
+    rf"(?=[^@]{{1,{MAX_LOCAL}}}@){_ATEXT}+(?:\.{_ATEXT}+)*@(?:{_LABEL}\.)+(?:[A-Za-z]{{2,63}}|xn--[A-Za-z0-9-]{{1,59}})"
+)
+_email_ok = _EMAIL_RE.fullmatch
+_SPLIT_RE = re.compile(r"[,;|]")
+_DATE_YMD = re.compile(
+    r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})"
+    r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)?)?"
+)
+_DATE_COMPACT = re.compile(r"(\d{4})(\d{2})(\d{2})")
+_DATE_DMY = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})")
+_NUMBER = re.compile(r"[+-]?\d+(?:[.,]\d+)?")
+
+
+class FieldValueError(ValueError):
+    """A value that cannot be formatted for its field type (becomes a row rejection)."""
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    """One snapshot column sent as one ActiveCampaign custom field."""
+
+    column: str
+    """Snapshot column (matched case-insensitively, whitespace trimmed)."""
+    field_id: str
+    """ActiveCampaign custom field id (digits; sent as an integer, as the API schema says)."""
+    field_type: str = "text"
+    """The field's ActiveCampaign type, one of :data:`FIELD_TYPES`; decides formatting."""
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    """How a snapshot's columns become ActiveCampaign contact data for one list."""
+
+    email: str
+    """Column holding the email address (required)."""
+    list_id: str
+    """ActiveCampaign list id every contact is subscribed to."""
+    first_name: str | None = None
+    """Column sent as ``first_name``."""
+    last_name: str | None = None
+    """Column sent as ``last_name``."""
+    phone: str | None = None
+    """Column sent as ``phone`` (free text)."""
+    fields: list[FieldMapping] = field(default_factory=list)
+    """Columns sent as custom fields."""
+    tags: list[str] = field(default_factory=list)
+    """Tags added to every contact."""
+    tag_column: str | None = None
+    """Column of per-contact tags, separated by ``,`` ``;`` or ``|``."""
+    profile_id_column: str | None = None
+    """Column with a stable profile id (recognises a changed email as the same person)."""
+    exclude_automations: bool = False
+    """Send ``exclude_automations`` (the batch planner puts it on the request, not per
+    contact)."""
+
+
+def _trim_column(name: str) -> str:
+    return name.strip().lstrip("\ufeff").strip().lower()
+
+
+def _bind_index(columns: Sequence[str], wanted: str, what: str, source: str | None) -> int:
+    key = _trim_column(wanted)
+    hits = [i for i, c in enumerate(columns) if _trim_column(c) == key]
+    if len(hits) == 1:
+        return hits[0]
+    available = ", ".join(repr(c) for c in columns) or "(none: the file has no header)"
+    if hits:
+        message = f"{what} column {wanted!r} matches several columns; the columns are: {available}"
+    else:
+        message = f"{what} column {wanted!r} does not exist; the columns are: {available}"
+    if source is not None:
+        raise InputError(message, file=source, column=wanted)
+    raise ConfigError(message, field=f"mapping.{what}")
+
+
+def _check_spec(spec: MappingSpec) -> None:
+    if not spec.email.strip():
+        raise ConfigError("an email column is required", field="mapping.email")
+    if not str(spec.list_id).strip():
+        raise ConfigError("a list id is required", field="mapping.list_id")
+    for i, f in enumerate(spec.fields):
+        if not f.field_id.strip().isdigit():
+            raise ConfigError(
+                f"custom field id {f.field_id!r} must be a number", field=f"mapping.fields[{i}]"
+            )
+        if f.field_type not in FIELD_TYPES:
+            raise ConfigError(
+                f"unknown field type {f.field_type!r} (one of {', '.join(sorted(FIELD_TYPES))})",
+                field=f"mapping.fields[{i}].field_type",
+            )
+
+
+def _split_multi(value: str) -> list[str]:
+    parts = value.split("||") if "||" in value else _SPLIT_RE.split(value)
+    return [p for p in (x.strip() for x in parts) if p]
+
+
+def format_date(value: str) -> str:
+    """``YYYY-MM-DD`` from the accepted date inputs (see the module docstring)."""
+    m = _DATE_YMD.fullmatch(value)
+    if m:
+        y, mo, d = int(m[1]), int(m[3]), int(m[4])
+    elif m := _DATE_COMPACT.fullmatch(value):
+        y, mo, d = int(m[1]), int(m[2]), int(m[3])
+    elif m := _DATE_DMY.fullmatch(value):
+        d, mo, y = int(m[1]), int(m[2]), int(m[3])
+    else:
+        raise FieldValueError(
+            f"{value!r} is not a date (use YYYY-MM-DD, YYYY/MM/DD, DD.MM.YYYY or ISO 8601)"
+        )
+    try:
+        return date(y, mo, d).isoformat()
+    except ValueError:
+        raise FieldValueError(f"{value!r} is not a valid calendar date") from None
+
+
+def format_datetime(value: str) -> str:
+    """ISO 8601 ``YYYY-MM-DDTHH:MM:SS[±HH:MM]`` (a bare date is midnight)."""
+    try:
+        parsed = datetime.fromisoformat(value.replace(" ", "T", 1) if " " in value else value)
+    except ValueError:
+        raise FieldValueError(f"{value!r} is not an ISO 8601 date-time") from None
+    return parsed.isoformat(timespec="seconds")
+
+
+def format_value(value: str, field_type: str) -> str:
+    """The value to send for a custom field of this type (``""`` means: do not send)."""
+    if field_type == "date":
+        return format_date(value)
+    if field_type == "datetime":
+        return format_datetime(value)
+    if field_type in _MULTI_TYPES:
+        return "||".join(_split_multi(value))
+    if field_type in ("number", "currency"):
+        if not _NUMBER.fullmatch(value):
+            raise FieldValueError(f"{value!r} is not a number")
+        return value.replace(",", ".")
+    return value
+
+
+def normalise_email(raw: str) -> tuple[str | None, str]:
+    """(email to send, or None) and, when None, why it is invalid. ``raw`` is trimmed."""
+    email = raw
+    if not email.isascii():
+        local, at, domain = email.rpartition("@")
+        if not at or not local.isascii():
+            return None, "non-ASCII characters before the @ are not accepted by ActiveCampaign"
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
+            return None, "the domain is not a valid internationalised domain name"
+        email = f"{local}@{domain}"
+    if len(email) > MAX_EMAIL:
+        return None, f"longer than {MAX_EMAIL} characters"
+    if not _email_ok(email):
+        if "@" in email and email.index("@") > MAX_LOCAL:
+            return None, f"the part before @ is longer than {MAX_LOCAL} characters"
+        return None, "not a valid email address"
+    return email, ""
+
+
+def leaver_payload(email: str, list_id: str) -> str:
+    """Bulk-import object that only unsubscribes ``email`` from ``list_id`` (for leavers)."""
+    return f'{{"email":{_json_str(email)},"unsubscribe":[{{"listid":{_json_str(str(list_id))}}}]}}'
+
+
+class Mapper:
+    """A :class:`MappingSpec` bound to one snapshot's columns.
+
+    Raises :class:`~exporter.errors.InputError` (when ``source`` names the file) or
+    :class:`~exporter.errors.ConfigError` if a mapped column is missing or ambiguous; the message
+    lists the columns that do exist.
+    """
+
+    def __init__(
+        self, spec: MappingSpec, columns: Sequence[str], *, source: str | None = None
+    ) -> None:
+        _check_spec(spec)
+        self.spec = spec
+        self.columns = list(columns)
+        self._ncols = len(columns)
+
+        def idx(wanted: str | None, what: str) -> int:
+            return -1 if not wanted else _bind_index(columns, wanted, what, source)
+
+        self._email = idx(spec.email, "email")
+        self._first = idx(spec.first_name, "first_name")
+        self._last = idx(spec.last_name, "last_name")
+        self._phone = idx(spec.phone, "phone")
+        self._tagcol = idx(spec.tag_column, "tag_column")
+        self._pid = idx(spec.profile_id_column, "profile_id_column")
+        # (column index, '{"id":N,"value":' prefix, type or None when sent as-is)
+        self._fields: list[tuple[int, str, str | None]] = []
+        for i, f in enumerate(spec.fields):
+            at = idx(f.column, f"fields[{i}]")
+            plain = f.field_type in ("text", "textarea", "dropdown", "radio", "hidden")
+            prefix = f'{{"id":{int(f.field_id)},"value":'
+            self._fields.append((at, prefix, None if plain else f.field_type))
+        self._fixed_tags = list(dict.fromkeys(t.strip() for t in spec.tags if t.strip()))
+        self._suffix = f'"subscribe":[{{"listid":{_json_str(str(spec.list_id))}}}]}}'
+        self._mapped = sorted(
+            {self._email, self._first, self._last, self._phone, self._tagcol, self._pid} - {-1}
+            | {f[0] for f in self._fields}
+        )
+
+    @property
+    def value_columns(self) -> list[str]:
+        """The mapped columns, in file order (the value columns of a rejected-rows CSV)."""
+        return [self.columns[i] for i in self._mapped]
+
+    def map(self, source: str, row_no: int, values: list[str]) -> PreparedContact | Rejection:
+        """One row → a contact ready to send, or the reason it is not sent."""
+        if len(values) != self._ncols:
+            return self._reject(
+                source,
+                row_no,
+                values,
+                "ragged_row",
+                f"the row has {len(values)} values, the header has {self._ncols} columns",
+                None,
+            )
+        raw = values[self._email].strip()
+        if not raw:
+            return self._reject(
+                source, row_no, values, "missing_email", "no email address", self._email
+            )
+        if (
+            len(raw) <= MAX_EMAIL
+            and raw.isascii()
+            and _email_ok(raw)
+            and raw.index("@") <= MAX_LOCAL
+        ):
+            email = raw
+        else:
+            fixed, why = normalise_email(raw)
+            if fixed is None:
+                return self._reject(source, row_no, values, "invalid_email", why, self._email)
+            email = fixed
+        out = '{"email":' + _json_str(email)
+        if self._first >= 0 and (v := values[self._first].strip()):
+            out += ',"first_name":' + _json_str(v)
+        if self._last >= 0 and (v := values[self._last].strip()):
+            out += ',"last_name":' + _json_str(v)
+        if self._phone >= 0 and (v := values[self._phone].strip()):
+            out += ',"phone":' + _json_str(v)
+        if self._fields:
+            parts = []
+            for at, prefix, ftype in self._fields:
+                v = values[at].strip()
+                if v and ftype is not None:
+                    try:
+                        v = format_value(v, ftype)
+                    except FieldValueError as exc:
+                        return self._reject(
+                            source, row_no, values, "invalid_field_value", str(exc), at
+                        )
+                if v:
+                    parts.append(prefix + _json_str(v) + "}")
+            if parts:
+                out += ',"fields":[' + ",".join(parts) + "]"
+        tags = self._tags(values)
+        if tags:
+            out += ',"tags":[' + ",".join(map(_json_str, tags)) + "]"
+        payload = out + "," + self._suffix
+        pid = (values[self._pid].strip() or None) if self._pid >= 0 else None
+        return PreparedContact(row_no, source, email.lower(), payload, fingerprint(payload), pid)
+
+    def _tags(self, values: list[str]) -> list[str]:
+        if self._tagcol < 0:
+            return self._fixed_tags
+        cell = values[self._tagcol]
+        if not cell.strip():
+            return self._fixed_tags
+        tags = list(self._fixed_tags)
+        for t in _SPLIT_RE.split(cell):
+            t = t.strip()
+            if t and t not in tags:
+                tags.append(t)
+        return tags
+
+    def _reject(
+        self,
+        source: str,
+        row_no: int,
+        values: list[str],
+        reason: str,
+        message: str,
+        at: int | None,
+    ) -> Rejection:
+        return Rejection(
+            row=row_no,
+            source=source,
+            reason=reason,
+            message=message,
+            column=self.columns[at] if at is not None else None,
+            values={self.columns[i]: values[i] for i in self._mapped if i < len(values)},
+        )

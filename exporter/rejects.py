@@ -1,0 +1,106 @@
+"""The rejected-rows CSV (and, with an ``action`` column, the dry-run plan CSV).
+
+Columns: ``row, source, reason, message, column``, then one column per mapped snapshot column
+with the values as read; a plan puts ``action`` first. The file is meant to be opened in a
+spreadsheet, and its cells come from untrusted input, so any cell starting with ``=``, ``+``,
+``-``, ``@``, tab or carriage return is prefixed with ``'`` (CSV/formula injection). Rows are
+written as they come (streaming); nothing is held in memory.
+
+Written to a text stream as is, or to a binary stream as UTF-8 with a BOM (so spreadsheet
+programs detect the encoding).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from typing import IO
+
+from exporter.contacts import Rejection
+
+BASE_COLUMNS = ("row", "source", "reason", "message", "column")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(cell: str) -> str:
+    """``cell`` made safe to open in a spreadsheet (a leading formula trigger is quoted)."""
+    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+
+
+class RejectedRowsWriter:
+    """Streams rejected rows (or plan rows) to a CSV file object."""
+
+    def __init__(
+        self,
+        fh: IO[str] | IO[bytes],
+        *,
+        value_columns: Sequence[str],
+        action: bool = False,
+    ) -> None:
+        self._wrapper: io.TextIOWrapper | None = None
+        text: IO[str]
+        if isinstance(fh, io.TextIOBase):
+            text = fh
+        else:
+            self._wrapper = io.TextIOWrapper(
+                fh,  # type: ignore[arg-type]
+                encoding="utf-8-sig",
+                newline="",
+                write_through=True,
+            )
+            text = self._wrapper
+        self._writer = csv.writer(text, lineterminator="\r\n")
+        self._action = action
+        self.value_columns = list(value_columns)
+        """The snapshot columns written after the fixed ones."""
+        self.count = 0
+        """Rows written (not counting the header)."""
+        header = (["action"] if action else []) + list(BASE_COLUMNS) + self.value_columns
+        self._writer.writerow([neutralise(c) for c in header])
+
+    def write(self, rejection: Rejection, *, action: str | None = None) -> None:
+        """One rejected row."""
+        self.write_row(
+            row=rejection.row,
+            source=rejection.source,
+            reason=rejection.reason,
+            message=rejection.message,
+            column=rejection.column,
+            values=rejection.values,
+            action=action,
+        )
+
+    def write_row(
+        self,
+        *,
+        row: int,
+        source: str,
+        reason: str = "",
+        message: str = "",
+        column: str | None = None,
+        values: Mapping[str, str] | None = None,
+        action: str | None = None,
+    ) -> None:
+        """One row of the file; ``action`` is required (and only allowed) for a plan."""
+        if self._action != (action is not None):
+            raise ValueError("action is required for a plan file and not allowed otherwise")
+        vals = values or {}
+        cells: list[str] = [action] if action is not None else []
+        cells += [str(row), source, reason, message, column or ""]
+        cells += [vals.get(c, "") for c in self.value_columns]
+        self._writer.writerow([neutralise(c) for c in cells])
+        self.count += 1
+
+    def close(self) -> None:
+        """Flush; the caller's file object stays open (a binary one is detached, not closed)."""
+        if self._wrapper is not None:
+            self._wrapper.flush()
+            self._wrapper.detach()
+            self._wrapper = None
+
+    def __enter__(self) -> RejectedRowsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,718 @@
+"""Streaming snapshot readers and snapshot discovery.
+
+A *snapshot* is what one segment looked like at one moment. Two layouts are read:
+
+* **plain CSV** — one file with a header row: UTF-8 (with or without BOM), any line ending,
+  quoted fields with embedded newlines, delimiter ``,`` ``;`` tab or ``|`` (detected from the
+  header line unless given), optionally gzip-compressed (detected by magic bytes, whatever the
+  name);
+* **Customer Insights (CDM folder)** — a ``model.json`` that names the columns
+  (``entities[].attributes``) and lists the partition files (``entities[].partitions``, each
+  with its own ``fileFormatSettings``: ``columnHeaders``, ``delimiter``, ``encoding``). The
+  schema always comes from ``model.json``; a partition's own header row, when it has one, must
+  agree with it. Partition locations are URLs (often of an account we cannot reach); they are
+  resolved relative to the folder of ``model.json`` by their path tail.
+
+Files are reached through an :data:`Opener` (path → binary stream) and, for prefixes, a
+:data:`Lister` (prefix → paths), so the same code reads local files and blobs.
+
+Decisions (documented here because callers and users meet them):
+
+* Text must be UTF-8. Anything else is an :class:`~exporter.errors.InputError` naming the byte
+  offset and line, with a hint; a Latin-1/Windows-1252 file can be read by passing
+  ``encoding="cp1252"`` explicitly (never guessed).
+* NUL bytes mean binary data: an ``InputError`` (the CSV module would accept them silently).
+* A quote that is never closed, or text after a closing quote, is an ``InputError`` naming the
+  row where the record started: a file that cannot be tokenised is not guessed at.
+* A *ragged* row (a different number of values than columns) is not an error here: the reader
+  yields it and :class:`exporter.mapping.Mapper` rejects it (reason ``ragged_row``).
+* A plain CSV that is completely empty (no header) is an ``InputError``; a header with no rows is
+  a valid, empty snapshot. An empty CDM partition is valid (the schema is in ``model.json``).
+* Blank lines are skipped but still counted, so row numbers match a spreadsheet's.
+* Fields may be up to :data:`FIELD_SIZE_LIMIT` characters; validation rejects over-long values.
+* Errors surface as exceptions *from the iterator* (at the position they are found), so a
+  caller that prepares fully before sending sends nothing from a broken file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, BinaryIO, Literal, Protocol, TextIO, cast
+from urllib.parse import unquote, urlsplit
+
+from exporter.errors import InputError, NotFoundError
+from exporter.store import ObjectNotFound, Store
+
+Opener = Callable[[str], BinaryIO]
+"""Opens a path (local file or store path) as a binary stream; raises ``FileNotFoundError`` or
+:class:`~exporter.store.ObjectNotFound` when it does not exist."""
+Lister = Callable[[str], Iterable[str]]
+"""Every path under a prefix (recursively), e.g. ``store.list``'s paths."""
+
+FIELD_SIZE_LIMIT = 4 * 1024 * 1024
+"""Largest field (characters) the tokenizer accepts; larger is an InputError for the file."""
+DELIMITERS = (",", ";", "\t", "|")
+"""Delimiters recognised from a header line, in order of preference on a tie."""
+MODEL_JSON = "model.json"
+SNAPSHOT_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".gz")
+"""File names discovery treats as plain CSV snapshots."""
+
+_CHUNK = 1 << 16
+_GZIP_MAGIC = b"\x1f\x8b"
+_SNIFF_BYTES = 1 << 16
+
+csv.field_size_limit(FIELD_SIZE_LIMIT)
+
+
+# --- byte streams ---------------------------------------------------------------------------
+
+
+class _BinaryData(Exception):
+    """A NUL byte at ``offset`` (internal: turned into an InputError with the position)."""
+
+    def __init__(self, offset: int, line: int) -> None:
+        super().__init__(offset)
+        self.offset = offset
+        self.line = line
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class _Stream(io.RawIOBase):
+    """A readable stream that can un-read a sniffed prefix, and tracks position and lines.
+
+    Counting newlines per chunk (a C-speed ``bytes.count``) lets a decoding error deep in a
+    64 KB read-ahead be placed on its exact line rather than on the row the parser is at.
+    """
+
+    def __init__(self, fh: _Readable, *, check_nul: bool) -> None:
+        super().__init__()
+        self._fh = fh
+        self._pending = b""
+        self._check_nul = check_nul
+        self.offset = 0
+        """Bytes handed out so far."""
+        self.last_start = 0
+        """Offset of the first byte of the last chunk handed out."""
+        self.last_chunk = b""
+        self.lines_before_last = 0
+        """Newlines in everything before the last chunk."""
+
+    def readable(self) -> bool:
+        return True
+
+    def peek_bytes(self, n: int) -> bytes:
+        """Up to ``n`` bytes from the front, without consuming them."""
+        while len(self._pending) < n:
+            more = self._fh.read(n - len(self._pending))
+            if not more:
+                break
+            self._pending += more
+        return self._pending[:n]
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._pending:
+            if size is None or size < 0:
+                data, self._pending = self._pending + self._fh.read(), b""
+            else:
+                data, self._pending = self._pending[:size], self._pending[size:]
+        else:
+            data = self._fh.read(-1 if size is None else size)
+        self.lines_before_last += self.last_chunk.count(b"\n")
+        self.last_start, self.last_chunk = self.offset, data
+        self.offset += len(data)
+        if self._check_nul and b"\x00" in data:
+            at = data.index(b"\x00")
+            raise _BinaryData(self.last_start + at, self.line_at(self.last_start + at))
+        return data
+
+    read1 = read
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def line_at(self, offset: int) -> int:
+        """1-based physical line of a byte offset inside the last chunk."""
+        within = max(0, min(offset - self.last_start, len(self.last_chunk)))
+        return self.lines_before_last + self.last_chunk[:within].count(b"\n") + 1
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._fh.close()
+        super().close()
+
+
+def _open_text(source: str, opener: Opener, encoding: str) -> tuple[_Stream, TextIO, BinaryIO]:
+    """Open ``source``, un-gzip when it starts with the gzip magic, and decode it."""
+    raw = _open_raw(source, opener)
+    outer_fh: _Readable
+    probe = _Stream(raw, check_nul=False)
+    if probe.peek_bytes(2) == _GZIP_MAGIC:
+        outer_fh = gzip.GzipFile(fileobj=probe, mode="rb")
+    else:
+        outer_fh = probe
+    stream = _Stream(outer_fh, check_nul=True)
+    codec = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
+    text = io.TextIOWrapper(cast(BinaryIO, stream), encoding=codec, errors="strict", newline="")
+    text._CHUNK_SIZE = _CHUNK  # type: ignore[attr-defined]
+    return stream, text, raw
+
+
+def _open_raw(source: str, opener: Opener) -> BinaryIO:
+    try:
+        return opener(source)
+    except (FileNotFoundError, ObjectNotFound, IsADirectoryError, NotADirectoryError):
+        raise InputError("file not found", file=source) from None
+
+
+# --- delimiter sniffing ---------------------------------------------------------------------
+
+
+def sniff_delimiter(first_line: str) -> str:
+    """The delimiter of a header line: the most frequent of :data:`DELIMITERS` outside quotes
+    (``,`` when none occurs)."""
+    counts = dict.fromkeys(DELIMITERS, 0)
+    quoted = False
+    for ch in first_line:
+        if ch == '"':
+            quoted = not quoted
+        elif ch in ("\n", "\r") and not quoted:
+            break
+        elif not quoted and ch in counts:
+            counts[ch] += 1
+    best = max(DELIMITERS, key=lambda d: counts[d])  # max keeps the first on a tie
+    return best if counts[best] else ","
+
+
+def _sniff(stream: _Stream, encoding: str) -> str:
+    head = stream.peek_bytes(_SNIFF_BYTES)
+    return sniff_delimiter(head.decode(encoding if encoding else "utf-8", errors="replace"))
+
+
+# --- one CSV file ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One file to read: where, how it is delimited, and whether it starts with a header."""
+
+    path: str
+    delimiter: str | None
+    header: bool
+    encoding: str
+
+
+class _CsvFile:
+    """One open CSV file positioned after its header (if any)."""
+
+    def __init__(self, part: _Part, opener: Opener) -> None:
+        self.part = part
+        self.header_lines = 1 if part.header else 0
+        try:
+            self._stream, self._text, self._raw = _open_text(part.path, opener, part.encoding)
+            delimiter = part.delimiter or _sniff(self._stream, part.encoding)
+            self.delimiter = delimiter
+            self._reader = csv.reader(self._text, delimiter=delimiter, strict=True)
+            self.header: list[str] | None = None
+            if part.header:
+                self.header = next(self._reader, None)
+                while self.header == []:  # blank lines before the header
+                    self.header_lines += 1
+                    self.header = next(self._reader, None)
+        except _ReadFailure as exc:
+            self.close()
+            raise self._translate(exc, 0) from None
+
+    def rows(self, source: str) -> Iterator[tuple[str, int, list[str]]]:
+        """Data rows: (source, 1-based data row number, values). Blank lines are counted but
+        not yielded."""
+        n = 0
+        try:
+            for values in self._reader:
+                n += 1
+                if values:
+                    yield source, n, values
+        except _ReadFailure as exc:
+            raise self._translate(exc, n) from None
+        finally:
+            self.close()
+
+    def _translate(self, exc: BaseException, rows_done: int) -> InputError:
+        path = self.part.path
+        if isinstance(exc, _BinaryData):
+            return InputError(
+                f"binary data: NUL byte at byte offset {exc.offset} (line {exc.line}); "
+                "this is not a CSV text file",
+                file=path,
+                row=self._data_row(exc.line),
+            )
+        if isinstance(exc, UnicodeDecodeError):
+            stream = self._stream
+            offset = stream.last_start + exc.start
+            line = stream.line_at(offset)
+            byte = exc.object[exc.start : exc.start + 1].hex().upper()
+            return InputError(
+                f"not valid {self.part.encoding} text: byte 0x{byte} at byte offset ~{offset} "
+                f"(line {line}). If the file is Latin-1/Windows-1252, re-export it as UTF-8 "
+                "or set the snapshot encoding to cp1252",
+                file=path,
+                row=self._data_row(line),
+            )
+        if isinstance(exc, csv.Error):
+            msg = str(exc)
+            if "unexpected end of data" in msg:
+                msg = "a quoted field starting in this row is never closed (unterminated quote)"
+            elif "field larger than field limit" in msg:
+                msg = f"a field is longer than {FIELD_SIZE_LIMIT} characters"
+            else:
+                msg = f"malformed CSV ({msg})"
+            return InputError(msg, file=path, row=rows_done + 1)
+        if isinstance(exc, EOFError | gzip.BadGzipFile | zlib.error):
+            return InputError(
+                f"corrupt or truncated gzip data ({exc}) after {rows_done} rows",
+                file=path,
+                row=rows_done + 1,
+            )
+        return InputError(f"cannot read the file ({type(exc).__name__})", file=path)
+
+    def _data_row(self, line: int) -> int | None:
+        row = line - self.header_lines
+        return row if row >= 1 else None
+
+    def close(self) -> None:
+        for obj in (getattr(self, "_text", None), getattr(self, "_raw", None)):
+            if obj is not None:
+                with contextlib.suppress(Exception):
+                    obj.close()
+
+
+_ReadFailure = (
+    _BinaryData,
+    UnicodeDecodeError,
+    csv.Error,
+    EOFError,
+    gzip.BadGzipFile,
+    zlib.error,
+    OSError,
+)
+
+
+# --- model.json -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _CdmEntity:
+    name: str
+    columns: list[str]
+    partitions: list[tuple[str, dict[str, Any]]]
+    """(location URL or path, fileFormatSettings)."""
+
+
+def _load_model(path: str, opener: Opener) -> list[_CdmEntity]:
+    fh = _open_raw(path, opener)
+    try:
+        data = fh.read()
+    finally:
+        fh.close()
+    try:
+        model = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"model.json is not UTF-8 (byte offset {exc.start})", file=path) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"malformed model.json: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            file=path,
+            row=exc.lineno,
+        ) from None
+    entities = model.get("entities") if isinstance(model, dict) else None
+    if not isinstance(entities, list) or not entities:
+        raise InputError("malformed model.json: no 'entities' list", file=path)
+    found: list[_CdmEntity] = []
+    for i, ent in enumerate(entities):
+        if not isinstance(ent, dict) or ent.get("$type", "LocalEntity") != "LocalEntity":
+            continue
+        found.append(_parse_entity(path, i, ent))
+    if not found:
+        raise InputError("malformed model.json: no LocalEntity in 'entities'", file=path)
+    return found
+
+
+def _parse_entity(path: str, i: int, ent: dict[str, Any]) -> _CdmEntity:
+    name = str(ent.get("name") or f"entities[{i}]")
+    attrs = ent.get("attributes")
+    if not isinstance(attrs, list) or not attrs:
+        raise InputError(f"malformed model.json: entity {name!r} has no attributes", file=path)
+    columns: list[str] = []
+    for a in attrs:
+        if not isinstance(a, dict) or not isinstance(a.get("name"), str):
+            raise InputError(
+                f"malformed model.json: entity {name!r} has an attribute without a name",
+                file=path,
+            )
+        columns.append(a["name"])
+    parts = ent.get("partitions", [])
+    if not isinstance(parts, list):
+        raise InputError(f"malformed model.json: entity {name!r} partitions", file=path)
+    partitions: list[tuple[str, dict[str, Any]]] = []
+    for p in parts:
+        loc = p.get("location") if isinstance(p, dict) else None
+        if not isinstance(loc, str) or not loc:
+            raise InputError(
+                f"malformed model.json: entity {name!r} has a partition without a location",
+                file=path,
+            )
+        settings = p.get("fileFormatSettings") or {}
+        partitions.append((loc, settings if isinstance(settings, dict) else {}))
+    return _CdmEntity(name=name, columns=columns, partitions=partitions)
+
+
+def _dirname(path: str) -> str:
+    head, sep, _tail = path.replace("\\", "/").rpartition("/")
+    return head + sep
+
+
+def _resolve_location(model_path: str, location: str, existing: set[str] | None) -> str:
+    """Map a partition URL to a path beside ``model_path`` by its path tail.
+
+    Preferred: the part of the URL path after the segment named like model.json's folder
+    (``<exportName>``). Otherwise the longest tail that exists (when a listing is known), else
+    the file name.
+    """
+    base = _dirname(model_path)
+    url_path = unquote(urlsplit(location).path) if "://" in location else location
+    segs = [s for s in url_path.replace("\\", "/").split("/") if s]
+    folder = base.rstrip("/").rpartition("/")[2]
+    candidates: list[str] = []
+    if folder and folder in segs[:-1]:
+        anchor = len(segs) - 1 - segs[::-1].index(folder)
+        candidates.append(base + "/".join(segs[anchor + 1 :]))
+    candidates.extend(base + "/".join(segs[-k:]) for k in range(len(segs), 0, -1))
+    if existing is None:
+        return candidates[0]
+    for c in candidates:
+        if c in existing:
+            return c
+    return candidates[0]
+
+
+def _bool(value: Any, default: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return default
+
+
+def _cdm_parts(
+    model_path: str,
+    entity: _CdmEntity,
+    existing: set[str] | None,
+    delimiter: str | None,
+    encoding: str | None,
+) -> list[_Part]:
+    parts = []
+    for loc, settings in entity.partitions:
+        path = _resolve_location(model_path, loc, existing)
+        if existing is not None and path not in existing:
+            raise InputError(
+                f"model.json names partition {loc!r} of entity {entity.name!r}, "
+                f"but {path} does not exist",
+                file=model_path,
+            )
+        delim = delimiter or settings.get("delimiter") or ","
+        enc = encoding or str(settings.get("encoding") or "utf-8")
+        parts.append(
+            _Part(
+                path=path,
+                delimiter=str(delim),
+                header=_bool(settings.get("columnHeaders"), False),
+                encoding=enc,
+            )
+        )
+    return parts
+
+
+def _pick_entity(path: str, entities: list[_CdmEntity], name: str | None) -> _CdmEntity:
+    if name is not None:
+        for e in entities:
+            if e.name == name:
+                return e
+        names = ", ".join(e.name for e in entities)
+        raise InputError(f"model.json has no entity {name!r} (it has: {names})", file=path)
+    if len(entities) == 1:
+        return entities[0]
+    names = ", ".join(e.name for e in entities)
+    raise InputError(
+        f"model.json describes several entities ({names}); name the one to read", file=path
+    )
+
+
+# --- discovery ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SnapshotFile:
+    """One object of a snapshot as listed: identity is (path, size, etag)."""
+
+    path: str
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class SnapshotRef:
+    """A discovered snapshot: one CSV file, or a CDM ``model.json`` with its partitions."""
+
+    kind: Literal["csv", "cdm"]
+    """``csv``: a plain (possibly gzipped) CSV with a header; ``cdm``: a Customer Insights
+    folder."""
+    path: str
+    """The CSV file, or the ``model.json``."""
+    files: tuple[SnapshotFile, ...]
+    """Everything read: the CSV; or model.json followed by the partitions in model order."""
+    modified: datetime
+    """Latest modification time of any of ``files``."""
+    entity: str | None = None
+    """CDM: the entity (table) read from model.json."""
+
+    @property
+    def identity(self) -> str:
+        """Stable id of exactly these bytes (paths + sizes + etags): equal ids, same snapshot,
+        so a run for an already-processed snapshot can be recognised."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{self.kind}\0{self.path}\0{self.entity or ''}".encode())
+        for f in self.files:
+            h.update(f"\0{f.path}\0{f.size}\0{f.etag}".encode())
+        return h.hexdigest()
+
+    @property
+    def partitions(self) -> tuple[str, ...]:
+        """The data files, in read order."""
+        return tuple(f.path for f in (self.files[1:] if self.kind == "cdm" else self.files))
+
+
+def _is_snapshot_file(path: str) -> bool:
+    name = path.rpartition("/")[2]
+    if name.startswith((".", "_")):
+        return False
+    return name.lower().endswith(SNAPSHOT_SUFFIXES)
+
+
+def find_snapshots(store: Store, prefix: str) -> list[SnapshotRef]:
+    """Every snapshot under ``prefix`` (e.g. ``snapshots/<segment>/``), oldest first.
+
+    A CDM folder is a ``model.json`` plus the partitions it names (one ref per entity); files
+    below a ``model.json`` folder that it does not name (older timestamp folders) are ignored.
+    Any other ``.csv``/``.csv.gz``/``.tsv``/``.txt``/``.gz`` file is a plain snapshot.
+    Raises :class:`InputError` for a model.json that is malformed or names missing partitions
+    (a broken newest snapshot must not silently fall back to an older one).
+    """
+    infos = {o.path: o for o in store.list(prefix)}
+    existing = set(infos)
+    models = sorted(p for p in infos if p.rpartition("/")[2] == MODEL_JSON)
+    cdm_dirs = tuple(_dirname(m) for m in models)
+    refs: list[SnapshotRef] = []
+    opener = store_opener(store)
+    for model in models:
+        for entity in _load_model(model, opener):
+            parts = _cdm_parts(model, entity, existing, None, None)
+            objs = [infos[model]] + [infos[p.path] for p in parts]
+            refs.append(
+                SnapshotRef(
+                    kind="cdm",
+                    path=model,
+                    files=tuple(SnapshotFile(o.path, o.size, o.etag) for o in objs),
+                    modified=max(o.modified for o in objs),
+                    entity=entity.name,
+                )
+            )
+    for path, o in infos.items():
+        if _is_snapshot_file(path) and not path.startswith(cdm_dirs or ("\0",)):
+            refs.append(
+                SnapshotRef(
+                    kind="csv",
+                    path=path,
+                    files=(SnapshotFile(o.path, o.size, o.etag),),
+                    modified=o.modified,
+                )
+            )
+    refs.sort(key=lambda r: (r.modified, r.path, r.entity or ""))
+    return refs
+
+
+def newest_snapshot(store: Store, prefix: str) -> SnapshotRef:
+    """The most recently modified snapshot under ``prefix``. Raises :class:`NotFoundError`."""
+    refs = find_snapshots(store, prefix)
+    if not refs:
+        raise NotFoundError(f"no snapshot under {prefix}")
+    return refs[-1]
+
+
+# --- openers and listers --------------------------------------------------------------------
+
+
+def local_opener(path: str) -> BinaryIO:
+    """Open a local file for reading (the command line's opener)."""
+    return open(path, "rb")
+
+
+def local_lister(prefix: str) -> Iterator[str]:
+    """Local files under a folder prefix (recursively), as ``/``-joined paths."""
+    root = prefix.rstrip("/") or "."
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            yield f"{dirpath}/{name}".replace("\\", "/")
+
+
+def store_opener(store: Store) -> Opener:
+    """An :data:`Opener` reading from a :class:`~exporter.store.Store`."""
+    return store.open_read
+
+
+def store_lister(store: Store) -> Lister:
+    """A :data:`Lister` over a :class:`~exporter.store.Store`."""
+
+    def lister(prefix: str) -> Iterator[str]:
+        return (o.path for o in store.list(prefix))
+
+    return lister
+
+
+# --- the reader -----------------------------------------------------------------------------
+
+
+class SnapshotReader:
+    """Rows of one snapshot, in file (partition) order, with the snapshot's columns.
+
+    ``rows()`` streams (memory does not grow with the file); errors are raised from the
+    iterator as :class:`InputError` at the position they are found. Use as a context manager
+    (or call :meth:`close`) to release a file opened for its header.
+    """
+
+    def __init__(self, columns: list[str], parts: list[_Part], opener: Opener) -> None:
+        self.columns = columns
+        """Column names as in the file (or model.json)."""
+        self.sources = [p.path for p in parts]
+        """The files read, in order."""
+        self._parts = parts
+        self._opener = opener
+        self._first: _CsvFile | None = None
+
+    def rows(self) -> Iterator[tuple[str, int, list[str]]]:
+        """(source, 1-based data row number, values) for each non-blank row."""
+        for i, part in enumerate(self._parts):
+            if i == 0 and self._first is not None:
+                file, self._first = self._first, None
+            else:
+                file = _CsvFile(part, self._opener)
+                self._check_header(file)
+            yield from file.rows(part.path)
+
+    def _check_header(self, file: _CsvFile) -> None:
+        if file.header is None or not file.part.header:
+            return
+        got = [c.strip().lower() for c in file.header]
+        want = [c.strip().lower() for c in self.columns]
+        if got != want:
+            file.close()
+            raise InputError(
+                f"header row {file.header!r} does not match the columns of model.json "
+                f"{self.columns!r}",
+                file=file.part.path,
+                row=None,
+            )
+
+    def close(self) -> None:
+        """Release any file held open."""
+        if self._first is not None:
+            self._first.close()
+            self._first = None
+
+    def __enter__(self) -> SnapshotReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_snapshot(
+    ref: SnapshotRef | str,
+    *,
+    opener: Opener,
+    lister: Lister | None = None,
+    delimiter: str | None = None,
+    encoding: str = "utf-8",
+    entity: str | None = None,
+) -> SnapshotReader:
+    """Open a snapshot for streaming.
+
+    ``ref``: a :class:`SnapshotRef` from discovery, a CSV path, a ``model.json`` path, or a
+    folder prefix ending in ``/`` (needs ``lister``; it must hold a model.json or exactly one
+    CSV). ``delimiter`` overrides detection (and model.json); ``encoding`` defaults to UTF-8;
+    ``entity`` picks the model.json entity when it has several.
+    Raises :class:`InputError` when the snapshot cannot be opened or its header read.
+    """
+    if delimiter is not None and len(delimiter) != 1:
+        raise InputError(f"delimiter must be one character, got {delimiter!r}", file=str(ref))
+    if isinstance(ref, SnapshotRef):
+        if ref.kind == "csv":
+            return _open_plain(ref.path, opener, delimiter, encoding)
+        existing = set(ref.partitions)
+        return _open_cdm(ref.path, opener, existing, delimiter, encoding, ref.entity or entity)
+    if ref.endswith("/"):
+        if lister is None:
+            raise InputError("a folder needs a lister to be read", file=ref)
+        paths = set(lister(ref))
+        if ref + MODEL_JSON in paths:
+            return _open_cdm(ref + MODEL_JSON, opener, paths, delimiter, encoding, entity)
+        csvs = sorted(p for p in paths if _is_snapshot_file(p))
+        if len(csvs) != 1:
+            raise InputError(
+                f"folder has no model.json and {len(csvs)} CSV files; name one file", file=ref
+            )
+        return _open_plain(csvs[0], opener, delimiter, encoding)
+    if ref.rpartition("/")[2] == MODEL_JSON:
+        listed = set(lister(_dirname(ref))) if lister is not None else None
+        return _open_cdm(ref, opener, listed, delimiter, encoding, entity)
+    return _open_plain(ref, opener, delimiter, encoding)
+
+
+def _open_plain(path: str, opener: Opener, delimiter: str | None, encoding: str) -> SnapshotReader:
+    part = _Part(path=path, delimiter=delimiter, header=True, encoding=encoding)
+    file = _CsvFile(part, opener)
+    if file.header is None:
+        file.close()
+        raise InputError("the file is empty: expected a header row naming the columns", file=path)
+    reader = SnapshotReader(list(file.header), [part], opener)
+    reader._first = file
+    return reader
+
+
+def _open_cdm(
+    model: str,
+    opener: Opener,
+    existing: set[str] | None,
+    delimiter: str | None,
+    encoding: str,
+    entity_name: str | None,
+) -> SnapshotReader:
+    entity = _pick_entity(model, _load_model(model, opener), entity_name)
+    enc = None if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    parts = _cdm_parts(model, entity, existing, delimiter, enc)
+    return SnapshotReader(list(entity.columns), parts, opener)
