@@ -104,7 +104,7 @@ class ActiveCampaignClient:
 
     ``limiter`` is shared by everything that talks to the same account from this process
     (the default gives this client the whole account budget). ``sleep`` and ``clock`` are used
-    for retries and polling; inject fakes in tests.
+    for retries and polling, ``rng`` for retry jitter; inject fakes in tests.
     """
 
     def __init__(
@@ -119,6 +119,7 @@ class ActiveCampaignClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if not api_key or not api_key.strip():
             raise ConfigError("an API key is required", field="api_key")
@@ -133,6 +134,7 @@ class ActiveCampaignClient:
         self.sleep = sleep
         self.clock = clock
         self._rng = rng or random.Random()
+        self._wall_clock = wall_clock  # only to read Retry-After given as an HTTP date
 
     def __repr__(self) -> str:  # never the key
         return f"ActiveCampaignClient({self.base_url!r})"
@@ -176,6 +178,7 @@ class ActiveCampaignClient:
                 path=path,
                 bulk=kind is not RequestKind.OTHER,
                 secrets=(self._api_key,),
+                wall_clock=self._wall_clock,
             )
             try:
                 return response.json() if response.body.strip() else {}

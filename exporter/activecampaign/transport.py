@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from exporter.errors import RetriableApiError
+from exporter.errors import FatalApiError, RetriableApiError
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,8 @@ class RequestsTransport:
             raise RetriableApiError(f"{where}: no answer within {timeout:g}s") from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             raise RetriableApiError(f"{where}: connection failed ({type(exc).__name__})") from None
+        except requests.RequestException as exc:  # e.g. an invalid URL: repeating cannot help
+            raise FatalApiError(f"{where}: request failed ({type(exc).__name__})") from None
         return Response(status=answer.status_code, headers=dict(answer.headers), body=content)
 
     def close(self) -> None:
