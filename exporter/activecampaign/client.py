@@ -139,6 +139,18 @@ class ActiveCampaignClient:
     def __repr__(self) -> str:  # never the key
         return f"ActiveCampaignClient({self.base_url!r})"
 
+    def close(self) -> None:
+        """Close the transport's pooled connections (when it has any)."""
+        close = getattr(self._transport, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> ActiveCampaignClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # --- the one request path ---------------------------------------------------------------
 
     def _call(
@@ -179,6 +191,7 @@ class ActiveCampaignClient:
                 bulk=kind is not RequestKind.OTHER,
                 secrets=(self._api_key,),
                 wall_clock=self._wall_clock,
+                bulk_throttle_pause=60.0 / self.limiter.time_scale,
             )
             try:
                 return response.json() if response.body.strip() else {}

@@ -15,8 +15,11 @@ sharing one limiter (push and confirm) queue fairly and never exceed a budget to
 workers together stay within the account's limit in *every* window. (When ``limit * share`` is
 below 1 the worker gets one request per ``period / (limit * share)``; N workers then need luck
 to stay in budget, so keep N at or below the smallest limit, 5.) ``time_scale`` multiplies every
-budget (benchmarks compress time with the sandbox's matching ``time_scale``). ``slack`` lengthens
-every window a little, absorbing the jitter between when we send and when the server counts.
+budget (benchmarks compress time with the sandbox's matching ``time_scale``). Two margins absorb
+the jitter between when we send and when the server counts (a request delayed in flight can
+land in the same server window as one sent a full period later): ``slack`` lengthens every
+window by a fraction (5%), ``allowance`` by a fixed number of real seconds (20 ms, a few
+thread-scheduling slices; it matters most when ``time_scale`` makes windows short).
 """
 
 from __future__ import annotations
@@ -59,7 +62,9 @@ class SlidingWindow:
     (a bulk request waiting for its per-minute budget), and a later, cheaper request may take
     an earlier slot in front of them: no request waits behind another's budget."""
 
-    def __init__(self, budget: Budget, *, share: float, time_scale: float, slack: float) -> None:
+    def __init__(
+        self, budget: Budget, *, share: float, time_scale: float, slack: float, allowance: float
+    ) -> None:
         allowed = budget.limit * share
         if allowed >= 1:
             self.limit = math.floor(allowed + 1e-9)
@@ -67,7 +72,7 @@ class SlidingWindow:
         else:
             self.limit = 1
             period = budget.period / allowed
-        self.period = period * (1.0 + slack) / time_scale
+        self.period = period * (1.0 + slack) / time_scale + allowance
         self._starts: list[float] = []
 
     def prune(self, now: float) -> None:
@@ -107,6 +112,7 @@ class RateLimiter:
         share: float = 1.0,
         time_scale: float = 1.0,
         slack: float = 0.05,
+        allowance: float = 0.02,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         account: Budget = ACCOUNT_BUDGET,
@@ -117,8 +123,8 @@ class RateLimiter:
             raise ValueError("share must be within (0, 1]")
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
-        if slack < 0:
-            raise ValueError("slack must not be negative")
+        if slack < 0 or allowance < 0:
+            raise ValueError("slack and allowance must not be negative")
         self.share = share
         self.time_scale = time_scale
         self._clock = clock
@@ -126,7 +132,9 @@ class RateLimiter:
         self._lock = threading.Lock()
 
         def window(budget: Budget) -> SlidingWindow:
-            return SlidingWindow(budget, share=share, time_scale=time_scale, slack=slack)
+            return SlidingWindow(
+                budget, share=share, time_scale=time_scale, slack=slack, allowance=allowance
+            )
 
         self._account = window(account)
         self._by_kind = {

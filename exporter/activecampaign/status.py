@@ -131,11 +131,14 @@ def raise_for_status(
     bulk: bool = False,
     secrets: tuple[str, ...] = (),
     wall_clock: Callable[[], float] = time.time,
+    bulk_throttle_pause: float = 60.0,
 ) -> None:
     """Raise the error this answer means, or return if it is a success.
 
     ``bulk`` marks ``POST /import/bulk_import``, whose 400s carry the bulk throttle and
     per-contact validation failures. ``secrets`` are scrubbed from any quoted server text.
+    ``bulk_throttle_pause`` is the wait suggested after the bulk throttle when it sends no
+    ``Retry-After`` (ActiveCampaign's message says to retry "in a minute").
     """
     status = response.status
     if 200 <= status < 300:
@@ -165,7 +168,9 @@ def raise_for_status(
         message = payload.get("message") if isinstance(payload, dict) else None
         if isinstance(message, str) and BULK_RATE_LIMIT_MESSAGE in message.lower():
             raise RetriableApiError(
-                f"{where}: bulk import rate limit exceeded", status=status, retry_after=retry_after
+                f"{where}: bulk import rate limit exceeded",
+                status=status,
+                retry_after=bulk_throttle_pause if retry_after is None else retry_after,
             )
         rejected = _bulk_rejections(payload)
         if rejected is not None:

@@ -122,7 +122,7 @@ def test_a_rejection_beyond_the_batch_is_fatal(sender_for) -> None:
 def test_the_bulk_throttle_is_waited_out(sender_for, clock) -> None:
     sender, transport = sender_for([reply(400, THROTTLE), queued("B1", 2)])
     assert sender.send(batch(2)).batch_id == "B1"
-    assert len(transport.sent) == 2 and clock.sleeps == [1.0]
+    assert len(transport.sent) == 2 and clock.sleeps == [60.0]
 
 
 def test_a_one_contact_batch_draws_on_the_single_contact_budget(sender_for) -> None:
@@ -230,3 +230,12 @@ def test_confirm_many_yields_empty_batches_at_once(sender_for) -> None:
     sender, _ = sender_for([])
     results = list(sender.confirm_many([SentBatch(3, None, [], [])]))
     assert [(r.batch_index, r.status) for r in results] == [(3, "empty")]
+
+
+def test_the_bulk_throttle_pause_follows_the_time_scale(make_client, clock) -> None:
+    from exporter.activecampaign import RateLimiter
+
+    limiter = RateLimiter(time_scale=60.0, clock=clock, sleep=clock.sleep)
+    client, _ = make_client([reply(400, THROTTLE), queued("B1", 2)], limiter=limiter)
+    BulkSender(client, exclude_automations=False).send(batch(2))
+    assert clock.sleeps == [1.0]

@@ -270,3 +270,16 @@ def test_json_body_of_sync_is_valid_json(make_client) -> None:
     client, transport = make_client([reply(201, {"contact": {"id": "1"}})])
     client.contact_sync('quote"d@x.io', 'A "B"')
     assert json.loads(transport.sent[0].body or b"")["contact"]["firstName"] == 'A "B"'
+
+
+def test_close_closes_the_transport() -> None:
+    class Closing(ScriptedTransport):
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    transport = Closing()
+    with ActiveCampaignClient(BASE, API_KEY, transport=transport):
+        pass
+    assert transport.closed

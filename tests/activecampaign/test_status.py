@@ -41,7 +41,8 @@ TIMEOUT = RetriableApiError("POST /api/3/import/bulk_import: no answer within 30
 CASES = [
     ("200", reply(200, QUEUED), None, 1, []),
     ("400-validation", reply(400, VALIDATION), ContactsRejected, 1, []),
-    ("400-bulk-rate-limit", reply(400, BULK_THROTTLE), RetriableApiError, 3, [1.0, 2.0]),
+    # The bulk throttle says "retry this request in a minute": so we do.
+    ("400-bulk-rate-limit", reply(400, BULK_THROTTLE), RetriableApiError, 3, [60.0, 60.0]),
     ("400-other", reply(400, {"success": 0, "message": "bad"}), FatalApiError, 1, []),
     ("401", reply(401, {"message": "Unauthorized"}), AuthenticationError, 1, []),
     ("403", reply(403, {"message": "Forbidden"}), AuthenticationError, 1, []),
