@@ -574,3 +574,57 @@ def test_authorize_run_checks_enabled_consent_and_host(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         w.service.authorize_run(ADMIN_CALLER, "high-value")
     assert info.value.field == "enabled"
+
+
+# --- over real HTTP: the sandbox, the real client, the local secret provider ----------------
+
+SANDBOX_FIELDS = 230  # three pages of 100: the field we want is on the last one
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Any]:
+    from sandbox import Field, Sandbox, SandboxConfig
+
+    fields = [
+        Field(id=str(i), title=f"Field {i}", type="text", perstag=f"F{i}")
+        for i in range(1, SANDBOX_FIELDS)
+    ]
+    fields.append(Field(id=str(SANDBOX_FIELDS), title="Tier", type="dropdown", perstag="TIER"))
+    sb = Sandbox(SandboxConfig(api_key="k", lists={"1": "Newsletter"}, fields=fields, port=0))
+    sb.start()
+    try:
+        yield sb
+    finally:
+        sb.stop()
+
+
+def test_against_the_sandbox_with_the_real_client(tmp_path: Path, sandbox: Any) -> None:
+    from exporter.activecampaign.client import ActiveCampaignClient
+    from exporter.hostnames import base_url
+
+    service = ManagementService(
+        ConfigRepository(LocalStore(tmp_path / "store")),
+        LocalSecretProvider({"AC_KEY": "k", "WRONG_KEY": "nope"}),
+        lambda conn, key: ActiveCampaignClient(base_url(conn.hostname), key),
+        HostPolicy(allow_loopback_sandbox=True),
+        clock=lambda: NOW,
+    )
+    saved = service.create_connection(
+        ADMIN_CALLER, conn_payload(hostname=sandbox.base_url + "/api/3/", api_key_ref="env:AC_KEY")
+    )
+    assert saved.view["hostname"] == sandbox.base_url.removeprefix("http://")
+    assert service.verify_connection(ADMIN_CALLER, "shop-ac").verified_at == NOW
+
+    with pytest.raises(ConfigErrors) as info:
+        service.create_export(ADMIN_CALLER, export_payload(list_id="9"))
+    assert field_names(info.value) == {"list_id"}
+
+    created = service.create_export(
+        ADMIN_CALLER, export_payload(list_id="1", fields=[{"column": "Tier", "field": "%TIER%"}])
+    )
+    assert created.view["fields"][0]["field_id"] == str(SANDBOX_FIELDS)
+    assert created.view["fields"][0]["field_type"] == "dropdown"
+
+    service.update_connection(ADMIN_CALLER, "shop-ac", {"api_key_ref": "env:WRONG_KEY"})
+    with pytest.raises(AuthenticationError):
+        service.verify_connection(ADMIN_CALLER, "shop-ac")
