@@ -11,6 +11,7 @@
     ├── PermissionDenied          the caller's role forbids it       (HTTP 403)
     ├── SecretError               a secret reference won't resolve   (exit 2)
     ├── GuardError                a safety guard stopped the run     (exit 1)
+    ├── StateCorrupt              stored export state is damaged     (exit 1)
     ├── RunConflict               that run is already in progress    (HTTP 409)
     └── ApiError                  ActiveCampaign answered with an error
         ├── FatalApiError         retrying cannot help: stop the run
@@ -103,6 +104,20 @@ class GuardError(ExporterError):
     """A safety guard (for example the shrink guard) stopped a run before anything was sent."""
 
     exit_code = 1
+
+
+class StateCorrupt(ExporterError):
+    """An export's stored incremental state is damaged, truncated or of an unknown format."""
+
+    exit_code = 1
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            f"{path}: incremental state is unreadable: {reason}. Delete it to start over "
+            "(the next run then sends every contact, and earlier leavers are not unsubscribed)"
+        )
+        self.path = path
+        self.reason = reason
 
 
 class RunConflict(ExporterError):
