@@ -43,7 +43,8 @@ var webhookUrl = 'https://${functionApp.properties.defaultHostName}/runtime/webh
 
 resource snapshotSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = {
   parent: systemTopic
-  name: 'snapshots-to-${functionName}'
+  // Event subscription names allow letters, digits and hyphens only.
+  name: 'snapshots-to-${replace(functionName, '_', '-')}'
   properties: {
     destination: {
       endpointType: 'WebHook'

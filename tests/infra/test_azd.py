@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import shutil
 import subprocess
 from typing import Any
 
 import yaml
+
+from exporter.permissions import ROLES
 
 from .conftest import INFRA, ROOT
 
@@ -80,3 +83,10 @@ def test_deployment_package_leaves_out_development_files() -> None:
         assert not ignored(kept, patterns), f"{kept} would be left out of the package"
     for dropped in (".venv/", ".venv-checkov/", "node_modules/", "tests/", "local.settings.json"):
         assert ignored(dropped, patterns), f"{dropped} would be deployed"
+
+
+def test_app_roles_manifest_matches_the_code() -> None:
+    roles = json.loads((INFRA / "entra" / "app-roles.json").read_text(encoding="utf-8"))
+    assert sorted(role["value"] for role in roles) == sorted(ROLES)
+    assert len({role["id"] for role in roles}) == len(roles)
+    assert all(role["isEnabled"] and "User" in role["allowedMemberTypes"] for role in roles)

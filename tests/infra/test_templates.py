@@ -443,6 +443,11 @@ def test_subscription_sends_new_snapshots_to_the_blob_trigger(
     assert grid["parameters"]["snapshotContainerName"]["default"] == "snapshots"
     assert grid["parameters"]["functionName"]["default"] == "snapshot_blob_trigger"
     assert sub["destination"]["endpointType"] == "WebHook"
+    # Event subscription names allow letters, digits and hyphens only (3-64).
+    name = only(grid, "Microsoft.EventGrid/systemTopics/eventSubscriptions")["name"]
+    assert name == "snapshots-to-${replace(functionName, '_', '-')}"
+    resolved = "snapshots-to-" + grid["parameters"]["functionName"]["default"].replace("_", "-")
+    assert re.fullmatch(r"[A-Za-z0-9-]{3,64}", resolved)
     assert sub["destination"]["properties"]["endpointUrl"] == "webhookUrl"
     url = grid["variables"]["webhookUrl"]["value"]
     assert url.startswith(
