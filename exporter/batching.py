@@ -49,6 +49,8 @@ class BatchPlanner:
         self.max_body_bytes = max_body_bytes
         self.next_index = start_index
         """Index the next batch will get."""
+        self.last_body_size = 0
+        """Exact request-body size of the batch most recently returned (bytes)."""
         self.too_large: list[Rejection] = []
         """Rejected contacts, when no ``on_too_large`` callback was given."""
         self._on_too_large = on_too_large or self.too_large.append
@@ -89,6 +91,7 @@ class BatchPlanner:
 
     def _close(self) -> Batch:
         batch = Batch(index=self.next_index, contacts=self._contacts)
+        self.last_body_size = self._size
         self.next_index += 1
         self._contacts = []
         self._size = self._empty
