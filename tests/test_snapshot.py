@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import shutil
 import tracemalloc
@@ -407,3 +408,28 @@ def test_opener_streams_are_closed(tmp_path: Path) -> None:
     read_all(str(DATA / "comma.csv.gz"), opener=opener)
     read_all(str(CI_MODEL), opener=opener, lister=local_lister)
     assert opened and all(fh.closed for fh in opened)
+
+
+def test_a_folder_prefix_with_one_csv_reads_it(tmp_path: Path) -> None:
+    shutil.copy(DATA / "pipe.csv", tmp_path / "only.csv")
+    columns, rows = read_all(f"{tmp_path.as_posix()}/", lister=local_lister)
+    assert columns == COLUMNS and len(rows) == 3
+    shutil.copy(DATA / "tab.tsv", tmp_path / "second.tsv")
+    with pytest.raises(InputError, match="2 CSV files"):
+        read_all(f"{tmp_path.as_posix()}/", lister=local_lister)
+
+
+def test_several_entities_need_a_name(tmp_path: Path) -> None:
+    folder = tmp_path / "segexport"
+    shutil.copytree(CI_MODEL.parent, folder)
+    model = json.loads((folder / "model.json").read_text())
+    other = dict(model["entities"][0], name="Other", partitions=[])
+    model["entities"].append(other)
+    (folder / "model.json").write_text(json.dumps(model))
+    path = str(folder / "model.json")
+    with pytest.raises(InputError, match="several entities"):
+        read_all(path, lister=local_lister)
+    assert read_all(path, lister=local_lister, entity="Other")[1] == []
+    assert len(read_all(path, lister=local_lister, entity="HighValueCustomers")[1]) == 3
+    with pytest.raises(InputError, match="no entity 'Nope'"):
+        read_all(path, lister=local_lister, entity="Nope")
