@@ -15,11 +15,15 @@ sharing one limiter (push and confirm) queue fairly and never exceed a budget to
 workers together stay within the account's limit in *every* window. (When ``limit * share`` is
 below 1 the worker gets one request per ``period / (limit * share)``; N workers then need luck
 to stay in budget, so keep N at or below the smallest limit, 5.) ``time_scale`` multiplies every
-budget (benchmarks compress time with the sandbox's matching ``time_scale``). Two margins absorb
-the jitter between when we send and when the server counts (a request delayed in flight can
-land in the same server window as one sent a full period later): ``slack`` lengthens every
-window by a fraction (5%), ``allowance`` by a fixed number of real seconds (20 ms, a few
-thread-scheduling slices; it matters most when ``time_scale`` makes windows short).
+budget (benchmarks compress time with the sandbox's matching ``time_scale``).
+
+Two margins absorb the jitter between when we send and when the server counts (a request
+delayed in flight can land in the same server window as one sent a full period later):
+``slack`` lengthens every window by a fraction (2%), ``allowance`` by a fixed number of *real*
+seconds, because jitter does not shrink when time is compressed. Its default,
+:func:`default_allowance`, is 100 ms against the real service (network jitter) and shrinks
+towards 20 ms (a few thread-scheduling slices) for a time-compressed local sandbox. On a busy
+machine with a very high ``time_scale``, pass a larger ``allowance``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+
+def default_allowance(time_scale: float) -> float:
+    """Real seconds added to every window: 0.1 s unscaled, never below 0.02 s."""
+    return max(0.02, 0.1 / time_scale)
 
 
 class RequestKind(enum.Enum):
@@ -111,8 +120,8 @@ class RateLimiter:
         *,
         share: float = 1.0,
         time_scale: float = 1.0,
-        slack: float = 0.05,
-        allowance: float = 0.02,
+        slack: float = 0.02,
+        allowance: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         account: Budget = ACCOUNT_BUDGET,
@@ -123,6 +132,8 @@ class RateLimiter:
             raise ValueError("share must be within (0, 1]")
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
+        if allowance is None:
+            allowance = default_allowance(time_scale)
         if slack < 0 or allowance < 0:
             raise ValueError("slack and allowance must not be negative")
         self.share = share
