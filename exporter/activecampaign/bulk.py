@@ -83,7 +83,8 @@ class PollPolicy:
     max_interval: float = 15.0
     """Cap on the interval between two polls of the same import."""
     deadline: float = 1800.0
-    """Seconds one import may take to become final before its contacts count as failed."""
+    """Seconds an import may take to become final, counted from when confirming it starts
+    (and again after a resubmission), before its contacts count as failed."""
 
 
 @dataclass
