@@ -203,7 +203,12 @@ def format_datetime(value: str) -> str:
 
 def format_multi(value: str) -> str:
     """Multi-value input joined the way ActiveCampaign expects (``a||b``)."""
-    if "||" not in value:
+    if "|" not in value and " " not in value and value.isprintable():
+        # no whitespace to trim around parts: plain replacement is enough
+        joined = value.replace(";", "||").replace(",", "||")
+        if "||||" not in joined and not joined.startswith("||") and not joined.endswith("||"):
+            return joined
+    elif "||" not in value:
         joined = _MULTI_SEP.sub("||", value.strip())
         # one substitution suffices unless a part was empty ("a,,b", ",a")
         if "||||" not in joined and not joined.startswith("||") and not joined.endswith("||"):
@@ -322,7 +327,10 @@ class Mapper:
         return [self.columns[i] for i in self._mapped]
 
     def map(self, source: str, row_no: int, values: list[str]) -> PreparedContact | Rejection:
-        """One row → a contact ready to send, or the reason it is not sent."""
+        """One row → a contact ready to send, or the reason it is not sent.
+
+        ``values`` are text as decoded by the snapshot reader (valid Unicode, no lone
+        surrogates)."""
         if len(values) != self._ncols:
             return self._reject(
                 source,
