@@ -1,5 +1,11 @@
-"""Azure Functions entry point: registers the blueprints and nothing else."""
+"""Azure Functions entry point: creates the app and registers the blueprints, nothing else."""
 
-import azure.durable_functions as df  # type: ignore[import-untyped]
+import azure.durable_functions as df
+import azure.functions as func
 
-app = df.DFApp()
+from blueprints import management, orchestration, triggers
+
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(orchestration.bp)
+app.register_functions(triggers.bp)
+app.register_functions(management.bp)
