@@ -129,7 +129,10 @@ class _Handler(BaseHTTPRequestHandler):
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         # One write: a separate header packet would meet Nagle + delayed ACK on keep-alive.
-        self.wfile.write(head + response.body)
+        try:
+            self.wfile.write(head + response.body)
+        except OSError:
+            self.close_connection = True  # the client gave up (a timeout, say): nothing to do
         logger.debug("%s %s -> %d", self.command, self.path.split("?")[0], response.status)
 
     def _reset(self) -> None:
@@ -166,7 +169,7 @@ class Sandbox:
         self.api.importer.start()
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
+            kwargs={"poll_interval": 0.05},
             name="sandbox-http",
             daemon=True,
         )

@@ -110,7 +110,7 @@ def contact_list(
         "status": status if status_as_int else str(status),
         "responder": "1",
         "sync": "0",
-        "unsubreason": None,
+        "unsubreason": "",
         "campaign": None,
         "message": None,
         "first_name": c.first_name,
