@@ -42,11 +42,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
+import json
 import logging
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -64,6 +64,8 @@ from blueprints.http_util import (
     read_json_body,
     route_name,
 )
+from blueprints.runtime import get_runtime
+from exporter.engine import instance_id
 from exporter.errors import ConfigError, ConflictError, ExporterError, SecretError
 from exporter.permissions import Caller
 from exporter.service import ManagementService, Saved
@@ -101,11 +103,7 @@ def _answers(handler: Handler) -> Handler:
 
 def _service() -> ManagementService:
     """The app's management service (built once per worker by :mod:`blueprints.runtime`)."""
-    runtime = importlib.import_module("blueprints.runtime")
-    service = runtime.get_runtime().management
-    if not isinstance(service, ManagementService):
-        raise TypeError("the runtime's management service is not a ManagementService")
-    return service
+    return get_runtime().management
 
 
 def _serve(req: func.HttpRequest, handler: Handler) -> func.HttpResponse:
@@ -346,12 +344,28 @@ def handle_list_exports(req: func.HttpRequest, service: ManagementService) -> fu
 
 
 def run_instance_prefix(export: str) -> str:
-    """The prefix of every orchestration instance id of an export's runs.
+    """The prefix of every orchestration instance id of an export's runs, sub-orchestrations
+    included (:func:`exporter.engine.instance_id` with an empty snapshot identity).
 
-    Export names are slugs, which never contain ``:``, so ``a:`` cannot match ``a-b``'s runs.
-    The orchestration module must start its instance ids (sub-orchestrations included) so.
+    Names may extend each other (``weekly`` and ``weekly-extra``), so a prefix match is only a
+    candidate: :class:`DurableRunCanceller` checks the export named in the instance's input.
     """
-    return f"{export}:"
+    return instance_id(export, "")
+
+
+def export_of_input(value: object) -> str | None:
+    """The export named in an orchestration input: a run's ``{"request": {"export": ...}}`` or
+    a group's ``{"run": {"request": ...}}`` (the host may pass either as a JSON string)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if isinstance(value, Mapping) and isinstance(value.get("run"), Mapping):
+        value = value["run"]
+    request = value.get("request") if isinstance(value, Mapping) else None
+    export = request.get("export") if isinstance(request, Mapping) else None
+    return export if isinstance(export, str) else None
 
 
 @dataclass(frozen=True)
@@ -375,34 +389,44 @@ class RunCanceller(Protocol):
 class DurableRunCanceller:
     """Terminates an export's Pending/Running/Suspended orchestration instances.
 
-    ``client`` is the Durable client binding (``DurableOrchestrationClient``); instances are
-    found by the export's instance-id prefix (:func:`run_instance_prefix`).
+    ``client`` is the Durable client binding (``DurableOrchestrationClient``). Candidates are
+    listed by the export's instance-id prefix (:func:`run_instance_prefix`) and active status;
+    each is terminated only if its input names the export. Sub-orchestrations are terminated
+    too: terminating a parent does not stop its children.
     """
 
-    def __init__(self, client: Any, prefix_of: Callable[[str], str] = run_instance_prefix) -> None:
+    def __init__(self, client: Any) -> None:
         self._client = client
-        self._prefix_of = prefix_of
 
     async def cancel(self, export: str, reason: str) -> Cancelled:
         statuses = [df.OrchestrationRuntimeStatus(s) for s in ACTIVE_RUN_STATUSES]
-        prefix = self._prefix_of(export)
+        prefix = run_instance_prefix(export)
         found = await self._client.get_status_by(runtime_status=statuses, instance_id_prefix=prefix)
         outcome = Cancelled()
         for status in found:
-            instance_id = status.instance_id
+            instance = status.instance_id
             # Filter again: an older extension may ignore the prefix or the status filter.
-            if not instance_id or not instance_id.startswith(prefix):
+            if not instance or not instance.startswith(prefix):
                 continue
             if status.runtime_status not in statuses:
                 continue
+            if await self._owner(instance, status.input_) != export:
+                continue
             try:
-                await self._client.terminate(instance_id, reason)
+                await self._client.terminate(instance, reason)
             except Exception as exc:  # noqa: BLE001 - the SDK raises bare Exception
-                log.warning("could not terminate run %s: %s", instance_id, type(exc).__name__)
-                outcome.failed.append(instance_id)
+                log.warning("could not terminate run %s: %s", instance, type(exc).__name__)
+                outcome.failed.append(instance)
             else:
-                outcome.cancelled.append(instance_id)
+                outcome.cancelled.append(instance)
         return outcome
+
+    async def _owner(self, instance: str, listed_input: object) -> str | None:
+        owner = export_of_input(listed_input)
+        if owner is None:  # the listing left the input out: ask for this instance's
+            detail = await self._client.get_status(instance, show_input=True)
+            owner = export_of_input(detail.input_)
+        return owner
 
 
 async def handle_delete_export(

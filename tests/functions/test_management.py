@@ -20,6 +20,7 @@ import pytest
 from blueprints import management
 from blueprints.management import (
     Cancelled,
+    export_of_input,
     handle_delete_connection,
     handle_delete_export,
     handle_get_connection,
@@ -31,6 +32,8 @@ from blueprints.management import (
     handle_verify_connection,
     is_generated_key_ref,
 )
+from blueprints.orchestration import group_instance_id
+from exporter.engine import instance_id
 from exporter.errors import SecretError
 from exporter.settings import HostPolicy
 from sandbox import Sandbox
@@ -500,11 +503,17 @@ def test_a_broken_runtime_still_answers_json_without_details(
 
 class DurableHost:
     """The Functions host's Durable HTTP API, as far as the delete needs it: list instances
-    (honouring ``instanceIdPrefix`` and ``runtimeStatus``) and terminate one."""
+    (honouring ``instanceIdPrefix`` and ``runtimeStatus``), read one, terminate one.
 
-    def __init__(self, instances: dict[str, str]) -> None:
+    ``instances`` maps an id to ``(runtime status, input)``; ids in ``hide_input`` are listed
+    without their input, as a host may do, so the canceller has to read them one by one.
+    """
+
+    def __init__(self, instances: dict[str, tuple[str, Any]], hide_input: set[str]) -> None:
         self.instances = dict(instances)
+        self.hide_input = hide_input
         self.queries: list[dict[str, list[str]]] = []
+        self.reads: list[str] = []
         self.terminated: list[tuple[str, str]] = []
         host = self
 
@@ -523,12 +532,21 @@ class DurableHost:
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 query = parse_qs(url.query)
+                instance = url.path.split("/instances/", 1)[1]
+                if instance:
+                    host.reads.append(instance)
+                    status, given = host.instances[instance]
+                    self._send(
+                        200, {"instanceId": instance, "runtimeStatus": status, "input": given}
+                    )
+                    return
                 host.queries.append(query)
                 prefix = query.get("instanceIdPrefix", [""])[0]
                 wanted = set(query.get("runtimeStatus", [""])[0].split(",")) - {""}
                 found = [
-                    {"instanceId": i, "runtimeStatus": s, "name": "export_run"}
-                    for i, s in host.instances.items()
+                    {"instanceId": i, "runtimeStatus": s}
+                    | ({} if i in host.hide_input else {"input": given})
+                    for i, (s, given) in host.instances.items()
                     if i.startswith(prefix) and (not wanted or s in wanted)
                 ]
                 self._send(200, found)
@@ -537,7 +555,7 @@ class DurableHost:
                 url = urlsplit(self.path)
                 instance = url.path.split("/")[-2]
                 host.terminated.append((instance, parse_qs(url.query)["reason"][0]))
-                host.instances[instance] = "Terminated"
+                host.instances[instance] = ("Terminated", host.instances[instance][1])
                 self._send(202, None)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -566,16 +584,27 @@ class DurableHost:
         )
 
 
+def run_of(export: str) -> dict[str, Any]:
+    return {"request": {"export": export, "run_id": "20250301T090000Z-1a2b3c4d"}}
+
+
+WEEKLY_NOW = instance_id("weekly", "snapshot-2025-03-01")
+WEEKLY_GROUP = group_instance_id(WEEKLY_NOW, "20250301T090000Z-1a2b3c4d", 0)
+WEEKLY_NEXT = instance_id("weekly", "snapshot-2025-03-02")
+WEEKLY_DONE = instance_id("weekly", "snapshot-2025-02-01")
+EXTRA_NOW = instance_id("weekly-extra", "snapshot-2025-03-01")
+
+
 @pytest.fixture
 def durable_host() -> Iterator[DurableHost]:
     instances = {
-        "weekly:2025-03-01T09:00": "Running",
-        "weekly:2025-03-01T09:00:push:3": "Running",
-        "weekly:2025-03-02T09:00": "Pending",
-        "weekly:2025-02-01T09:00": "Completed",
-        "weekly-extra:2025-03-01T09:00": "Running",
+        WEEKLY_NOW: ("Running", run_of("weekly")),
+        WEEKLY_GROUP: ("Running", {"run": run_of("weekly"), "chunks": ["c/00001.jsonl"]}),
+        WEEKLY_NEXT: ("Pending", json.dumps(run_of("weekly"))),
+        WEEKLY_DONE: ("Completed", run_of("weekly")),
+        EXTRA_NOW: ("Running", run_of("weekly-extra")),  # "weekly-" is its prefix too
     }
-    with DurableHost(instances) as host:
+    with DurableHost(instances, hide_input={WEEKLY_NEXT, EXTRA_NOW}) as host:
         yield host
 
 
@@ -597,7 +626,7 @@ def test_the_registered_delete_terminates_only_that_exports_active_runs(
     world.seed_connection("shop", allow_contributors=True)
     world.seed_export("weekly")
     world.seed_export("weekly-extra")
-    world.store.write_bytes("runs/weekly/2025-02-01T09:00/report.json", b"{}")
+    world.store.write_bytes("runs/weekly/20250201T090000Z-1a2b3c4d/report.json", b"{}")
     monkeypatch.setattr(management, "_service", lambda: world.service)
     delete = functions["exports_delete"].get_user_function()
 
@@ -605,16 +634,30 @@ def test_the_registered_delete_terminates_only_that_exports_active_runs(
     resp = asyncio.run(_call_and_close(delete, req=req, client=durable_host.binding))
 
     assert resp.status_code == 200, payload(resp)
-    assert sorted(payload(resp)["cancelled_runs"]) == [
-        "weekly:2025-03-01T09:00",
-        "weekly:2025-03-01T09:00:push:3",
-        "weekly:2025-03-02T09:00",
-    ]
-    assert durable_host.instances["weekly-extra:2025-03-01T09:00"] == "Running"
-    assert durable_host.instances["weekly:2025-02-01T09:00"] == "Completed"
-    assert {reason for _i, reason in durable_host.terminated} == {"export weekly was deleted"}
-    assert durable_host.queries[0]["instanceIdPrefix"] == ["weekly:"]
-    assert "runs/weekly/2025-02-01T09:00/report.json" in world.stored_files()
-    assert (
-        handle_get_export(request("GET", "exports/weekly-extra"), world.service).status_code == 200
+    assert sorted(payload(resp)["cancelled_runs"]) == sorted(
+        [WEEKLY_NOW, WEEKLY_GROUP, WEEKLY_NEXT]
     )
+    assert durable_host.instances[EXTRA_NOW][0] == "Running"
+    assert durable_host.instances[WEEKLY_DONE][0] == "Completed"
+    assert {reason for _i, reason in durable_host.terminated} == {"export weekly was deleted"}
+    assert durable_host.queries[0]["instanceIdPrefix"] == ["weekly-"]
+    assert set(durable_host.queries[0]["runtimeStatus"][0].split(",")) >= {"Pending", "Running"}
+    assert sorted(durable_host.reads) == sorted([WEEKLY_NEXT, EXTRA_NOW])
+    assert "runs/weekly/20250201T090000Z-1a2b3c4d/report.json" in world.stored_files()
+    extra = handle_get_export(request("GET", "exports/weekly-extra"), world.service)
+    assert extra.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("value", "export"),
+    [
+        (run_of("a"), "a"),
+        ({"run": run_of("b"), "chunks": []}, "b"),
+        (json.dumps(run_of("c")), "c"),
+        ("not json", None),
+        ({"request": "x"}, None),
+        (None, None),
+    ],
+)
+def test_the_export_of_an_orchestration_input(value: object, export: str | None) -> None:
+    assert export_of_input(value) == export
