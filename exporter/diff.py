@@ -6,14 +6,17 @@ A run streams its prepared contacts through a :class:`Differ`; each comes back a
 yields a :class:`DiffResult`: the counts, the *leavers* (in state, not in this snapshot) split by
 the export's leaver policy, and the email changes recognised by profile id.
 
-Memory stays bounded: the differ keeps one bit per state entry ("seen") and a few counters, never
-a set of a million strings. Contacts are classified in batches (key hashes and fingerprint
-comparisons vectorised with numpy); a hash hit counts only when the stored address is equal, so
-a key-hash collision makes a contact "new" (sent again), never "unchanged" (silently lost).
+Memory stays bounded: the differ keeps one byte per state entry ("seen") and a few counters,
+never a set of a million strings. Contacts are classified in batches (key hashes, lookups and
+fingerprint comparisons vectorised with numpy). A key-hash collision can never make a contact
+"unchanged" (silently not sent): a hit with an equal fingerprint is the same contact, because
+the fingerprint covers the payload and the payload holds the address (another address would
+need a second, independent 64-bit collision); a hit with a different fingerprint has its stored
+address compared, and on a mismatch the contact counts as new (``counts.collisions``).
 
 Usage::
 
-    differ = Differ(state, leavers=export.leavers, full_resync=resync)
+    differ = Differ(state, leavers=export.leaver_policy, full_resync=resync)
     for contact, change in differ.classify(prepared_contacts):
         if change is not Change.UNCHANGED:
             planner.add(contact)

@@ -353,3 +353,17 @@ def test_a_hash_collision_never_mistakes_one_address_for_another() -> None:
     update = StateUpdate()
     update.confirm_left("b@x.de")  # must not remove a@x.de's entry
     assert len(apply(forged, update)) == 1
+
+
+def test_a_well_checksummed_but_unsorted_state_is_rejected() -> None:
+    good = state_of(contact("a@x.de"), contact("b@x.de"))
+    swapped = ExportState(
+        good.hashes[::-1].copy(),
+        good.fingerprints[::-1].copy(),
+        good.profiles.copy(),
+        good.flags.copy(),
+        good.offsets.copy(),
+        good.emails,
+    )
+    with pytest.raises(StateCorrupt, match="ascending"):
+        ExportState.from_bytes(swapped.to_bytes())
