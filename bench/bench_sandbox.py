@@ -5,7 +5,7 @@ contacts from this process over keep-alive connections (one ``http.client`` conn
 client thread) and prints requests/s and contacts/s. Afterwards it waits until every batch has
 been applied and reports how long that took and the sandbox's memory (RSS).
 
-    .venv/bin/python -m bench.bench_sandbox --requests 2000 --connections 4
+    .venv/bin/python -m bench.bench_sandbox --requests 2000 --connections 2
 
 The goal is at least 100 requests/s of 250 contacts on loopback on a 2-core machine, so the
 sandbox is never what limits a benchmark of the exporter.
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: prints one line per measure and the JSON result."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--requests", type=int, default=2000)
-    p.add_argument("--connections", type=int, default=4)
+    p.add_argument("--connections", type=int, default=2)
     p.add_argument("--per-request", type=int, default=250)
     args = p.parse_args(argv)
     result = run(args.requests, args.connections, args.per_request)
