@@ -88,7 +88,10 @@ MAX_WAVE_WIDTH = 5
 less than one request per window, and their windows could line up."""
 PUSH_PART = 0.75
 """The push's part of a slot while a confirm shares it (see the module docstring)."""
-RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=15_000, max_number_of_attempts=3)
+RETRY_ATTEMPTS = 3
+RETRY = df.RetryOptions(
+    first_retry_interval_in_milliseconds=15_000, max_number_of_attempts=RETRY_ATTEMPTS
+)
 """Transient failures (a worker recycled, storage or ActiveCampaign briefly unavailable)."""
 MAX_ERROR_CHARS = 500
 
@@ -306,7 +309,7 @@ def group_instance_id(parent: str, run_id: str, index: int) -> str:
 @bind(bp.orchestration_trigger(context_name="context", orchestration=RUN_ORCHESTRATOR))
 def export_run(context: Any) -> Orchestration:
     """One export run: prepare, send in waves, finalize (see the module docstring)."""
-    run = RunInput.from_dict(context.get_input())
+    run = RunInput.from_dict(context.get_input(expected_type=dict))
     progress = Progress(run_id=run.run_id)
     context.set_custom_status(progress.to_dict())
     cancel = context.wait_for_external_event(CANCEL_EVENT)
@@ -352,7 +355,7 @@ def export_run(context: Any) -> Orchestration:
 @bind(bp.orchestration_trigger(context_name="context", orchestration=GROUP_ORCHESTRATOR))
 def export_run_group(context: Any) -> Orchestration:
     """Push and confirm one group of chunks; returns the group's counts."""
-    data = context.get_input()
+    data = context.get_input(expected_type=dict)
     run = RunInput.from_dict(data["run"])
     progress = Progress(run_id=run.run_id, phase="sending", chunks=len(data["chunks"]))
     context.set_custom_status(progress.to_dict())
