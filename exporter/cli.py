@@ -1,0 +1,547 @@
+"""``python -m exporter``: manage connections and exports, run exports, read run reports.
+
+The environment is read only in :func:`main` (the store folder, local secrets, the hostname
+policy); everything below gets what it needs injected. Connection and export commands go
+through :class:`exporter.service.ManagementService` (the same rules as the HTTP API), acting as
+the local user with the administrator role.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from exporter import __version__, runs
+from exporter.config import CONSENT_STATEMENT, Connection
+from exporter.engine import Engine, RunOptions
+from exporter.errors import ConfigError, ExporterError, GuardError, InputError
+from exporter.permissions import Caller
+from exporter.progress import ProgressEvent
+from exporter.report import RunReport
+from exporter.repository import ConfigRepository
+from exporter.secrets import LocalSecretProvider
+from exporter.service import ClientLike, ManagementService
+from exporter.settings import EXPORTER_HOME, HostPolicy
+from exporter.store import LocalStore
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+EPILOG = """\
+exit codes:
+  0  done: every contact confirmed (or a dry run, or a management command succeeded)
+  1  the run failed, completed with failures, or a safety guard stopped it
+  2  bad input or configuration (unreadable snapshot, invalid or missing settings)
+  130 interrupted (run the same command again to resume the run)
+
+environment:
+  EXPORTER_HOME                     store folder (default ./.exporter), same as --home
+  EXPORTER_ALLOW_LOOPBACK_SANDBOX   loopback sandbox hosts (default on for the command line)
+  EXPORTER_HOSTNAME_ALLOWLIST       extra API hostnames keys may be sent to
+"""
+
+
+@dataclass
+class Context:
+    """What every command gets: the store, secrets, policy, caller and output settings."""
+
+    store: LocalStore
+    secrets: LocalSecretProvider
+    hosts: HostPolicy
+    caller: Caller
+    json: bool
+    progress: bool
+    """Draw a progress bar on stderr."""
+    time_scale: float
+    out: IO[str]
+    err: IO[str]
+
+    def engine(self) -> Engine:
+        return Engine(self.store, self.secrets, host_policy=self.hosts, time_scale=self.time_scale)
+
+    def service(self) -> ManagementService:
+        engine = self.engine()
+
+        def factory(connection: Connection, key: str) -> ClientLike:
+            client: ClientLike = engine.default_client(connection, key)
+            return client
+
+        return ManagementService(ConfigRepository(self.store), self.secrets, factory, self.hosts)
+
+    def emit(self, data: Any, text: str) -> None:
+        """JSON on stdout with ``--json``, text otherwise."""
+        if self.json:
+            self.out.write(json.dumps(data, indent=2, default=str) + "\n")
+        elif text:
+            self.out.write(text.rstrip("\n") + "\n")
+
+    def note(self, text: str) -> None:
+        """A line for people on stderr (never with --json)."""
+        if not self.json:
+            self.err.write(text + "\n")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _load_json_file(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist", field="--file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is not a readable JSON file ({exc})", field="--file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object", field="--file")
+    return data
+
+
+def _merge(base: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
+    """Flags given on the command line override the file's values."""
+    out = dict(base)
+    out.update({k: v for k, v in flags.items() if v is not None})
+    return out
+
+
+def _pretty(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, indent=2, default=str)
+
+
+# --- connections -----------------------------------------------------------------------------
+
+
+def cmd_connections_add(ctx: Context, args: argparse.Namespace) -> int:
+    payload = _merge(
+        _load_json_file(args.file),
+        {
+            "name": args.name,
+            "display_name": args.display_name,
+            "hostname": args.hostname,
+            "api_key_ref": args.api_key_ref,
+            "allow_contributors": True if args.allow_contributors else None,
+        },
+    )
+    if args.agree_to_privacy_statement:
+        payload["consent"] = True
+    else:
+        payload.pop("consent", None)  # consent is given on the command line, never by a file
+        ctx.err.write(
+            "Data privacy and compliance statement:\n  " + CONSENT_STATEMENT + "\n"
+            "Agree to it with --agree-to-privacy-statement.\n"
+        )
+    saved = ctx.service().create_connection(ctx.caller, payload, verify=args.verify)
+    for note in saved.notes:
+        ctx.note(f"note: {note}")
+    ctx.emit(saved.view, f"connection {saved.view['name']} saved")
+    return EXIT_OK
+
+
+def cmd_connections_verify(ctx: Context, args: argparse.Namespace) -> int:
+    verified = ctx.service().verify_connection(ctx.caller, args.name)
+    ctx.emit(
+        {
+            "name": verified.name,
+            "hostname": verified.hostname,
+            "verified_at": verified.verified_at.isoformat(),
+        },
+        f"connection {verified.name}: ActiveCampaign at {verified.hostname} accepted the key",
+    )
+    return EXIT_OK
+
+
+def cmd_connections_list(ctx: Context, _args: argparse.Namespace) -> int:
+    items = ctx.service().list_connections(ctx.caller)
+    lines = [f"{c['name']}\t{c.get('hostname', '')}\t{c['display_name']}" for c in items]
+    ctx.emit(items, "\n".join(lines) or "no connections")
+    return EXIT_OK
+
+
+def cmd_connections_show(ctx: Context, args: argparse.Namespace) -> int:
+    fetched = ctx.service().get_connection(ctx.caller, args.name)
+    ctx.emit(fetched.view, _pretty(fetched.view))
+    return EXIT_OK
+
+
+def cmd_connections_remove(ctx: Context, args: argparse.Namespace) -> int:
+    deleted = ctx.service().delete_connection(ctx.caller, args.name, force=args.force)
+    ctx.emit(
+        {"name": deleted.name, "orphaned_exports": deleted.orphaned_exports},
+        f"connection {deleted.name} removed"
+        + (
+            f" (exports left without it: {', '.join(deleted.orphaned_exports)})"
+            if deleted.orphaned_exports
+            else ""
+        ),
+    )
+    return EXIT_OK
+
+
+# --- exports ---------------------------------------------------------------------------------
+
+
+def _field_flag(spec: str) -> dict[str, str]:
+    column, sep, field = spec.partition("=")
+    if not sep or not column.strip() or not field.strip():
+        raise ConfigError(f"expected COLUMN=FIELD, got {spec!r}", field="--field")
+    return {"column": column.strip(), "field": field.strip()}
+
+
+def cmd_exports_add(ctx: Context, args: argparse.Namespace) -> int:
+    flags: dict[str, Any] = {
+        "name": args.name,
+        "display_name": args.display_name,
+        "connection": args.connection,
+        "segment": args.segment,
+        "list_id": args.list_id,
+        "email": args.email,
+        "first_name": args.first_name,
+        "last_name": args.last_name,
+        "phone": args.phone,
+        "tag_column": args.tag_column,
+        "profile_id_column": args.profile_id_column,
+        "schedule": args.schedule,
+        "leaver_policy": args.leaver_policy,
+        "max_shrink": args.max_shrink,
+        "fields": [_field_flag(f) for f in args.field] if args.field else None,
+        "tags": list(args.tag) if args.tag else None,
+        "exclude_automations": False if args.include_automations else None,
+        "enabled": False if args.disabled else None,
+    }
+    payload = _merge(_load_json_file(args.file), flags)
+    saved = ctx.service().create_export(ctx.caller, payload)
+    ctx.emit(saved.view, f"export {saved.view['name']} saved (saving never runs it)")
+    return EXIT_OK
+
+
+def cmd_exports_show(ctx: Context, args: argparse.Namespace) -> int:
+    fetched = ctx.service().get_export(ctx.caller, args.name)
+    ctx.emit(fetched.view, _pretty(fetched.view))
+    return EXIT_OK
+
+
+def cmd_exports_list(ctx: Context, _args: argparse.Namespace) -> int:
+    items = ctx.service().list_exports(ctx.caller)
+    lines = [
+        f"{e['name']}\t{e['connection']}\tlist {e['list_id']}\t{e['segment']}"
+        + ("" if e.get("enabled", True) else "\t(disabled)")
+        for e in items
+    ]
+    ctx.emit(items, "\n".join(lines) or "no exports")
+    return EXIT_OK
+
+
+def cmd_exports_remove(ctx: Context, args: argparse.Namespace) -> int:
+    deleted = ctx.service().delete_export(ctx.caller, args.name)
+    ctx.emit({"name": deleted.name}, f"export {deleted.name} removed (its run history stays)")
+    return EXIT_OK
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+class _ProgressBar:
+    """tqdm bars on stderr: rows read while preparing, then contacts settled."""
+
+    def __init__(self, err: IO[str]) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self._err = err
+        self._bar: Any = None
+        self._phase = ""
+
+    def __call__(self, event: ProgressEvent) -> None:
+        phase = "prepare" if event.phase == "prepare" else "send"
+        if phase != self._phase:
+            self.close()
+            self._phase = phase
+            self._bar = self._tqdm(
+                total=event.total,
+                desc="reading rows" if phase == "prepare" else "sending contacts",
+                unit=" rows" if phase == "prepare" else " contacts",
+                file=self._err,
+                dynamic_ncols=True,
+                leave=False,
+            )
+        if event.phase == "push":
+            self._bar.set_postfix_str(f"sent {event.done:,}", refresh=False)
+            return
+        if event.total is not None:
+            self._bar.total = event.total
+        self._bar.n = event.done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _status_exit(report: RunReport) -> int:
+    if report.status in ("completed", "dry_run") and report.reconciles():
+        return EXIT_OK
+    return EXIT_FAILED
+
+
+def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    engine = ctx.engine()
+    ctx.service().authorize_run(ctx.caller, args.export)
+    options = RunOptions(
+        dry_run=args.dry_run, full_resync=args.full_resync, allow_shrink=args.allow_shrink
+    )
+    location = runs.STORE
+    snapshot = None
+    if args.snapshot:
+        if os.path.exists(args.snapshot):
+            snapshot, location = Engine.local_snapshot(args.snapshot), runs.LOCAL
+        elif args.snapshot.startswith("snapshots/"):
+            snapshot = engine.store_snapshot(args.snapshot)
+        else:
+            raise InputError(
+                "file not found (nor a store path under snapshots/)", file=args.snapshot
+            )
+    active = runs.read_json(ctx.store, runs.active_run_path(args.export))
+    req = engine.new_run(
+        args.export, snapshot=snapshot, options=options, snapshot_location=location
+    )
+    resumed = active is not None and active.get("run_id") == req.run_id
+    ctx.note(
+        f"{'resuming' if resumed else 'starting'} run {req.run_id} of export {req.export}"
+        + (" (dry run)" if options.dry_run else "")
+    )
+    bar = _ProgressBar(ctx.err) if ctx.progress else None
+    try:
+        report = engine.run(req, progress=bar)
+    except GuardError as exc:
+        if bar is not None:
+            bar.close()
+        guarded = engine.get_run(req.export, req.run_id)
+        ctx.emit(guarded.to_dict(), guarded.summary())
+        ctx.err.write(f"error: {exc}\n")
+        return EXIT_FAILED
+    finally:
+        if bar is not None:
+            bar.close()
+    ctx.emit(report.to_dict(), report.summary())
+    if report.error and not ctx.json:
+        ctx.err.write(f"error: {report.error}\n")
+    return _status_exit(report)
+
+
+def cmd_runs_list(ctx: Context, args: argparse.Namespace) -> int:
+    reports = ctx.engine().list_runs(args.export, limit=args.limit)
+    lines = [
+        f"{r.run_id}\t{r.status}\trows {r.rows_read:,}\tconfirmed {r.confirmed:,}"
+        f"\tfailed {r.failed:,}\tunchanged {r.unchanged:,}"
+        for r in reports
+    ]
+    ctx.emit([r.to_dict() for r in reports], "\n".join(lines) or "no runs")
+    return EXIT_OK
+
+
+def cmd_runs_show(ctx: Context, args: argparse.Namespace) -> int:
+    report = ctx.engine().get_run(args.export, args.run_id)
+    ctx.emit(report.to_dict(), report.summary())
+    return EXIT_OK
+
+
+# --- the parser ------------------------------------------------------------------------------
+
+
+Handler = Callable[[Context, argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exit codes are documented in ``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m exporter",
+        description="Keep ActiveCampaign lists in sync with customer segment snapshots.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--home", help=f"store folder (default ${EXPORTER_HOME} or ./.exporter)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)"
+    )
+    parser.add_argument("--time-scale", type=float, default=1.0, help=argparse.SUPPRESS)
+    top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    conns = top.add_parser("connections", help="ActiveCampaign accounts").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    add = conns.add_parser("add", help="add a connection (administrators)")
+    add.add_argument("--file", help="connection JSON; flags override its values")
+    add.add_argument("--name")
+    add.add_argument("--display-name")
+    add.add_argument("--hostname", help="REST endpoint hostname, e.g. acct.api-us1.com")
+    add.add_argument("--api-key-ref", help="where the key is: env:NAME or file:/path")
+    add.add_argument("--allow-contributors", action="store_true")
+    add.add_argument(
+        "--agree-to-privacy-statement",
+        action="store_true",
+        help="agree to the data privacy and compliance statement (required)",
+    )
+    add.add_argument("--verify", action="store_true", help="check the key before saving")
+    add.set_defaults(handler=cmd_connections_add)
+    for name, handler, text in (
+        ("verify", cmd_connections_verify, "check the key and host with ActiveCampaign"),
+        ("show", cmd_connections_show, "show a connection"),
+    ):
+        p = conns.add_parser(name, help=text)
+        p.add_argument("name")
+        p.set_defaults(handler=handler)
+    conns.add_parser("list", help="list connections").set_defaults(handler=cmd_connections_list)
+    rm = conns.add_parser("remove", help="remove a connection")
+    rm.add_argument("name")
+    rm.add_argument("--force", action="store_true", help="even while exports use it")
+    rm.set_defaults(handler=cmd_connections_remove)
+
+    exps = top.add_parser("exports", help="segment → list exports").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    ea = exps.add_parser("add", help="add an export (saving never runs it)")
+    ea.add_argument("--file", help="export JSON; flags override its values")
+    for flag in (
+        "--name",
+        "--display-name",
+        "--connection",
+        "--segment",
+        "--list-id",
+        "--email",
+        "--first-name",
+        "--last-name",
+        "--phone",
+        "--tag-column",
+        "--profile-id-column",
+        "--schedule",
+    ):
+        ea.add_argument(flag)
+    ea.add_argument(
+        "--field",
+        action="append",
+        metavar="COLUMN=FIELD",
+        help="a custom field: column = field id, title or %%TAG%% (repeatable)",
+    )
+    ea.add_argument("--tag", action="append", help="a tag for every contact (repeatable)")
+    ea.add_argument("--leaver-policy", choices=("unsubscribe", "keep"))
+    ea.add_argument("--max-shrink", type=float)
+    ea.add_argument(
+        "--include-automations",
+        action="store_true",
+        help="let ActiveCampaign automations fire for imported contacts",
+    )
+    ea.add_argument("--disabled", action="store_true")
+    ea.set_defaults(handler=cmd_exports_add)
+    for name, handler, text in (
+        ("show", cmd_exports_show, "show an export"),
+        ("remove", cmd_exports_remove, "remove an export (its run history stays)"),
+    ):
+        p = exps.add_parser(name, help=text)
+        p.add_argument("name")
+        p.set_defaults(handler=handler)
+    exps.add_parser("list", help="list exports").set_defaults(handler=cmd_exports_list)
+
+    run = top.add_parser(
+        "run",
+        help="run an export now",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("export")
+    run.add_argument(
+        "--snapshot",
+        help="a local CSV / model.json / folder, or a store path "
+        "under snapshots/ (default: the newest snapshot of the export's segment)",
+    )
+    run.add_argument("--dry-run", action="store_true", help="write plan.csv, send nothing")
+    run.add_argument("--full-resync", action="store_true", help="send every contact again")
+    run.add_argument("--allow-shrink", action="store_true", help="override the shrink guard")
+    run.set_defaults(handler=cmd_run)
+
+    rns = top.add_parser("runs", help="run reports").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    rl = rns.add_parser("list", help="an export's runs, newest first")
+    rl.add_argument("export")
+    rl.add_argument("--limit", type=int, default=20)
+    rl.set_defaults(handler=cmd_runs_list)
+    rs = rns.add_parser("show", help="one run's report")
+    rs.add_argument("export")
+    rs.add_argument("run_id")
+    rs.set_defaults(handler=cmd_runs_show)
+    return parser
+
+
+def _configure_logging(verbosity: int, err: IO[str]) -> None:
+    if not verbosity:
+        return
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+    for noisy in ("urllib3",):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _principal(env: Mapping[str, str]) -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return env.get("USER") or "local-user"
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+) -> int:
+    """Run one command; returns the exit code. The environment is read here and only here
+    (tests pass ``env``, ``out`` and ``err``)."""
+    env = os.environ if env is None else env
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose, err)
+    home = args.home or env.get(EXPORTER_HOME) or ".exporter"
+    try:
+        ctx = Context(
+            store=LocalStore(home),
+            secrets=LocalSecretProvider(env),
+            hosts=HostPolicy.from_env(env, loopback_default=True),
+            caller=Caller.local_admin(_principal(env)),
+            json=args.json,
+            progress=not args.json and err.isatty(),
+            time_scale=args.time_scale,
+            out=out,
+            err=err,
+        )
+        handler: Handler = args.handler
+        return handler(ctx, args)
+    except ExporterError as exc:
+        if args.verbose:
+            traceback.print_exc(file=err)
+        if args.json:
+            out.write(json.dumps({"error": str(exc), "exit_code": exc.exit_code}) + "\n")
+        err.write(f"error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.write("interrupted: run the same command again to resume the run\n")
+        return EXIT_INTERRUPTED

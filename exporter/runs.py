@@ -1,0 +1,199 @@
+"""Where a run keeps its files, how runs are named, and the small records between phases.
+
+Everything a run writes lives under ``runs/<export>/<run_id>/``::
+
+    prepared.json          the manifest: counts, chunk list, state ETag (prepare → the rest)
+    rejected.csv           rejected rows (API rejections appended by finalize)
+    plan.csv               dry run only: what would be sent
+    leavers-kept.txt       leavers forgotten without unsubscribing (finalize drops them)
+    chunks/<n>.jsonl       prepared batches, one per line
+    sent/<n>.json          what push did with chunk n (idempotency record)
+    confirmed/<n>.json     what confirm learned about chunk n (idempotency record)
+    commit.json            digest of the state finalize writes (a retried finalize recognises it)
+    report.json            the final report
+
+Per export, ``state/<export>/last_run.json`` remembers the last finished run (for the timer)
+and ``state/<export>/active_run.json`` the run in progress (so an interrupted run resumes).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from exporter.errors import ConfigError
+from exporter.snapshot import SnapshotFile, SnapshotRef
+from exporter.store import ObjectNotFound, Store
+
+FINAL_STATUSES = frozenset(
+    {"completed", "completed_with_failures", "failed", "dry_run", "guarded", "cancelled"}
+)
+"""Report statuses of a finished run (``running`` is the only other one)."""
+
+_RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}(?:-[0-9]+)?")
+
+
+def run_dir(export: str, run_id: str) -> str:
+    """Store folder of one run (no trailing slash)."""
+    return f"runs/{export}/{run_id}"
+
+
+def manifest_path(export: str, run_id: str) -> str:
+    return f"{run_dir(export, run_id)}/prepared.json"
+
+
+def report_path(export: str, run_id: str) -> str:
+    return f"{run_dir(export, run_id)}/report.json"
+
+
+def rejected_path(export: str, run_id: str) -> str:
+    return f"{run_dir(export, run_id)}/rejected.csv"
+
+
+def plan_path(export: str, run_id: str) -> str:
+    return f"{run_dir(export, run_id)}/plan.csv"
+
+
+def kept_path(export: str, run_id: str) -> str:
+    return f"{run_dir(export, run_id)}/leavers-kept.txt"
+
+
+def commit_path(export: str, run_id: str) -> str:
+    return f"{run_dir(export, run_id)}/commit.json"
+
+
+def chunk_path(export: str, run_id: str, n: int) -> str:
+    return f"{run_dir(export, run_id)}/chunks/{n:05d}.jsonl"
+
+
+def chunk_number(chunk: str) -> int:
+    """``…/chunks/00012.jsonl`` → 12."""
+    name = chunk.rpartition("/")[2]
+    return int(name.partition(".")[0])
+
+
+def sent_path(export: str, run_id: str, chunk: str) -> str:
+    return f"{run_dir(export, run_id)}/sent/{chunk_number(chunk):05d}.json"
+
+
+def confirmed_path(export: str, run_id: str, chunk: str) -> str:
+    return f"{run_dir(export, run_id)}/confirmed/{chunk_number(chunk):05d}.json"
+
+
+def last_run_path(export: str) -> str:
+    return f"state/{export}/last_run.json"
+
+
+def active_run_path(export: str) -> str:
+    return f"state/{export}/active_run.json"
+
+
+def new_run_id(now: datetime, snapshot_identity: str) -> str:
+    """``20261125T183000Z-<8 hex of the snapshot identity>``: sortable, and recognisable."""
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{snapshot_identity[:8]}"
+
+
+def check_run_id(run_id: str) -> str:
+    """A well-formed run id, or :class:`ConfigError` (run ids become store paths)."""
+    if not _RUN_ID.fullmatch(run_id):
+        raise ConfigError("is not a run id such as 20261125T183000Z-1a2b3c4d", field="run_id")
+    return run_id
+
+
+# --- snapshot references as JSON ----------------------------------------------------------
+
+
+LOCAL = "local"
+"""``location`` of a snapshot read straight from the local disk (command line)."""
+STORE = "store"
+"""``location`` of a snapshot in the store (blob storage, or the local store)."""
+
+
+def snapshot_to_dict(ref: SnapshotRef, *, location: str = STORE) -> dict[str, Any]:
+    """A :class:`SnapshotRef` as JSON, with where its paths are to be read (``location``)."""
+    return {
+        "kind": ref.kind,
+        "path": ref.path,
+        "files": [{"path": f.path, "size": f.size, "etag": f.etag} for f in ref.files],
+        "modified": ref.modified.isoformat(),
+        "entity": ref.entity,
+        "location": location,
+    }
+
+
+def snapshot_from_dict(data: Mapping[str, Any]) -> tuple[SnapshotRef, str]:
+    """Inverse of :func:`snapshot_to_dict`: the reference and its location."""
+    kind = data["kind"]
+    if kind not in ("csv", "cdm"):
+        raise ConfigError(f"unknown snapshot kind {kind!r}", field="snapshot.kind")
+    ref = SnapshotRef(
+        kind=kind,
+        path=str(data["path"]),
+        files=tuple(
+            SnapshotFile(str(f["path"]), int(f["size"]), str(f["etag"])) for f in data["files"]
+        ),
+        modified=datetime.fromisoformat(str(data["modified"])),
+        entity=data.get("entity"),
+    )
+    location = str(data.get("location", STORE))
+    if location not in (LOCAL, STORE):
+        raise ConfigError(f"unknown snapshot location {location!r}", field="snapshot.location")
+    return ref, location
+
+
+# --- small JSON records -------------------------------------------------------------------
+
+
+def read_json(store: Store, path: str) -> dict[str, Any] | None:
+    """The JSON object at ``path``, or ``None`` when there is none."""
+    try:
+        data = store.read_bytes(path)
+    except ObjectNotFound:
+        return None
+    obj = json.loads(data)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return obj
+
+
+def write_json(store: Store, path: str, obj: Mapping[str, Any]) -> str:
+    """Write a JSON object atomically (the store guarantees it); returns the ETag."""
+    return store.write_bytes(path, json.dumps(obj, separators=(",", ":")).encode())
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """The last finished run of an export (what the timer compares with)."""
+
+    run_id: str
+    snapshot_identity: str
+    status: str
+    finished_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "snapshot_identity": self.snapshot_identity,
+            "status": self.status,
+            "finished_at": self.finished_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LastRun:
+        return cls(
+            run_id=str(d["run_id"]),
+            snapshot_identity=str(d["snapshot_identity"]),
+            status=str(d["status"]),
+            finished_at=str(d["finished_at"]),
+        )
+
+
+def read_last_run(store: Store, export: str) -> LastRun | None:
+    """The export's last finished run, or ``None``."""
+    data = read_json(store, last_run_path(export))
+    return None if data is None else LastRun.from_dict(data)
