@@ -61,7 +61,7 @@ from collections.abc import Generator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import azure.durable_functions as df
+import azure.durable_functions as df  # type: ignore[import-untyped, unused-ignore]
 
 from blueprints.register import bind
 from blueprints.runtime import get_runtime

@@ -1,0 +1,381 @@
+"""The timer, blob and HTTP functions, called directly with real ``azure.functions`` objects,
+a real engine over a local store, and a fake Durable client (the host-only seam)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import pytest
+from azure.functions.timer import TimerRequest
+
+from blueprints import orchestration as orch
+from blueprints import triggers
+from blueprints.auth import principal_header
+from blueprints.runtime import Runtime, use_runtime
+from exporter.engine import RunRequest, instance_id
+from exporter.errors import ConfigError
+from exporter.permissions import ADMIN, CONTRIBUTOR
+from exporter.store import LocalStore
+from tests.functions.app_functions import registered
+from tests.functions.fake_durable import (
+    SYSTEM_KEY,
+    FakeDurableClient,
+    make_runtime,
+    seed,
+    snapshot_csv,
+)
+
+SNAPSHOT = "snapshots/high-value/2026-01-05.csv"
+ORIGIN = "https://exporter.example.net"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "store")
+
+
+@pytest.fixture
+def runtime(store: LocalStore) -> Iterator[Runtime]:
+    seed(store, schedule="0 0 2 * * *")
+    store.write_bytes(SNAPSHOT, snapshot_csv(5))
+    rt = make_runtime(store, width=3)
+    with use_runtime(rt):
+        yield rt
+
+
+@pytest.fixture
+def client() -> FakeDurableClient:
+    return FakeDurableClient()
+
+
+def principal(name: str = "ada@example.com", role: str = ADMIN) -> dict[str, str]:
+    return {"X-MS-CLIENT-PRINCIPAL": principal_header(name, [role])}
+
+
+def http(
+    method: str,
+    route: str,
+    *,
+    body: Any = None,
+    raw: bytes | None = None,
+    params: dict[str, str] | None = None,
+    route_params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> func.HttpRequest:
+    data = raw if raw is not None else b"" if body is None else json.dumps(body).encode()
+    hdrs = {**principal(), **(headers or {})}
+    if data:
+        hdrs.setdefault("Content-Type", "application/json")
+    return func.HttpRequest(
+        method,
+        f"{ORIGIN}/api/{route}?code=function-key",
+        body=data,
+        params={"code": "function-key", **(params or {})},
+        route_params=route_params or {},
+        headers=hdrs,
+    )
+
+
+def answer(resp: func.HttpResponse) -> Any:
+    return json.loads(resp.get_body())
+
+
+def start(client: FakeDurableClient, body: Any = None, **kw: Any) -> func.HttpResponse:
+    req = http("POST", "exports/weekly/runs", body=body, route_params={"name": "weekly"}, **kw)
+    return asyncio.run(triggers.start_export_run(req, client))
+
+
+def expected_instance(rt: Runtime, path: str = SNAPSHOT) -> str:
+    return instance_id("weekly", rt.engine.store_snapshot(path).identity)
+
+
+# --- registration --------------------------------------------------------------------------------
+
+
+def test_the_app_registers_every_function_with_its_binding() -> None:
+    functions = registered()
+    bindings = {name: {b.type: b for b in f.get_bindings()} for name, f in functions.items()}
+    blob = bindings["snapshot_blob_trigger"]["blobTrigger"]
+    assert (blob.path, blob.connection) == ("snapshots/{name}", "SnapshotStorage")
+    assert str(getattr(blob.source, "value", blob.source)) == "EventGrid"
+    timer = bindings["export_timer"]["timerTrigger"]
+    assert timer.schedule == "%EXPORTER_TIMER_SCHEDULE%" and not timer.run_on_startup
+    for name in ("start_export_run", "get_export_run", "cancel_export_run", "list_export_runs"):
+        trigger = bindings[name]["httpTrigger"]
+        assert trigger.auth_level == func.AuthLevel.FUNCTION
+    assert bindings["export_run"]["orchestrationTrigger"]
+    for name in ("prepare_run", "push_chunk", "confirm_chunk", "finalize_run"):
+        assert "activityTrigger" in bindings[name]
+    assert "exports_put" in functions, "the management blueprint is registered too"
+
+
+# --- timer ---------------------------------------------------------------------------------------
+
+
+def test_the_timer_starts_each_due_export_once(
+    runtime: Runtime, client: FakeDurableClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    asyncio.run(triggers.export_timer(TimerRequest(past_due=True), client))
+    [(name, iid, data)] = client.started()
+    assert name == orch.RUN_ORCHESTRATOR
+    assert iid == expected_instance(runtime)
+    run = orch.RunInput.from_dict(data)
+    assert (run.wave_width, run.export, run.request["requested_by"]) == (3, "weekly", "timer")
+    assert run.request["snapshot"]["path"] == SNAPSHOT
+
+    client.set(iid, "Running")
+    with caplog.at_level(logging.INFO, logger="blueprints.triggers"):
+        asyncio.run(triggers.export_timer(TimerRequest(past_due=False), client))
+    assert len(client.started()) == 1
+    assert "already running this snapshot" in caplog.text
+
+
+def test_an_error_starting_one_export_does_not_stop_the_others(
+    runtime: Runtime, store: LocalStore, client: FakeDurableClient
+) -> None:
+    seed(store, export="daily", schedule="0 0 2 * * *")
+    refused = []
+
+    async def flaky_start(
+        name: str, instance_id: str | None = None, client_input: Any = None
+    ) -> str:
+        if not refused:
+            refused.append(instance_id)
+            raise Exception("storage hiccup")
+        return await FakeDurableClient.start_new(client, name, instance_id, client_input)
+
+    client.start_new = flaky_start  # type: ignore[method-assign]
+    with pytest.raises(Exception, match="storage hiccup"):
+        asyncio.run(triggers.export_timer(TimerRequest(), client))
+    assert len(client.instances) == 1, "the second export was still started"
+
+
+# --- blob trigger --------------------------------------------------------------------------------
+
+
+def test_a_new_snapshot_blob_starts_its_exports_and_redelivery_does_not_duplicate(
+    runtime: Runtime, client: FakeDurableClient
+) -> None:
+    blob = func.blob.InputStream(data=b"", name=SNAPSHOT, length=0)
+    asyncio.run(triggers.snapshot_blob_trigger(blob, client))
+    [(_, iid, data)] = client.started()
+    assert iid == expected_instance(runtime)
+    assert data["request"]["requested_by"] == "blob"
+
+    client.set(iid, "Running")
+    asyncio.run(triggers.snapshot_blob_trigger(blob, client))
+    client.set(iid, "Completed")
+    asyncio.run(triggers.snapshot_blob_trigger(blob, client))
+    assert len(client.started()) == 1, "Event Grid redelivers: a done snapshot is not rerun"
+
+
+def test_a_blob_no_export_reads_starts_nothing(runtime: Runtime, client: FakeDurableClient) -> None:
+    runtime.store.write_bytes("snapshots/other/x.csv", snapshot_csv(1))
+    blob = func.blob.InputStream(data=b"", name="snapshots/other/x.csv")
+    asyncio.run(triggers.snapshot_blob_trigger(blob, client))
+    assert client.started() == []
+
+
+def test_blob_names_map_to_store_paths() -> None:
+    assert triggers.snapshot_path("snapshots/a/b.csv") == "snapshots/a/b.csv"
+    assert triggers.snapshot_path("t1-snapshots/a/b.csv", "t1-") == "snapshots/a/b.csv"
+    with pytest.raises(ConfigError):
+        triggers.snapshot_path("config/a.json")
+
+
+# --- HTTP: start -----------------------------------------------------------------------------------
+
+
+def test_post_starts_a_run_and_answers_202_with_status_links(
+    runtime: Runtime, client: FakeDurableClient
+) -> None:
+    resp = start(client, {"dry_run": True})
+    assert resp.status_code == 202
+    body = answer(resp)
+    iid = expected_instance(runtime)
+    assert body["instance_id"] == iid
+    assert body["status_url"] == f"{ORIGIN}/api/exports/weekly/runs/{iid}"
+    assert resp.headers["Location"] == body["status_url"]
+    assert body["durable"]["statusQueryGetUri"].startswith(ORIGIN)
+    assert iid in body["durable"]["statusQueryGetUri"]
+    [(_, _, data)] = client.started()
+    assert data["request"]["options"]["dry_run"] is True
+    assert data["request"]["requested_by"] == "http:ada@example.com"
+    assert "function-key" not in resp.get_body().decode()
+
+
+def test_contributors_do_not_get_the_durable_system_key(
+    store: LocalStore, client: FakeDurableClient
+) -> None:
+    seed(store, allow_contributors=True)
+    store.write_bytes(SNAPSHOT, snapshot_csv(2))
+    with use_runtime(make_runtime(store)):
+        resp = start(client, headers=principal("cy@example.com", CONTRIBUTOR))
+    assert resp.status_code == 202
+    assert SYSTEM_KEY not in resp.get_body().decode()
+    assert "durable" not in answer(resp)
+
+
+def test_a_second_start_while_running_is_409(runtime: Runtime, client: FakeDurableClient) -> None:
+    assert start(client).status_code == 202
+    client.set(expected_instance(runtime), "Running")
+    resp = start(client)
+    assert resp.status_code == 409
+    assert "already running" in answer(resp)["errors"][0]["message"]
+    assert len(client.started()) == 1
+
+
+def test_losing_the_start_race_is_409_too(runtime: Runtime, client: FakeDurableClient) -> None:
+    iid = expected_instance(runtime)
+
+    async def racing_status(instance_id: str, **kw: Any) -> Any:
+        status = await FakeDurableClient.get_status(client, instance_id, **kw)
+        client.set(iid, "Running")  # someone else started it right after we looked
+        return status
+
+    client.get_status = racing_status  # type: ignore[method-assign]
+    assert start(client).status_code == 409
+
+
+def test_a_named_snapshot_is_used(runtime: Runtime, client: FakeDurableClient) -> None:
+    older = "snapshots/high-value/2026-01-01.csv"
+    runtime.store.write_bytes(older, snapshot_csv(3))
+    resp = start(client, {"snapshot": older})
+    assert resp.status_code == 202
+    assert answer(resp)["snapshot"] == older
+    assert answer(resp)["instance_id"] == expected_instance(runtime, older)
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"dry_run": "yes"}, {"dry_run"}),
+        ({"colour": True, "full_resync": 1}, {"colour", "full_resync"}),
+        ({"snapshot": "config/exports/weekly.json"}, {"snapshot"}),
+        ({"snapshot": "snapshots/../config/x.csv"}, {"snapshot"}),
+    ],
+)
+def test_bad_bodies_are_400_with_field_errors(
+    runtime: Runtime, client: FakeDurableClient, body: Any, fields: set[str]
+) -> None:
+    resp = start(client, body)
+    assert resp.status_code == 400
+    assert {e["field"] for e in answer(resp)["errors"]} == fields
+    assert client.started() == []
+
+
+def test_refusals(runtime: Runtime, client: FakeDurableClient) -> None:
+    assert start(client, raw=b"[1, 2]").status_code == 400
+    assert start(client, raw=b"{" + b" " * 5000 + b"}").status_code == 413
+    assert start(client, {"snapshot": "snapshots/high-value/none.csv"}).status_code == 404
+    nobody = principal("nn@example.com", "Some.Other.Role")
+    assert start(client, headers=nobody).status_code == 403
+    req = http("POST", "exports/nope/runs", route_params={"name": "nope"})
+    assert asyncio.run(triggers.start_export_run(req, client)).status_code == 404
+    anonymous = func.HttpRequest(
+        "POST", f"{ORIGIN}/api/exports/weekly/runs", body=b"", route_params={"name": "weekly"}
+    )
+    assert asyncio.run(triggers.start_export_run(anonymous, client)).status_code == 401
+    assert client.started() == []
+
+
+# --- HTTP: status, cancel, list ------------------------------------------------------------------
+
+
+def status_of(client: FakeDurableClient, iid: str, export: str = "weekly") -> func.HttpResponse:
+    req = http(
+        "GET",
+        f"exports/{export}/runs/{iid}",
+        route_params={"name": export, "instance_id": iid},
+    )
+    return asyncio.run(triggers.get_export_run(req, client))
+
+
+def test_status_shows_progress_including_the_running_group(
+    runtime: Runtime, client: FakeDurableClient
+) -> None:
+    iid = answer(start(client))["instance_id"]
+    group = f"{iid}-g0001"
+    client.set(
+        iid,
+        "Running",
+        customStatus={"phase": "sending", "chunks": 120, "chunks_pushed": 50, "group": group},
+    )
+    client.set(group, "Running", customStatus={"chunks_pushed": 8, "confirmed": 70_000})
+    resp = status_of(client, iid)
+    assert resp.status_code == 200
+    body = answer(resp)
+    assert body["runtime_status"] == "Running"
+    assert body["progress"]["chunks_pushed"] == 58 and body["progress"]["confirmed"] == 70_000
+    assert body["report"] is None
+
+
+def test_status_of_a_finished_run_has_its_report(
+    runtime: Runtime, client: FakeDurableClient
+) -> None:
+    started = answer(start(client, {"dry_run": True}))
+    iid = started["instance_id"]
+    request = orch.RunInput.from_dict(json.loads(client.instances[iid]["input"])).request
+    req = RunRequest.from_dict(request)
+    runtime.engine.prepare(req)
+    runtime.engine.finalize(req)
+    client.set(iid, "Completed", output={"status": "dry_run"})
+    body = answer(status_of(client, iid))
+    assert body["report"]["status"] == "dry_run"
+    assert body["report"]["planned"] == 5
+    assert "batches" not in body["report"]
+
+    listed = http("GET", "exports/weekly/runs", route_params={"name": "weekly"})
+    runs = answer(triggers.list_export_runs(listed))["runs"]
+    assert [r["run_id"] for r in runs] == [started["run_id"]]
+    bad = http("GET", "exports/weekly/runs", params={"limit": "0"}, route_params={"name": "weekly"})
+    assert triggers.list_export_runs(bad).status_code == 400
+
+
+def test_status_of_an_unknown_or_foreign_instance_is_404(
+    runtime: Runtime, store: LocalStore, client: FakeDurableClient
+) -> None:
+    assert status_of(client, "weekly-nothing").status_code == 404
+    seed(store, export="daily")
+    iid = answer(start(client))["instance_id"]
+    assert status_of(client, iid, export="daily").status_code == 404
+
+
+def cancel(client: FakeDurableClient, iid: str, **params: str) -> func.HttpResponse:
+    req = http(
+        "POST",
+        f"exports/weekly/runs/{iid}/cancel",
+        params=params,
+        route_params={"name": "weekly", "instance_id": iid},
+    )
+    return asyncio.run(triggers.cancel_export_run(req, client))
+
+
+def test_cancel_raises_the_event_for_the_run_and_its_group(
+    runtime: Runtime, client: FakeDurableClient
+) -> None:
+    iid = answer(start(client))["instance_id"]
+    group = f"{iid}-g0000"
+    client.set(iid, "Running", customStatus={"group": group})
+    client.set(group, "Running")
+    resp = cancel(client, iid)
+    assert resp.status_code == 202 and answer(resp)["cancel"] == "requested"
+    events = [args for name, args in client.calls if name == "raise_event"]
+    assert [(i, e) for i, e, _ in events] == [(iid, orch.CANCEL_EVENT), (group, orch.CANCEL_EVENT)]
+    assert "ada@example.com" not in json.dumps(events), "the principal is masked"
+
+
+def test_forced_cancel_terminates_and_a_finished_run_cannot_be_cancelled(
+    runtime: Runtime, client: FakeDurableClient
+) -> None:
+    iid = answer(start(client))["instance_id"]
+    client.set(iid, "Running")
+    assert answer(cancel(client, iid, force="true"))["cancel"] == "terminated"
+    assert client.instances[iid]["runtimeStatus"] == "Terminated"
+    assert cancel(client, iid).status_code == 409
