@@ -189,7 +189,7 @@ def test_blob_names_map_to_store_paths() -> None:
         triggers.snapshot_path("config/a.json")
 
 
-# --- HTTP: start -----------------------------------------------------------------------------------
+# --- HTTP: start ------------------------------------------------------------------------------
 
 
 def test_post_starts_a_run_and_answers_202_with_status_links(
