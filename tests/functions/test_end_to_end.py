@@ -1,0 +1,121 @@
+"""End to end without a Functions host: a snapshot blob lands in a real Azurite, the blob-trigger
+function starts the run, and the orchestration is stepped through the SDK's replay engine with
+the real activities (real engine, real blob store, the real ActiveCampaign client against the
+in-process sandbox) until the contacts are on the list and the report is in blob storage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from blueprints import orchestration as orch
+from blueprints import triggers
+from blueprints.runtime import use_runtime
+from exporter.adapters.blob_store import BlobStore
+from sandbox import Sandbox, SandboxConfig
+from tests.azure.support import fresh_blob_store
+from tests.functions.app_functions import user_function
+from tests.functions.durable_host import DurableHost, Pending
+from tests.functions.fake_durable import (
+    API_KEY,
+    FakeDurableClient,
+    make_runtime,
+    seed,
+    snapshot_csv,
+)
+
+pytestmark = pytest.mark.azurite
+
+TIME_SCALE = 50.0
+CONTACTS = 600
+SNAPSHOT = "snapshots/high-value/2026-01-05.csv"
+
+
+@pytest.fixture
+def store(azurite: str) -> Iterator[BlobStore]:
+    with fresh_blob_store(azurite) as blob_store:
+        yield blob_store
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(
+        SandboxConfig(api_key=API_KEY, lists={"1": "Newsletter"}, time_scale=TIME_SCALE)
+    ) as sb:
+        yield sb
+
+
+def run_activities(pending: list[Pending]) -> dict[int | str, Any]:
+    """Run a round's activities at once, on threads, as workers would; failures become the
+    exceptions the host would record."""
+
+    def call(p: Pending) -> Any:
+        try:
+            return user_function(p.name)(p.input)
+        except Exception as exc:  # noqa: BLE001 - handed to the orchestration as a failure
+            return Exception(f"Activity function '{p.name}' failed: {exc}")
+
+    with ThreadPoolExecutor(max_workers=max(1, len(pending))) as pool:
+        results = list(pool.map(call, pending))
+    return {p.id: r for p, r in zip(pending, results, strict=True)}
+
+
+def test_a_snapshot_blob_ends_up_on_the_list_with_a_report_in_blob_storage(
+    store: BlobStore, sandbox: Sandbox
+) -> None:
+    seed(store, hostname=sandbox.base_url.removeprefix("http://"), list_id="1")
+    # One batch per chunk, so 600 contacts make three chunks: two waves at width 2.
+    runtime = make_runtime(store, width=2, time_scale=TIME_SCALE, chunk_batches=1)
+    store.write_bytes(SNAPSHOT, snapshot_csv(CONTACTS))
+    client = FakeDurableClient()
+
+    with use_runtime(runtime):
+        blob = func.blob.InputStream(data=b"", name=store.container_prefix + SNAPSHOT)
+        asyncio.run(triggers.snapshot_blob_trigger(blob, client))
+        [(name, iid, data)] = client.started()
+        assert name == orch.RUN_ORCHESTRATOR
+
+        host = DurableHost(user_function(orch.RUN_ORCHESTRATOR), data, instance_id=iid)
+        rounds = []
+        for _ in range(50):
+            replay = host.replay()
+            if replay.done or replay.failed:
+                break
+            pending = replay.pending_activities()
+            rounds.append(sorted(p.name for p in pending))
+            outcomes = run_activities(pending)
+            outcomes.update({p.id: None for p in replay.pending if p.kind == "retry_timer"})
+            host.complete(outcomes)
+
+    assert replay.failed is None, replay.failed
+    assert replay.done
+    assert rounds == [
+        ["prepare_run"],
+        ["push_chunk", "push_chunk"],
+        ["confirm_chunk", "confirm_chunk", "push_chunk"],
+        ["confirm_chunk"],
+        ["finalize_run"],
+    ]
+    run_id = data["request"]["run_id"]
+    assert replay.output["status"] == "completed"
+    assert replay.custom_status["confirmed"] == CONTACTS
+
+    expected = {f"person{i}@example.com" for i in range(CONTACTS)}
+    assert sandbox.list_members("1") == expected
+
+    report = json.loads(store.read_bytes(f"runs/weekly/{run_id}/report.json"))
+    assert report["status"] == "completed"
+    assert (report["rows_read"], report["confirmed"], report["failed"]) == (CONTACTS, CONTACTS, 0)
+    assert report["reconciles"] is True
+
+    # The blob event delivered again once the run is done starts nothing new.
+    client.set(iid, "Completed", output=replay.output)
+    with use_runtime(runtime):
+        asyncio.run(triggers.snapshot_blob_trigger(blob, client))
+    assert len(client.started()) == 1
