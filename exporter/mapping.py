@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from hashlib import blake2b as _blake2b
 from json.encoder import encode_basestring as _json_str  # the encoder ``dumps`` itself uses
+from typing import Any
 
 import idna
 
@@ -81,6 +82,10 @@ _DATE_YMD = re.compile(
 _DATE_COMPACT = re.compile(r"(\d{4})(\d{2})(\d{2})")
 _DATE_DMY = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})")
 _NUMBER = re.compile(r"[+-]?\d+(?:[.,]\d+)?")
+
+
+MapRow = Callable[[str, int, list[str]], "PreparedContact | Rejection"]
+"""``map(source, row_no, values)``: one row → a contact ready to send, or why it is not sent."""
 
 
 class FieldValueError(ValueError):
@@ -320,71 +325,118 @@ class Mapper:
             {self._email, self._first, self._last, self._phone, self._tagcol, self._pid} - {-1}
             | {f[0] for f in self._fields}
         )
+        self.map: MapRow = self._compile()
+        """One row → a contact ready to send, or the reason it is not sent:
+        ``map(source, row_no, values)``. ``values`` are text as decoded by the snapshot reader
+        (valid Unicode, no lone surrogates)."""
 
     @property
     def value_columns(self) -> list[str]:
         """The mapped columns, in file order (the value columns of a rejected-rows CSV)."""
         return [self.columns[i] for i in self._mapped]
 
-    def map(self, source: str, row_no: int, values: list[str]) -> PreparedContact | Rejection:
-        """One row → a contact ready to send, or the reason it is not sent.
+    def _compile(self) -> MapRow:
+        """The row function for exactly this mapping, generated once.
 
-        ``values`` are text as decoded by the snapshot reader (valid Unicode, no lone
-        surrogates)."""
-        if len(values) != self._ncols:
-            return self._reject(
-                source,
-                row_no,
-                values,
-                "ragged_row",
-                f"the row has {len(values)} values, the header has {self._ncols} columns",
-                None,
-            )
-        raw = values[self._email].strip()
-        if not raw:
-            return self._reject(
-                source, row_no, values, "missing_email", "no email address", self._email
-            )
-        if (
-            raw.isascii()
-            and len(raw) <= MAX_EMAIL
-            and _email_ok(raw)
-            and raw.index("@") <= MAX_LOCAL
-        ):
-            email = raw
-        else:
-            fixed, why = normalise_email(raw)
-            if fixed is None:
-                return self._reject(source, row_no, values, "invalid_email", why, self._email)
-            email = fixed
-        out = '{"email":' + _json_str(email)
+        Per row it only touches the mapped columns; no loops over the (possibly empty)
+        optional-column tables, no attribute look-ups (everything is a bound default or a
+        constant in the source). Semantics are those of the reference loop this replaced:
+        ``tests/test_mapping.py`` checks the payload against :func:`exporter.contacts.dumps`.
+        """
+        env: dict[str, Any] = {
+            "_PC": PreparedContact,
+            "_reject": self._reject,
+            "_email_ok": _email_ok,
+            "_normalise": normalise_email,
+            "_js": _json_str,
+            "_blake2b": _blake2b,
+            "_from_bytes": int.from_bytes,
+            "_FVE": FieldValueError,
+            "_fromiso": date.fromisoformat,
+            "_tags_json": _tags_json,
+            "_tags": self._tags,
+        }
+        e = self._email
+        lines = [
+            "def map_row(source, row_no, values):",
+            f"    if len(values) != {self._ncols}:",
+            "        return _reject(source, row_no, values, 'ragged_row',",
+            f"            f'the row has {{len(values)}} values, the header has {self._ncols}'",
+            "            ' columns',",
+            "            None)",
+            f"    raw = values[{e}].strip()",
+            # A match means ASCII atext/LDH only: no JSON escaping is ever needed for it, and
+            # normalise_email's output matches the same expression.
+            f"    if _email_ok(raw) is not None and len(raw) <= {MAX_EMAIL}"
+            f" and raw.index('@') <= {MAX_LOCAL}:",
+            "        email = raw",
+            "    elif not raw:",
+            "        return _reject(source, row_no, values, 'missing_email',",
+            f"            'no email address', {e})",
+            "    else:",
+            "        email, why = _normalise(raw)",
+            "        if email is None:",
+            f"            return _reject(source, row_no, values, 'invalid_email', why, {e})",
+            "    out = '{\"email\":\"' + email + '\"'",
+        ]
         for at, prefix in self._plain:
-            v = values[at].strip()
-            if v:
-                out += prefix + _json_str(v)
+            lines += [
+                f"    v = values[{at}].strip()",
+                "    if v:",
+                f"        out += {prefix!r} + _js(v)",
+            ]
         if self._fields:
-            parts = []
-            for at, prefix, fmt in self._fields:
-                v = values[at].strip()
-                if v and fmt is not None:
-                    try:
-                        v = fmt(v)
-                    except FieldValueError as exc:
-                        return self._reject(
-                            source, row_no, values, "invalid_field_value", str(exc), at
-                        )
-                if v:
-                    parts.append(prefix + _json_str(v) + "}")
-            if parts:
-                out += ',"fields":[' + ",".join(parts) + "]"
+            lines.append("    fs = ''")
+            for n, (at, prefix, fmt) in enumerate(self._fields):
+                lines.append(f"    v = values[{at}].strip()")
+                lines.append("    if v:")
+                if fmt is format_date:
+                    # format_date's own fast path, inlined (the common ISO date)
+                    lines += [
+                        "        try:",
+                        "            if (len(v) == 10 and v[4] == '-' and v[7] == '-'",
+                        "                    and v.isascii()):",
+                        "                try:",
+                        "                    _fromiso(v)",
+                        "                except ValueError:",
+                        f"                    v = _fmt{n}(v)",
+                        "            else:",
+                        f"                v = _fmt{n}(v)",
+                        "        except _FVE as exc:",
+                        "            return _reject(source, row_no, values, 'invalid_field_value',",
+                        f"                str(exc), {at})",
+                    ]
+                elif fmt is not None:
+                    lines += [
+                        "        try:",
+                        f"            v = _fmt{n}(v)",
+                        "        except _FVE as exc:",
+                        "            return _reject(source, row_no, values, 'invalid_field_value',",
+                        f"                str(exc), {at})",
+                    ]
+                env[f"_fmt{n}"] = fmt
+                add = f"fs += ',' + {prefix!r} + _js(v) + '}}'"
+                # a formatter may return "" (a multi-value cell of separators only)
+                lines += (
+                    [f"        {add}"] if fmt is None else ["        if v:", f"            {add}"]
+                )
+            lines += ["    if fs:", "        out += ',\"fields\":[' + fs[1:] + ']'"]
         if self._tagcol < 0:
-            payload = out + self._tail
+            lines.append(f"    payload = out + {self._tail!r}")
         else:
-            payload = out + _tags_json(self._tags(values[self._tagcol])) + self._subscribe
-        pid = (values[self._pid].strip() or None) if self._pid >= 0 else None
-        # == exporter.contacts.fingerprint(payload), inlined: a call per row is measurable
-        fp = int.from_bytes(_blake2b(payload.encode(), digest_size=8).digest(), "little")
-        return PreparedContact(row_no, source, email.lower(), payload, fp, pid)
+            lines.append(
+                f"    payload = out + _tags_json(_tags(values[{self._tagcol}]))"
+                f" + {self._subscribe!r}"
+            )
+        pid = "None" if self._pid < 0 else f"values[{self._pid}].strip() or None"
+        lines += [
+            # == exporter.contacts.fingerprint(payload), inlined: a call per row is measurable
+            "    fp = _from_bytes(_blake2b(payload.encode(), digest_size=8).digest(), 'little')",
+            f"    return _PC(row_no, source, email.lower(), payload, fp, {pid})",
+        ]
+        exec(compile("\n".join(lines), f"<mapper {self.spec.email!r}>", "exec"), env)  # noqa: S102
+        fn: MapRow = env["map_row"]
+        return fn
 
     def _tags(self, cell: str) -> list[str]:
         if not cell.strip():
