@@ -630,3 +630,28 @@ def test_subprocess_exit_codes(
         ]
         report = json.loads((home / runs.report_path(support.EXPORT, run_id)).read_text())
         assert report["rejected_by_reason"] == {"ragged_row": 2}
+
+
+# --- the shrink guard -----------------------------------------------------------------------
+
+
+def test_shrink_guard_sends_nothing(tmp_path: Path, sandbox: Sandbox) -> None:
+    """A snapshot that lost most of the segment (a half-written upstream file) stops the run
+    before anything is sent: exit 1, status ``guarded``, list unchanged."""
+    home = tmp_path / "home"
+    support.configure(home, sandbox.port, max_shrink=0.2)
+    people = [support.Person(f"g{i}@example.com") for i in range(10)]
+    full = support.write_people(tmp_path / "full.csv", people)
+    code, _out, err = support.cli(home, "run", support.EXPORT, "--snapshot", str(full))
+    assert code == OK, err
+    members = sandbox.list_members(support.LIST_ID)
+    assert len(members) == 10
+    bulk = sandbox.request_counts().get(BULK, 0)
+
+    half = support.write_people(tmp_path / "half.csv", people[:3])
+    code, out, err = support.cli(home, "--json", "run", support.EXPORT, "--snapshot", str(half))
+    assert code == 1, err
+    assert "Shrink guard" in err and "--allow-shrink" in err
+    assert json.loads(out)["status"] == "guarded"
+    assert sandbox.request_counts().get(BULK, 0) == bulk
+    assert sandbox.list_members(support.LIST_ID) == members
