@@ -1,0 +1,95 @@
+"""The benchmark harness at tiny sizes, so it does not rot: every scenario runs for real (the
+sandbox in its own process, prepare in a child process) and reports sane figures. Speed goals
+are not checked here: they belong to ``make bench``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from bench import run as bench_run
+from bench.scenarios import allowed_within, earliest_start
+
+Smoke = tuple[dict[str, dict[str, Any]], str]
+"""(figures by scenario: medians and runs, the markdown report)"""
+
+
+def test_ideal_schedule_matches_both_budgets() -> None:
+    assert [earliest_start(k) for k in (0, 4, 5, 99, 100, 199, 3999)] == [
+        0.0,
+        0.0,
+        1.0,
+        19.0,
+        60.0,
+        79.0,
+        2359.0,
+    ]
+    assert allowed_within(0.0) == 5
+    assert allowed_within(19.0) == 100
+    assert allowed_within(60.0) == 105
+    # every request k fits within the span from the first to its own start
+    assert all(allowed_within(earliest_start(k)) >= k + 1 for k in range(0, 4000, 37))
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Smoke:
+    out = tmp_path_factory.mktemp("bench")
+    figures, report = out / "figures.json", out / "RESULTS.md"
+    assert bench_run.main(["--smoke", "--json", str(figures), "--write", str(report)]) == 0
+    return json.loads(figures.read_text()), report.read_text()
+
+
+def test_every_scenario_reports_its_figures(smoke: Smoke) -> None:
+    figures, _ = smoke
+    assert set(figures) == {"prepare", "push", "refresh", "baseline"}
+    for name, data in figures.items():
+        assert len(data["runs"]) == 1, name
+        assert data["medians"], name
+
+
+def test_prepare_figures_are_sane(smoke: Smoke) -> None:
+    m = smoke[0]["prepare"]["medians"]
+    for variant in ("csv_first", "cdm_first", "csv_diff"):
+        assert m[f"{variant}.rows"] == 5000
+        assert 0 < m[f"{variant}.cpu_seconds"] < 60
+        assert m[f"{variant}.rows_per_cpu_second"] > 0
+        assert 20 < m[f"{variant}.peak_rss_mb"] < 1024
+    # 0.5% invalid and 0.2% duplicate rows are not sent; the diff sends only what moved
+    assert m["csv_first.to_send"] == m["cdm_first.to_send"] == 4965
+    assert 0 < m["csv_diff.to_send"] < 200
+    assert m["csv_diff.leavers"] > 0
+
+
+def test_push_figures_are_sane(smoke: Smoke) -> None:
+    m = smoke[0]["push"]["medians"]
+    assert m["completed"] == 1
+    assert m["contacts_confirmed"] == 4965
+    assert m["bulk_accepted"] == 20  # 4965 contacts / 250 per request
+    assert 240 <= m["mean_contacts_per_request"] <= 250
+    assert m["import_info_requests"] >= m["bulk_requests"]
+    assert 0 < m["wire_efficiency_pct"] <= 100
+    assert m["push_confirm_sandbox_min"] > 0
+    assert m["throttled"] >= 0
+
+
+def test_refresh_and_baseline_figures_are_sane(smoke: Smoke) -> None:
+    refresh = smoke[0]["refresh"]["medians"]
+    assert refresh["completed"] == 1
+    assert refresh["new"] > 0 and refresh["changed"] > 0 and refresh["left"] > 0
+    assert refresh["contacts_confirmed"] == refresh["new"] + refresh["changed"]
+    assert refresh["leavers_unsubscribed"] == refresh["left"]
+    assert 0 < refresh["projected_seconds"] < 600
+    baseline = smoke[0]["baseline"]["medians"]
+    assert baseline["requests"] == 2 * baseline["contacts"] == 100
+    assert baseline["advantage"] > 10
+
+
+def test_the_report_names_machine_command_and_verdicts(
+    smoke: Smoke,
+) -> None:
+    text = smoke[1]
+    for needle in ("cores", "Python", "load average", "--smoke", "## Goals", "median"):
+        assert needle in text
+    assert text.count("| push |") == 4
