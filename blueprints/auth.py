@@ -30,6 +30,7 @@ import azure.functions as func
 
 from blueprints.http_util import Unauthenticated
 from exporter.permissions import Caller
+from exporter.settings import FunctionSettings
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,16 @@ def caller_from_principal(value: str) -> Caller:
     if not principal:
         raise Unauthenticated(f"the {PRINCIPAL_HEADER} header names no user or application")
     return Caller(principal=principal, roles=roles)
+
+
+def require_trusted_principal(settings: FunctionSettings) -> None:
+    """Refuse (401) when the principal header cannot be believed: App Service Authentication
+    is off, so anyone with a function key could forge ``X-MS-CLIENT-PRINCIPAL``."""
+    if not settings.principal_header_trusted:
+        raise Unauthenticated(
+            "App Service Authentication is not enabled on this app, so callers cannot be "
+            "identified; enable Microsoft Entra sign-in (see docs/deploy.md)"
+        )
 
 
 def caller_from_request(req: func.HttpRequest) -> Caller:

@@ -53,7 +53,7 @@ from typing import Any, Protocol, TypeVar
 import azure.durable_functions as df
 import azure.functions as func
 
-from blueprints.auth import caller_from_request
+from blueprints.auth import caller_from_request, require_trusted_principal
 from blueprints.http_util import (
     error_response,
     etag_headers,
@@ -102,8 +102,11 @@ def _answers(handler: Handler) -> Handler:
 
 
 def _service() -> ManagementService:
-    """The app's management service (built once per worker by :mod:`blueprints.runtime`)."""
-    return get_runtime().management
+    """The app's management service (built once per worker by :mod:`blueprints.runtime`),
+    once the caller's identity can be believed at all."""
+    runtime = get_runtime()
+    require_trusted_principal(runtime.settings)
+    return runtime.management
 
 
 def _serve(req: func.HttpRequest, handler: Handler) -> func.HttpResponse:

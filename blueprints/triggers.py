@@ -35,7 +35,7 @@ from urllib.parse import quote, urlsplit
 import azure.durable_functions as df
 import azure.functions as func
 
-from blueprints.auth import caller_from_request
+from blueprints.auth import caller_from_request, require_trusted_principal
 from blueprints.http_util import (
     error_response,
     json_response,
@@ -296,10 +296,11 @@ def run_url(req: func.HttpRequest, export: str, iid: str) -> str:
 async def start_export_run(req: func.HttpRequest, client: Any) -> func.HttpResponse:
     """``POST /api/exports/{name}/runs``: start a run now; 202 with where to follow it."""
     try:
+        runtime = get_runtime()
+        require_trusted_principal(runtime.settings)
         caller = caller_from_request(req)
         name = route_name(req)
         options, snapshot_at = parse_run_body(_run_body(req))
-        runtime = get_runtime()
         await asyncio.to_thread(runtime.management.authorize_run, caller, name)
         snapshot = (
             None
@@ -409,10 +410,11 @@ def _iso(value: Any) -> str | None:
 async def get_export_run(req: func.HttpRequest, client: Any) -> func.HttpResponse:
     """``GET /api/exports/{name}/runs/{instance_id}``: status, progress, report when done."""
     try:
+        runtime = get_runtime()
+        require_trusted_principal(runtime.settings)
         caller = caller_from_request(req)
         name = route_name(req)
         iid = route_name(req, "instance_id")
-        runtime = get_runtime()
         await asyncio.to_thread(runtime.management.get_export, caller, name)
         view, _run = await _run_status(client, runtime, name, iid)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer
@@ -431,11 +433,12 @@ async def cancel_export_run(req: func.HttpRequest, client: Any) -> func.HttpResp
     pushed and write the report (``cancelled``); ``?force=true`` terminates at once instead
     (no report, nothing committed)."""
     try:
+        runtime = get_runtime()
+        require_trusted_principal(runtime.settings)
         caller = caller_from_request(req)
         name = route_name(req)
         iid = route_name(req, "instance_id")
         force = query_flag(req, "force")
-        runtime = get_runtime()
         # Cancelling needs the same permission as running; a disabled export's run can still
         # be cancelled (authorize_run would refuse it for being disabled).
         await asyncio.to_thread(runtime.management.get_export, caller, name)
@@ -488,10 +491,11 @@ def _limit(req: func.HttpRequest) -> int:
 def list_export_runs(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/exports/{name}/runs``: the export's recent runs, newest first."""
     try:
+        runtime = get_runtime()
+        require_trusted_principal(runtime.settings)
         caller = caller_from_request(req)
         name = route_name(req)
         limit = _limit(req)
-        runtime = get_runtime()
         runtime.management.get_export(caller, name)
         reports = runtime.engine.list_runs(name, limit=limit)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer

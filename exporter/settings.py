@@ -35,6 +35,11 @@ ALLOW_LOOPBACK_SANDBOX = "EXPORTER_ALLOW_LOOPBACK_SANDBOX"
 PUSH_WAVE_WIDTH = "EXPORTER_PUSH_WAVE_WIDTH"
 """Functions: how many push activities run at once; each gets 1/width of the account budget."""
 
+PLATFORM_AUTH_ENABLED = "WEBSITE_AUTH_ENABLED"
+"""Set by the platform (not by us) when App Service Authentication is on."""
+PLATFORM_ENVIRONMENT = "AZURE_FUNCTIONS_ENVIRONMENT"
+"""Set by the platform; ``Development`` under Core Tools on a laptop."""
+
 APP_SETTING_NAMES: tuple[str, ...] = (
     STORAGE_BLOB_URI,
     f"{SNAPSHOT_CONNECTION}__blobServiceUri",
@@ -90,6 +95,11 @@ class FunctionSettings:
     schedule: str = DEFAULT_SCHEDULE
     push_wave_width: int = 4
     hosts: HostPolicy = field(default_factory=HostPolicy)
+    principal_header_trusted: bool = True
+    """Whether ``X-MS-CLIENT-PRINCIPAL`` can be believed: only when App Service Authentication
+    is on (the platform sets ``WEBSITE_AUTH_ENABLED``) or under Core Tools locally
+    (``AZURE_FUNCTIONS_ENVIRONMENT=Development``). Without Easy Auth anyone holding a function
+    key could forge the header, so the HTTP API then refuses every call with 401."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FunctionSettings:
@@ -102,4 +112,6 @@ class FunctionSettings:
             schedule=env.get(SCHEDULE) or DEFAULT_SCHEDULE,
             push_wave_width=max(1, int(env.get(PUSH_WAVE_WIDTH) or 4)),
             hosts=HostPolicy.from_env(env, loopback_default=False),
+            principal_header_trusted=_flag(env.get(PLATFORM_AUTH_ENABLED))
+            or env.get(PLATFORM_ENVIRONMENT) == "Development",
         )
