@@ -434,6 +434,11 @@ def _export(*args: str, file: dict[str, object] | None = None) -> Callable[[Path
     return argv
 
 
+def _not_json(path: Path) -> list[str]:
+    path.write_text("{nope", encoding="utf-8")
+    return ["connections", "add", "--file", str(path)]
+
+
 CONFIG_CASES = [
     ConfigCase(
         "hostname-ftp-scheme",
@@ -527,10 +532,7 @@ CONFIG_CASES = [
     ),
     ConfigCase(
         "connection-file-not-json",
-        lambda t: (
-            (t / "c.json").write_text("{nope", encoding="utf-8")
-            and ["connections", "add", "--file", str(t / "c.json")]
-        ),
+        lambda t: _not_json(t / "c.json"),
         2,
         ("--file", "c.json", "not a readable JSON file"),
     ),
