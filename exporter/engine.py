@@ -45,11 +45,11 @@ from exporter.activecampaign import (
 from exporter.config import Connection, Export
 from exporter.contacts import Batch, PreparedContact, decode_batch_line
 from exporter.errors import (
+    ApiError,
     AuthenticationError,
     ConfigError,
     ConflictError,
     ExporterError,
-    FatalApiError,
     GuardError,
     InputError,
     NotFoundError,
@@ -839,6 +839,12 @@ class Engine:
             update.confirm_sent(contact)
         for key in tally.confirmed_leavers:
             update.confirm_left(key)
+        # A send whose outcome is unknown may have subscribed the contact: remember it as ours
+        # (so it is unsubscribed if it leaves) and send it again next run.
+        for contact in tally.uncertain_contacts:
+            update.mark_uncertain(contact)
+        for key in tally.uncertain_leavers:
+            update.mark_uncertain_left(key)
         new_state = state_mod.apply(state, update)
         runs.write_json(self.store, marker, {"digest": _digest(new_state.to_bytes())})
         try:
@@ -965,7 +971,7 @@ class Engine:
                 sent += s.sent + s.rejected
                 emit(ProgressEvent("push", sent, total, "contacts sent"))
                 pushed.put(chunk)
-        except FatalApiError as exc:
+        except ApiError as exc:  # fatal, or retriable but the retry policy gave up
             errors.append(exc)
             stop.set()
         except BaseException:
@@ -975,7 +981,9 @@ class Engine:
         pushed.put(None)
         thread.join()
         for problem in errors:
-            if isinstance(problem, FatalApiError):
+            # ActiveCampaign refused or stayed unavailable beyond every retry: the run ends
+            # with a report (what was not confirmed counts failed, and is sent next run).
+            if isinstance(problem, ApiError):
                 logger.error("run %s of export %s stopped: %s", req.run_id, req.export, problem)
                 return str(problem)
         if errors:
@@ -1096,6 +1104,10 @@ def _sent_batch(batch: Batch, record: Mapping[str, Any]) -> SentBatch:
     )
 
 
+IMPORT_TIMEOUT = "import_timeout"
+"""The batch was queued but did not become final before the poll deadline."""
+
+
 def _failure_code(status: str) -> str:
     """Short, countable reason for contacts of a batch that ended ``status``."""
     if status == "completed":
@@ -1133,6 +1145,9 @@ class _Tally:
     api_rejections: list[tuple[PreparedContact, str]] = field(default_factory=list)
     confirmed_contacts: list[PreparedContact] = field(default_factory=list)
     confirmed_leavers: list[str] = field(default_factory=list)
+    uncertain_contacts: list[PreparedContact] = field(default_factory=list)
+    """Queued, but the outcome was never learnt: they may have landed."""
+    uncertain_leavers: list[str] = field(default_factory=list)
     bulk_requests: int = 0
     push_seconds: float = 0.0
     confirm_seconds: float = 0.0
@@ -1191,12 +1206,15 @@ class _Tally:
                 failed=len(b["failed"]),
             )
         )
+        unknown = {key for key, code in b["failed"] if code == IMPORT_TIMEOUT}
         if leavers:
             self.confirmed_leavers.extend(c.key for c in ok)
+            self.uncertain_leavers.extend(unknown)
             self.report.leavers_unsubscribed += len(ok)
             self.report.leavers_failed += len(b["failed"]) + len(b["rejected"])
             return
         self.confirmed_contacts.extend(ok)
+        self.uncertain_contacts.extend(by_key[key] for key in unknown)
         self.report.confirmed += len(ok)
         for _key, code in b["failed"]:
             self.failed[code] += 1
@@ -1215,6 +1233,13 @@ class _Tally:
                 failed=int(b["sent"]),
             )
         )
+        if b["batch_id"]:  # queued, outcome never learnt: it may have landed
+            refused = {key for key, _ in b["rejected"]}
+            queued = [c for c in batch.contacts if c.key not in refused]
+            if leavers:
+                self.uncertain_leavers.extend(c.key for c in queued)
+            else:
+                self.uncertain_contacts.extend(queued)
         if leavers:
             self.report.leavers_failed += int(b["sent"]) + len(b["rejected"])
             return
