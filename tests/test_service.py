@@ -628,3 +628,30 @@ def test_against_the_sandbox_with_the_real_client(tmp_path: Path, sandbox: Any) 
     service.update_connection(ADMIN_CALLER, "shop-ac", {"api_key_ref": "env:WRONG_KEY"})
     with pytest.raises(AuthenticationError):
         service.verify_connection(ADMIN_CALLER, "shop-ac")
+
+
+def test_a_key_the_vault_refuses_leaves_the_connection_unchanged(world: World) -> None:
+    world.service.create_connection(ADMIN_CALLER, conn_payload())
+    before = world.store.read_bytes("config/connections/shop-ac.json")
+
+    def refuse(ref: str, value: str) -> None:
+        raise SecretError("the identity may not write secrets")
+
+    world.secrets.set = refuse  # type: ignore[method-assign]
+    with pytest.raises(SecretError):
+        world.service.update_connection(
+            ADMIN_CALLER,
+            "shop-ac",
+            {"api_key_ref": "keyvault:rotated-key", "display_name": "Changed"},
+            api_key="e" * 72,
+        )
+    assert world.store.read_bytes("config/connections/shop-ac.json") == before
+
+
+def test_a_stale_etag_is_refused_before_the_key_is_written(world: World) -> None:
+    world.service.create_connection(ADMIN_CALLER, conn_payload())
+    with pytest.raises(ConflictError):
+        world.service.update_connection(
+            ADMIN_CALLER, "shop-ac", {"display_name": "x"}, if_match='"stale"', api_key="e" * 72
+        )
+    assert world.secrets.values["keyvault:shop-key"] == KEY
