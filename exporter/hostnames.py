@@ -17,6 +17,7 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
+from exporter.activecampaign.client import base_url_for_host
 from exporter.errors import ConfigError
 from exporter.settings import HostPolicy
 
@@ -145,10 +146,9 @@ def is_loopback_hostname(hostname: str) -> bool:
 
 
 def base_url(hostname: str) -> str:
-    """``https://host``, or ``http://127.0.0.1:PORT`` for the loopback sandbox."""
-    if is_loopback_hostname(hostname):
-        return f"http://{hostname}"
-    return f"https://{hostname}"
+    """``https://host``, or ``http://127.0.0.1:PORT`` for the loopback sandbox: the client's
+    own rule (one place decides when plain HTTP is allowed)."""
+    return base_url_for_host(hostname)
 
 
 def check_hostname(hostname: str, policy: HostPolicy) -> str:
