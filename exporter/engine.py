@@ -780,7 +780,14 @@ class Engine:
                 "internal error: the report does not reconcile"
             )
         if report.status == "failed":
-            logger.error("export run failed", extra={"export": req.export, "run_id": req.run_id})
+            # The Azure alert matches the message's prefix; the export is in the message too,
+            # because `extra` does not reach Application Insights' customDimensions by default.
+            logger.error(
+                "export run failed: %s run %s",
+                req.export,
+                req.run_id,
+                extra={"export": req.export, "run_id": req.run_id},
+            )
         runs.write_json(self.store, runs.report_path(req.export, req.run_id), report.to_dict())
         runs.write_json(
             self.store,

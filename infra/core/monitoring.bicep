@@ -73,10 +73,11 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   }
 }
 
-// The engine logs exactly: logger.error("export run failed", extra={"export": name, "run_id": id}).
+// The engine logs: logger.error("export run failed: <export> run <run_id>", extra={...}); the names
+// are parsed from the message because Python's `extra` does not reach customDimensions by default.
 // The export name is read from customDimensions when the logging pipeline forwards extras, and is
 // reported as "unknown" otherwise, so the alert fires either way.
-var failedRunQuery = 'traces | where message has "export run failed" and severityLevel >= 3 | extend export_name = tostring(customDimensions["export"]), run_id = tostring(customDimensions["run_id"]) | extend export_name = iff(isempty(export_name), "unknown", export_name) | project timestamp, export_name, run_id'
+var failedRunQuery = 'traces | where message has "export run failed" and severityLevel >= 3 | extend export_name = tostring(customDimensions["export"]), run_id = tostring(customDimensions["run_id"]) | extend export_name = iff(isempty(export_name), extract("export run failed: ([^ ]+) run", 1, message), export_name), run_id = iff(isempty(run_id), extract("export run failed: [^ ]+ run ([^ ]+)", 1, message), run_id) | extend export_name = iff(isempty(export_name), "unknown", export_name) | project timestamp, export_name, run_id'
 
 resource failedRunAlert 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
   name: 'alert-export-run-failed-${applicationInsightsName}'
