@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +28,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from exporter.activecampaign.transport import RequestsTransport, Response
 from tests.conftest import OPENAPI_PATH
 
 _DOC_URI = "urn:activecampaign:openapi"
@@ -120,3 +123,29 @@ def validate_response(path: str, method: str, status: int, body: Any) -> bool:
     )
     _validator(pointer).validate(body)
     return True
+
+
+class RecordingTransport(RequestsTransport):
+    """The real transport, remembering every request as ``(method, path, body)`` so a test can
+    validate what the client really sent against the OpenAPI document."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[str, str, bytes | None]] = []
+        self._lock = threading.Lock()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        timeout: float,
+    ) -> Response:
+        with self._lock:
+            self.sent.append((method, urlsplit(url).path, body))
+        return super().request(
+            method, url, headers=headers, params=params, body=body, timeout=timeout
+        )

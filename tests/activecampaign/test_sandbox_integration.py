@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -21,42 +20,16 @@ from exporter.activecampaign import (
     ConfirmedBatch,
     PollPolicy,
     RateLimiter,
-    RequestsTransport,
-    Response,
     RetryPolicy,
 )
 from exporter.contacts import Batch, PreparedContact, dumps, fingerprint
 from exporter.errors import ApiNotFound, AuthenticationError
 from sandbox import Faults, Field, Sandbox, SandboxConfig
+from tests.openapi_contract import RecordingTransport
 
 KEY = "sandbox-key-0123456789"
 LIST = "1"
 SCALE = 50.0
-
-
-class RecordingTransport(RequestsTransport):
-    """The real transport, remembering what was sent (for the OpenAPI contract checks)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[tuple[str, str, bytes | None]] = []
-        self._lock = threading.Lock()
-
-    def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str],
-        params: Mapping[str, str] | None,
-        body: bytes | None,
-        timeout: float,
-    ) -> Response:
-        with self._lock:
-            self.sent.append((method, urlsplit(url).path, body))
-        return super().request(
-            method, url, headers=headers, params=params, body=body, timeout=timeout
-        )
 
 
 @pytest.fixture

@@ -4,8 +4,7 @@ compressed clock). Each test checks what the *account* ends up holding, not only
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,6 @@ import pytest
 from exporter.activecampaign import (
     ActiveCampaignClient,
     RateLimiter,
-    RequestsTransport,
-    Response,
     RetryPolicy,
 )
 from exporter.config import Connection
@@ -24,7 +21,7 @@ from exporter.hostnames import base_url
 from exporter.secrets import LocalSecretProvider
 from sandbox import Faults, Field, Sandbox, SandboxConfig
 from tests.integration.support import KEY, KEY_VAR, LIST, World, contact_row, make_world
-from tests.openapi_contract import validate_request
+from tests.openapi_contract import RecordingTransport, validate_request
 
 SCALE = 50.0
 
@@ -52,31 +49,6 @@ def _emails(rows: list[list[str]]) -> set[str]:
 
 def _bulk_posts(sb: Sandbox) -> int:
     return sb.request_counts().get("POST /import/bulk_import", 0)
-
-
-class RecordingTransport(RequestsTransport):
-    """The real transport, remembering every request body (for the contract checks)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[tuple[str, str, bytes | None]] = []
-        self._lock = threading.Lock()
-
-    def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str],
-        params: Mapping[str, str] | None,
-        body: bytes | None,
-        timeout: float,
-    ) -> Response:
-        with self._lock:
-            self.sent.append((method, url, body))
-        return super().request(
-            method, url, headers=headers, params=params, body=body, timeout=timeout
-        )
 
 
 def test_a_clean_run_subscribes_exactly_the_valid_contacts(
