@@ -54,6 +54,7 @@ from blueprints.runtime import Runtime, get_runtime
 from exporter.engine import RunOptions, RunRequest, instance_id
 from exporter.errors import ConfigError, ConfigErrors, ExporterError, NotFoundError, RunConflict
 from exporter.masking import mask_email
+from exporter.permissions import Caller
 from exporter.report import RunReport
 from exporter.settings import SCHEDULE, SNAPSHOT_CONNECTION
 
@@ -284,6 +285,13 @@ def _origin(req: func.HttpRequest) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _runtime_and_caller(req: func.HttpRequest) -> tuple[Runtime, Caller]:
+    """The worker's runtime and who is calling (401 unless the principal can be believed)."""
+    runtime = get_runtime()
+    require_trusted_principal(runtime.settings)
+    return runtime, caller_from_request(req)
+
+
 def run_url(req: func.HttpRequest, export: str, iid: str) -> str:
     """Our own status URL of a run (no function key in it: callers add theirs)."""
     return f"{_origin(req)}/api/exports/{quote(export, safe='')}/runs/{quote(iid, safe='')}"
@@ -296,9 +304,7 @@ def run_url(req: func.HttpRequest, export: str, iid: str) -> str:
 async def start_export_run(req: func.HttpRequest, client: Any) -> func.HttpResponse:
     """``POST /api/exports/{name}/runs``: start a run now; 202 with where to follow it."""
     try:
-        runtime = get_runtime()
-        require_trusted_principal(runtime.settings)
-        caller = caller_from_request(req)
+        runtime, caller = _runtime_and_caller(req)
         name = route_name(req)
         options, snapshot_at = parse_run_body(_run_body(req))
         await asyncio.to_thread(runtime.management.authorize_run, caller, name)
@@ -410,9 +416,7 @@ def _iso(value: Any) -> str | None:
 async def get_export_run(req: func.HttpRequest, client: Any) -> func.HttpResponse:
     """``GET /api/exports/{name}/runs/{instance_id}``: status, progress, report when done."""
     try:
-        runtime = get_runtime()
-        require_trusted_principal(runtime.settings)
-        caller = caller_from_request(req)
+        runtime, caller = _runtime_and_caller(req)
         name = route_name(req)
         iid = route_name(req, "instance_id")
         await asyncio.to_thread(runtime.management.get_export, caller, name)
@@ -433,9 +437,7 @@ async def cancel_export_run(req: func.HttpRequest, client: Any) -> func.HttpResp
     pushed and write the report (``cancelled``); ``?force=true`` terminates at once instead
     (no report, nothing committed)."""
     try:
-        runtime = get_runtime()
-        require_trusted_principal(runtime.settings)
-        caller = caller_from_request(req)
+        runtime, caller = _runtime_and_caller(req)
         name = route_name(req)
         iid = route_name(req, "instance_id")
         force = query_flag(req, "force")
@@ -491,9 +493,7 @@ def _limit(req: func.HttpRequest) -> int:
 def list_export_runs(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/exports/{name}/runs``: the export's recent runs, newest first."""
     try:
-        runtime = get_runtime()
-        require_trusted_principal(runtime.settings)
-        caller = caller_from_request(req)
+        runtime, caller = _runtime_and_caller(req)
         name = route_name(req)
         limit = _limit(req)
         runtime.management.get_export(caller, name)
