@@ -839,19 +839,9 @@ class Engine:
             if etag is not None
             else state_mod.ExportState.empty()
         )
-        update = state_mod.StateUpdate(snapshot_count=int(manifest["snapshot_count"]))
+        update = tally.update  # confirmed and uncertain outcomes, recorded while tallying
         for key in self._kept_leavers(req):
             update.drop(key)
-        for contact in tally.confirmed_contacts:
-            update.confirm_sent(contact)
-        for key in tally.confirmed_leavers:
-            update.confirm_left(key)
-        # A send whose outcome is unknown may have subscribed the contact: remember it as ours
-        # (so it is unsubscribed if it leaves) and send it again next run.
-        for contact in tally.uncertain_contacts:
-            update.mark_uncertain(contact)
-        for key in tally.uncertain_leavers:
-            update.mark_uncertain_left(key)
         new_state = state_mod.apply(state, update)
         runs.write_json(self.store, marker, {"digest": _digest(new_state.to_bytes())})
         try:
@@ -1150,11 +1140,11 @@ class _Tally:
     error: str | None
     failed: Counter[str] = field(default_factory=Counter)
     api_rejections: list[tuple[PreparedContact, str]] = field(default_factory=list)
-    confirmed_contacts: list[PreparedContact] = field(default_factory=list)
-    confirmed_leavers: list[str] = field(default_factory=list)
-    uncertain_contacts: list[PreparedContact] = field(default_factory=list)
-    """Queued, but the outcome was never learnt: they may have landed."""
-    uncertain_leavers: list[str] = field(default_factory=list)
+    update: state_mod.StateUpdate = field(init=False)
+    """The next state's changes, recorded batch by batch (compact: no contacts are kept, so
+    finalizing a million contacts stays small): confirmed sends and unsubscriptions, and sends
+    whose outcome was never learnt — they may have landed, so they are remembered as ours (to
+    be unsubscribed if they leave) and sent again next run."""
     bulk_requests: int = 0
     push_seconds: float = 0.0
     confirm_seconds: float = 0.0
@@ -1169,6 +1159,7 @@ class _Tally:
         r.timings["prepare"] = float(m.get("prepare_seconds", 0.0))
         r.artefacts.update(m.get("artefacts", {}))
         self.stop_reason = CANCELLED if self.cancelled else RUN_STOPPED
+        self.update = state_mod.StateUpdate(snapshot_count=int(m["snapshot_count"]))
 
     def chunk(
         self,
@@ -1215,13 +1206,17 @@ class _Tally:
         )
         unknown = {key for key, code in b["failed"] if code == IMPORT_TIMEOUT}
         if leavers:
-            self.confirmed_leavers.extend(c.key for c in ok)
-            self.uncertain_leavers.extend(unknown)
+            for c in ok:
+                self.update.confirm_left(c.key)
+            for key in unknown:
+                self.update.mark_uncertain_left(key)
             self.report.leavers_unsubscribed += len(ok)
             self.report.leavers_failed += len(b["failed"]) + len(b["rejected"])
             return
-        self.confirmed_contacts.extend(ok)
-        self.uncertain_contacts.extend(by_key[key] for key in unknown)
+        for c in ok:
+            self.update.confirm_sent(c)
+        for key in unknown:
+            self.update.mark_uncertain(by_key[key])
         self.report.confirmed += len(ok)
         for _key, code in b["failed"]:
             self.failed[code] += 1
@@ -1244,9 +1239,11 @@ class _Tally:
             refused = {key for key, _ in b["rejected"]}
             queued = [c for c in batch.contacts if c.key not in refused]
             if leavers:
-                self.uncertain_leavers.extend(c.key for c in queued)
+                for c in queued:
+                    self.update.mark_uncertain_left(c.key)
             else:
-                self.uncertain_contacts.extend(queued)
+                for c in queued:
+                    self.update.mark_uncertain(c)
         if leavers:
             self.report.leavers_failed += int(b["sent"]) + len(b["rejected"])
             return
