@@ -103,7 +103,9 @@ def wire_figures(recorder: harness.Recorder, time_scale: float) -> Figures:
         "bulk_requests": float(len(bulk)),
         "bulk_accepted": float(n),
         "import_info_requests": float(recorder.count("GET", INFO_PATH)),
-        "other_requests": float(len(recorder.requests) - n - recorder.count("GET", INFO_PATH)),
+        "other_requests": float(
+            len(recorder.requests) - len(bulk) - recorder.count("GET", INFO_PATH)
+        ),
         "client_seen_429": float(sum(1 for r in recorder.requests if r.status == 429)),
         "mean_contacts_per_request": (
             sum(r.contacts for r in accepted) / len(accepted) if accepted else 0.0
