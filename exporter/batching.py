@@ -13,7 +13,7 @@ never raises for data; callers drain ``too_large`` (or use the callback) to repo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from exporter.contacts import (
     BULK_MAX_BODY_BYTES,
@@ -65,24 +65,40 @@ class BatchPlanner:
 
     def add(self, contact: PreparedContact) -> Batch | None:
         """Add one contact; returns the batch it closed, if adding it closed one."""
-        p = contact.payload
-        n = len(p) if p.isascii() else len(p.encode())
-        contacts = self._contacts
-        if contacts:
-            if len(contacts) < self.max_contacts and self._size + n + 1 <= self.max_body_bytes:
-                contacts.append(contact)
-                self._size += n + 1
-                return None
-        elif self._empty + n <= self.max_body_bytes:
-            contacts.append(contact)
-            self._size += n
-            return None
-        if self._empty + n > self.max_body_bytes:
-            self._on_too_large(self._reject(contact, n))
-            return None
-        closed = self._close()
-        self._contacts = [contact]
-        self._size = self._empty + n
+        closed = self.add_all((contact,))
+        return closed[0] if closed else None
+
+    def add_all(self, contacts: Iterable[PreparedContact]) -> list[Batch]:
+        """Add contacts in order; returns the batches they closed (in order). One loop with
+        int-only bookkeeping: the size of each payload comes from the contact when its maker
+        knew it (:attr:`PreparedContact.size`)."""
+        closed: list[Batch] = []
+        open_ = self._contacts
+        size = self._size
+        empty = self._empty
+        limit = self.max_body_bytes
+        most = self.max_contacts
+        for contact in contacts:
+            n = contact.size
+            if n < 0:
+                n = contact.payload_bytes
+            if open_:
+                if len(open_) < most and size + n + 1 <= limit:
+                    open_.append(contact)
+                    size += n + 1
+                    continue
+            elif empty + n <= limit:
+                open_.append(contact)
+                size += n
+                continue
+            if empty + n > limit:
+                self._on_too_large(self._reject(contact, n))
+                continue
+            self._contacts, self._size = open_, size
+            closed.append(self._close())
+            open_ = self._contacts = [contact]
+            size = empty + n
+        self._contacts, self._size = open_, size
         return closed
 
     def flush(self) -> Batch | None:

@@ -60,10 +60,18 @@ class PreparedContact:
     """:func:`fingerprint` of ``payload``."""
     profile_id: str | None = None
     """The stable profile id, when the export maps one (email changes are recognised by it)."""
+    size: int = field(default=-1, compare=False, repr=False)
+    """UTF-8 byte length of ``payload`` when the maker already knows it (the mapper encodes the
+    payload once for the fingerprint), else -1; read it through :attr:`payload_bytes`."""
 
     @property
     def payload_bytes(self) -> int:
-        return len(self.payload.encode())
+        """UTF-8 byte length of ``payload`` (what it adds to a bulk-import body)."""
+        size = self.size
+        if size >= 0:
+            return size
+        p = self.payload
+        return len(p) if p.isascii() else len(p.encode())
 
 
 @dataclass(frozen=True, slots=True)

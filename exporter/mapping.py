@@ -83,6 +83,16 @@ _email_fast = re.compile(
 # A blake2b with digest_size=8 and no data, copied per contact: copy + update is cheaper than
 # the constructor and gives the same digest as exporter.contacts.fingerprint.
 _BLAKE2B_8 = _blake2b(digest_size=8)
+# What the JSON string encoder (``ensure_ascii=False``) escapes: a text without any of these
+# is its own JSON string body.
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]').search
+
+
+def needs_escape(text: str) -> bool:
+    """Whether ``text`` differs from its JSON string body (``dumps(text)[1:-1]``)."""
+    return _NEEDS_ESCAPE(text) is not None
+
+
 _SPLIT_RE = re.compile(r"[,;|]")
 _MULTI_SEP = re.compile(r"\s*[,;|]\s*")
 _DATE_YMD = re.compile(
@@ -287,6 +297,37 @@ def leaver_payload(email: str, list_id: str) -> str:
     return f'{{"email":{_json_str(email)},"unsubscribe":[{{"listid":{_json_str(str(list_id))}}}]}}'
 
 
+def _brace(text: str) -> str:
+    """``text`` as literal text inside an f-string."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _format_lines(var: str, fn: str, fmt: Callable[[str], str], at: int) -> list[str]:
+    """Generated lines formatting the non-empty value ``var`` with ``fn`` (the formatter
+    ``fmt``), rejecting the row with ``invalid_field_value`` when it cannot be formatted."""
+    if fmt is format_date:
+        # format_date's own fast path, inlined (the common ISO date)
+        body = [
+            f"            if (len({var}) == 10 and {var}[4] == '-' and {var}[7] == '-'",
+            f"                    and {var}.isascii()):",
+            "                try:",
+            f"                    _fromiso({var})",
+            "                except ValueError:",
+            f"                    {var} = {fn}({var})",
+            "            else:",
+            f"                {var} = {fn}({var})",
+        ]
+    else:
+        body = [f"            {var} = {fn}({var})"]
+    return [
+        "        try:",
+        *body,
+        "        except _FVE as exc:",
+        "            return _reject(source, row_no, values, 'invalid_field_value',",
+        f"                str(exc), {at})",
+    ]
+
+
 class Mapper:
     """A :class:`MappingSpec` bound to one snapshot's columns.
 
@@ -366,6 +407,7 @@ class Mapper:
             "_fromiso": date.fromisoformat,
             "_tags_json": _tags_json,
             "_tags": self._tags,
+            "_needs_escape": _NEEDS_ESCAPE,
         }
         e = self._email
         lines = [
@@ -390,66 +432,65 @@ class Mapper:
             "        email, why = _normalise(raw)",
             "        if email is None:",
             f"            return _reject(source, row_no, values, 'invalid_email', why, {e})",
-            "    out = '{\"email\":\"' + email + '\"'",
         ]
-        for at, prefix in self._plain:
-            lines += [
-                f"    v = values[{at}].strip()",
-                "    if v:",
-                f"        out += {prefix!r} + _js(v)",
-            ]
-        if self._fields:
-            lines.append("    fs = ''")
-            for n, (at, prefix, fmt) in enumerate(self._fields):
-                lines.append(f"    v = values[{at}].strip()")
-                lines.append("    if v:")
-                if fmt is format_date:
-                    # format_date's own fast path, inlined (the common ISO date)
-                    lines += [
-                        "        try:",
-                        "            if (len(v) == 10 and v[4] == '-' and v[7] == '-'",
-                        "                    and v.isascii()):",
-                        "                try:",
-                        "                    _fromiso(v)",
-                        "                except ValueError:",
-                        f"                    v = _fmt{n}(v)",
-                        "            else:",
-                        f"                v = _fmt{n}(v)",
-                        "        except _FVE as exc:",
-                        "            return _reject(source, row_no, values, 'invalid_field_value',",
-                        f"                str(exc), {at})",
-                    ]
-                elif fmt is not None:
-                    lines += [
-                        "        try:",
-                        f"            v = _fmt{n}(v)",
-                        "        except _FVE as exc:",
-                        "            return _reject(source, row_no, values, 'invalid_field_value',",
-                        f"                str(exc), {at})",
-                    ]
+        # First every value, stripped and formatted (a bad one rejects the row, in field order).
+        plain = []
+        for n, (at, prefix) in enumerate(self._plain):
+            lines.append(f"    p{n} = values[{at}].strip()")
+            plain.append((f"p{n}", prefix))
+        fields = []
+        for n, (at, prefix, fmt) in enumerate(self._fields):
+            lines.append(f"    f{n} = values[{at}].strip()")
+            if fmt is not None:
                 env[f"_fmt{n}"] = fmt
-                add = f"fs += ',' + {prefix!r} + _js(v) + '}}'"
-                # a formatter may return "" (a multi-value cell of separators only)
-                lines += (
-                    [f"        {add}"] if fmt is None else ["        if v:", f"            {add}"]
-                )
-            lines += ["    if fs:", "        out += ',\"fields\":[' + fs[1:] + ']'"]
-        if self._tagcol < 0:
-            lines.append(f"    payload = out + {self._tail!r}")
-        else:
-            lines.append(
-                f"    payload = out + _tags_json(_tags(values[{self._tagcol}]))"
-                f" + {self._subscribe!r}"
+                lines += [f"    if f{n}:", *_format_lines(f"f{n}", f"_fmt{n}", fmt, at)]
+            fields.append((f"f{n}", prefix))
+        tail = (
+            repr(self._tail)
+            if self._tagcol < 0
+            else f"_tags_json(_tags(values[{self._tagcol}])) + {self._subscribe!r}"
+        )
+        names = [v for v, _ in plain] + [v for v, _ in fields]
+        # The common row: every value present and none needing a JSON escape. Its payload is
+        # one f-string (a single allocation) instead of a concatenation per value.
+        fast = "    if True:"
+        if names:
+            joined = "".join("{" + v + "}" for v in names)
+            fast = f"    if {' and '.join(names)} and _needs_escape(f{joined!r}) is None:"
+        pieces = ['{{"email":"{email}"']
+        pieces += [f'{_brace(prefix)}"{{{v}}}"' for v, prefix in plain]
+        if fields:
+            pieces.append(
+                ',"fields":['
+                + ",".join(f'{_brace(prefix)}"{{{v}}}"}}}}' for v, prefix in fields)
+                + "]"
             )
+        lines += [fast, f"        payload = f{''.join(pieces)!r} + {tail}", "    else:"]
+        # Anything else: each value escaped, empty ones left out.
+        lines.append("        out = '{\"email\":\"' + email + '\"'")
+        for v, prefix in plain:
+            lines += [f"        if {v}:", f"            out += {prefix!r} + _js({v})"]
+        if fields:
+            lines.append("        fs = ''")
+            for v, prefix in fields:
+                lines += [
+                    f"        if {v}:",
+                    f"            fs += ',' + {prefix!r} + _js({v}) + '}}'",
+                ]
+            lines += ["        if fs:", "            out += ',\"fields\":[' + fs[1:] + ']'"]
+        lines.append(f"        payload = out + {tail}")
         pid = "None" if self._pid < 0 else f"values[{self._pid}].strip() or None"
         lines += [
-            # == exporter.contacts.fingerprint(payload), inlined: a call per row is measurable
+            # == exporter.contacts.fingerprint(payload), inlined: a call per row is measurable;
+            # the bytes are encoded once, for the digest and for the batch planner's size.
+            "    b = payload.encode()",
             "    h = _b2_copy()",
-            "    h.update(payload.encode())",
+            "    h.update(b)",
             "    fp = _from_bytes(h.digest(), 'little')",
-            f"    return _PC(row_no, source, email.lower(), payload, fp, {pid})",
+            f"    return _PC(row_no, source, email.lower(), payload, fp, {pid}, len(b))",
         ]
-        exec(compile("\n".join(lines), f"<mapper {self.spec.email!r}>", "exec"), env)  # noqa: S102
+        self._source = "\n".join(lines)  # kept for debugging
+        exec(compile(self._source, f"<mapper {self.spec.email!r}>", "exec"), env)  # noqa: S102
         fn: MapRow = env["map_row"]
         return fn
 

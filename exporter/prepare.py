@@ -31,7 +31,14 @@ from exporter.config import Export
 from exporter.contacts import Batch, PreparedContact, Rejection
 from exporter.diff import Change, Differ, DiffResult, check_shrink
 from exporter.errors import ConfigError, GuardError
-from exporter.mapping import FIELD_TYPES, FieldMapping, Mapper, MappingSpec, leaver_payload
+from exporter.mapping import (
+    FIELD_TYPES,
+    FieldMapping,
+    Mapper,
+    MappingSpec,
+    leaver_payload,
+    needs_escape,
+)
 from exporter.progress import ProgressCallback, ProgressEvent
 from exporter.rejects import RejectedRowsWriter
 from exporter.snapshot import SnapshotReader
@@ -48,6 +55,8 @@ LEAVER_SOURCE = "state"
 """``source`` of a leaver's pseudo-contact (it comes from the state, not the snapshot)."""
 CLASSIFY_BATCH = 4096
 """Contacts classified against the state at once (amortises numpy's per-call cost)."""
+READ_BLOCK = 4096
+"""Rows read from the snapshot at once (the reader fills a block at C speed)."""
 PROGRESS_EVERY = 50_000
 
 
@@ -80,17 +89,20 @@ def mapping_spec(export: Export) -> MappingSpec:
 def batch_line(batch: Batch) -> str:
     """:func:`exporter.contacts.encode_batch_line`, byte for byte, without three
     ``json.dumps`` calls per contact (a third of prepare's time): the source is encoded once
-    per batch and keys with the C string encoder ``dumps`` itself uses."""
-    sources: dict[str, str] = {}
+    per batch, and keys and profile ids only when one of the batch's needs a JSON escape
+    (mapped keys never do: they are validated addresses)."""
+    contacts = batch.contacts
+    sources = {s: _json_str(s) for s in {c.source for c in contacts}}
+    pids = [c.profile_id for c in contacts]
+    keys_plain = not needs_escape("".join([c.key for c in contacts]))
+    pids_plain = not needs_escape("".join([p for p in pids if p is not None]))
     parts = []
-    for c in batch.contacts:
-        source = sources.get(c.source)
-        if source is None:
-            source = sources[c.source] = _json_str(c.source)
-        pid = "null" if c.profile_id is None else _json_str(c.profile_id)
+    for c, pid in zip(contacts, pids, strict=True):
+        key = f'"{c.key}"' if keys_plain else _json_str(c.key)
+        pid_json = "null" if pid is None else f'"{pid}"' if pids_plain else _json_str(pid)
         parts.append(
-            f'{{"row":{c.row},"source":{source},"key":{_json_str(c.key)},'
-            f'"fp":{c.fingerprint},"pid":{pid},"payload":{c.payload}}}'
+            f'{{"row":{c.row},"source":{sources[c.source]},"key":{key},'
+            f'"fp":{c.fingerprint},"pid":{pid_json},"payload":{c.payload}}}'
         )
     return f'{{"batch":{batch.index},"contacts":[{",".join(parts)}]}}'
 
@@ -141,8 +153,7 @@ class _ChunkWriter:
             self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
             self._current = ChunkInfo(runs.chunk_path(self._export, self._run_id, n), kind)
         assert self._current is not None
-        self._fh.write(batch_line(batch))
-        self._fh.write("\n")
+        self._fh.write(batch_line(batch) + "\n")
         self._current.batches += 1
         self._current.contacts += len(batch.contacts)
 
@@ -231,7 +242,7 @@ class Preparer:
                 self.state, leavers=self.export.leaver_policy, full_resync=self.full_resync
             )
             try:
-                self._stream(reader.rows(), mapper)
+                self._stream(reader.blocks(READ_BLOCK), mapper)
             finally:
                 reader.close()
             result = self.differ.finish()
@@ -255,36 +266,42 @@ class Preparer:
                 artefacts["plan"] = runs.plan_path(self.export.name, self.run_id)
         return self._manifest(result, guard, kept, artefacts, time.perf_counter() - started)
 
-    def _stream(self, rows: Iterator[tuple[str, int, list[str]]], mapper: Mapper) -> None:
+    def _stream(self, blocks: Iterator[tuple[str, int, list[list[str]]]], mapper: Mapper) -> None:
         # The hot loop: keep it free of anything a row does not need.
         map_row = mapper.map
         seen: set[str] = set()
         seen_add = seen.add
+        contact_type = PreparedContact
         buffer: list[PreparedContact] = []
+        append = buffer.append
         raw: list[list[str]] = []
         dry = self.dry_run
         n = 0
         next_progress = PROGRESS_EVERY
-        for source, row_no, values in rows:
-            n += 1
-            got = map_row(source, row_no, values)
-            if got.__class__ is PreparedContact:
-                key = got.key
-                if key in seen:
-                    self._duplicate(got, mapper, values)
-                    continue
-                seen_add(key)
-                buffer.append(got)
-                if dry:
-                    raw.append(values)
-                if len(buffer) >= CLASSIFY_BATCH:
-                    self._flush(buffer, raw, mapper)
-                    buffer, raw = [], []
-            else:
-                self._reject(got)  # type: ignore[arg-type]
-            if n >= next_progress:
+        for source, first, block in blocks:
+            for row_no, values in enumerate(block, first):
+                got = map_row(source, row_no, values)
+                if got.__class__ is contact_type:
+                    key = got.key
+                    if key in seen:
+                        self._duplicate(got, mapper, values)
+                        continue
+                    seen_add(key)
+                    append(got)
+                    if dry:
+                        raw.append(values)
+                    if len(buffer) >= CLASSIFY_BATCH:
+                        self._flush(buffer, raw, mapper)
+                        buffer, raw = [], []
+                        append = buffer.append
+                elif values:
+                    self._reject(got)  # type: ignore[arg-type]
+                else:  # a blank line: counted in the numbering, not a row
+                    n -= 1
+            n += len(block)
+            while n >= next_progress:  # once per block: the same events, a little later
+                self.progress(ProgressEvent("prepare", next_progress, None, "rows read"))
                 next_progress += PROGRESS_EVERY
-                self.progress(ProgressEvent("prepare", n, None, "rows read"))
         self._flush(buffer, raw, mapper)
         self.rows_read = n
         self.unique_keys = len(seen)
@@ -298,15 +315,13 @@ class Preparer:
         if not buffer:
             return
         kinds = self.differ.classify_batch(buffer)
-        add = self.planner.add
-        unchanged = Change.UNCHANGED
         if self.plan is not None:
             self._plan_rows(buffer, raw, kinds, mapper)
-        for contact, kind in zip(buffer, kinds, strict=True):
-            if kind is not unchanged:
-                batch = add(contact)
-                if batch is not None:
-                    self._write(batch, CONTACTS)
+        unchanged = Change.UNCHANGED
+        sent = [c for c, kind in zip(buffer, kinds, strict=True) if kind is not unchanged]
+        write = self._write
+        for batch in self.planner.add_all(sent):
+            write(batch, CONTACTS)
 
     def _write(self, batch: Batch, kind: str) -> None:
         if self.dry_run:
