@@ -45,10 +45,14 @@ import pytest
 
 from blueprints import orchestration as orch
 from blueprints import triggers
+from blueprints.auth import principal_header
+from blueprints.http_util import error_response as http_error_response
 from blueprints.runtime import Runtime, use_runtime
 from exporter import state as state_mod
 from exporter.cli import main as cli_main
 from exporter.engine import Engine
+from exporter.masking import mask_email
+from exporter.permissions import ADMIN
 from exporter.secrets import LocalSecretProvider
 from exporter.store import LocalStore
 from sandbox import Faults, Field, Sandbox, SandboxConfig
@@ -249,10 +253,9 @@ def test_the_demo_shows_neither_the_key_nor_the_people(
         return out
 
     monkeypatch.setattr(synthetic, "write_csv", with_canaries)
-    real_config = demo.SandboxConfig
 
     def failing_config(**kwargs: Any) -> SandboxConfig:
-        return real_config(**kwargs, faults=Faults(failure_emails=frozenset({FAILING})))
+        return SandboxConfig(**kwargs, faults=Faults(failure_emails=frozenset({FAILING})))
 
     monkeypatch.setattr(demo, "SandboxConfig", failing_config)
     codes: list[int] = []
@@ -309,9 +312,9 @@ def test_the_command_line_failure_paths_show_neither_the_key_nor_the_people(
     tmp_path: Path, debug_logs: pytest.LogCaptureFixture
 ) -> None:
     faults = Faults(
-        http_503_rate=0.1,
-        http_429_rate=0.1,
-        reset_rate=0.05,
+        http_503_rate=0.15,
+        http_429_rate=0.15,
+        reset_rate=0.1,
         retry_after=1.0,
         failure_emails=frozenset({FAILING}),
     )
@@ -423,6 +426,13 @@ def test_the_command_line_failure_paths_show_neither_the_key_nor_the_people(
         headless = tmp_path / "headless.csv"
         headless.write_text(f"Mail,First\r\n{VALID},{NAME}\r\n", encoding="utf-8")
         cli("--json", "run", "news", "--snapshot", str(headless))
+        ragged = tmp_path / "ragged.csv"
+        ragged.write_text(
+            f"Email,FirstName,LastName,City\r\n{VALID},{NAME},Doe,Oslo,extra,cells\r\n"
+            f'"{FAILING},{NAME}\r\n',
+            encoding="utf-8",
+        )
+        cli("run", "news", "--snapshot", str(ragged))
 
         # The shrink guard: the segment shrank to one person.
         small = tmp_path / "small.csv"
@@ -431,11 +441,14 @@ def test_the_command_line_failure_paths_show_neither_the_key_nor_the_people(
         assert "shrink" in guarded.lower() or "shrank" in guarded.lower(), guarded
         cli("--json", "run", "news", "--snapshot", str(small), want=1)
         members = sb.list_members(LIST_ID)
-        faulted = sb.request_counts()
+        faulted = sb.injected_fault_counts()
 
     # Positive controls: the key reached ActiveCampaign, the faults and failures happened.
     assert VALID in members and FAILING not in members
-    assert faulted, "the sandbox saw requests"
+    assert {"http_503", "http_429", "reset", "failure_email"} <= set(faulted), faulted
+    shown = "\n".join(t for _w, t in seen.texts)
+    assert "API key rejected by ActiveCampaign for connection 'wrong'" in shown
+    assert "NOT_SET_ANYWHERE is not set" in shown
     assert any(r.name.startswith("exporter.activecampaign") for r in debug_logs.records)
     assert check_texts(seen, debug_logs) > 50
     found = check_store(home)
@@ -452,10 +465,11 @@ ORIGIN = "https://exporter.example.net"
 
 
 def http(method: str, route: str, params: dict[str, str], body: Any = None) -> func.HttpRequest:
-    from tests.functions.test_triggers import principal
-
     data = b"" if body is None else json.dumps(body).encode()
-    headers = {**principal(), **({"Content-Type": "application/json"} if data else {})}
+    headers = {
+        "X-MS-CLIENT-PRINCIPAL": principal_header("ada@example.com", [ADMIN]),
+        **({"Content-Type": "application/json"} if data else {}),
+    }
     return func.HttpRequest(
         method,
         f"{ORIGIN}/api/{route}?code=function-key",
@@ -500,11 +514,10 @@ def test_the_run_endpoints_and_the_orchestration_show_neither_the_key_nor_the_pe
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, debug_logs: pytest.LogCaptureFixture
 ) -> None:
     seen = Seen()
-    real_error_response = triggers.error_response
 
     def recording(exc: Exception, **kwargs: Any) -> func.HttpResponse:
         seen.exceptions.append(exc)
-        return real_error_response(exc, **kwargs)
+        return http_error_response(exc, **kwargs)
 
     monkeypatch.setattr(triggers, "error_response", recording)
     store = LocalStore(tmp_path / "store")
@@ -572,3 +585,30 @@ def test_the_run_endpoints_and_the_orchestration_show_neither_the_key_nor_the_pe
     assert "canary.invalid" in held_in(found, r"runs/weekly/.*/rejected\.csv")
     assert "canary.fails" in held_in(found, r"runs/weekly/.*/confirmed/.*")
     assert "canary.valid" in held_in(found, r"runs/weekly/.*/plan\.csv")
+
+
+def test_the_checks_catch_a_leak(tmp_path: Path, debug_logs: pytest.LogCaptureFixture) -> None:
+    """The checks above could fail: an unmasked address in a log line, the key in an answer,
+    a person in a report, the key in an allowed file are each caught; a masked address is not."""
+    logging.getLogger("exporter.test").info("sent %s", mask_email(VALID))
+    assert check_texts(Seen(), debug_logs) == 1
+    logging.getLogger("exporter.test").info("sent %s", VALID.upper())
+    with pytest.raises(AssertionError, match="unmasked in log record"):
+        check_texts(Seen(), debug_logs)
+    debug_logs.clear()
+    seen = Seen()
+    seen.add("response body", f'{{"key": "{CANARY_WRONG_KEY}"}}')
+    with pytest.raises(AssertionError, match="the API key in response body"):
+        check_texts(seen, debug_logs)
+    report = tmp_path / "runs" / "x" / "r1" / "report.json"
+    report.parent.mkdir(parents=True)
+    report.write_text(json.dumps({"error": f"bad row {INVALID}"}))
+    with pytest.raises(AssertionError, match="not meant to hold personal data"):
+        check_store(tmp_path)
+    report.unlink()
+    rejected = report.with_name("rejected.csv")
+    rejected.write_text(f"{INVALID},invalid_email\n")
+    assert check_store(tmp_path) == {"runs/x/r1/rejected.csv": {"canary.invalid"}}
+    rejected.write_text(f"{CANARY_KEY}\n")
+    with pytest.raises(AssertionError, match=re.escape("the API key in runs/x/r1/rejected.csv")):
+        check_store(tmp_path)
