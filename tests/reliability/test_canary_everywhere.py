@@ -22,7 +22,10 @@ The key may appear **nowhere**. The canary people may appear unmasked only in
   design, never shown to anyone;
 * ``snapshots/…``: the input itself;
 
-and masked (``c***@e***.com``) in logs. Positive controls show each check could fail.
+and masked (``c***@e***.com``) in logs. ``state.bin`` is compressed, so its bytes cannot show
+an address (nor, for that matter, a key): the positive control reads it through its loader.
+Positive controls show each check could fail (and ``test_the_checks_catch_a_leak`` that the
+checks themselves do).
 """
 
 from __future__ import annotations
