@@ -487,12 +487,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_CLI_HANDLER = "_exporter_cli_handler"
+
+
 def _configure_logging(verbosity: int, err: IO[str]) -> None:
     if not verbosity:
         return
-    handler = logging.StreamHandler(err)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    # main() may run several times in one process (tests, embedding): one handler, not one
+    # more per call.
+    for old in [h for h in root.handlers if getattr(h, _CLI_HANDLER, False)]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler(err)
+    setattr(handler, _CLI_HANDLER, True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
     for noisy in ("urllib3",):
