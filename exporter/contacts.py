@@ -64,6 +64,9 @@ class PreparedContact:
     size: int = field(default=-1, compare=False, repr=False)
     """UTF-8 byte length of ``payload`` when the maker already knows it (the mapper encodes the
     payload once for the fingerprint), else -1; read it through :attr:`payload_bytes`."""
+    encoded: bytes | None = field(default=None, compare=False, repr=False)
+    """``payload`` as UTF-8 when the maker already encoded it (so a chunk writer need not
+    encode it again), else None."""
 
     @property
     def payload_bytes(self) -> int:

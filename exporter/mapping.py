@@ -487,7 +487,7 @@ class Mapper:
             "    h = _b2_copy()",
             "    h.update(b)",
             "    fp = _from_bytes(h.digest(), 'little')",
-            f"    return _PC(row_no, source, email.lower(), payload, fp, {pid}, len(b))",
+            f"    return _PC(row_no, source, email.lower(), payload, fp, {pid}, len(b), b)",
         ]
         self._source = "\n".join(lines)  # kept for debugging
         exec(compile(self._source, f"<mapper {self.spec.email!r}>", "exec"), env)  # noqa: S102
