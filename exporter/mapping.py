@@ -66,6 +66,8 @@ FIELD_TYPES = frozenset(
 
 MAX_EMAIL = 254
 MAX_LOCAL = 64
+UNPACK_COLUMNS = 16
+"""Rows of at most this many columns are unpacked whole by the mapper; wider ones indexed."""
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -410,6 +412,9 @@ class Mapper:
             "_needs_escape": _NEEDS_ESCAPE,
         }
         e = self._email
+        # A narrow row is unpacked once (its length is checked first), which is cheaper than
+        # indexing it per cell; a wide one would cost more to unpack than its few mapped cells.
+        unpack = self._ncols <= UNPACK_COLUMNS
         lines = [
             "def map_row(source, row_no, values):",
             f"    if len(values) != {self._ncols}:",
@@ -417,6 +422,7 @@ class Mapper:
             f"            f'the row has {{len(values)}} values, the header has {self._ncols}'",
             "            ' columns',",
             "            None)",
+            f"    ({''.join(f'_v{i}, ' for i in range(self._ncols))}) = values" if unpack else "",
             f"    raw = values[{e}].strip()",
             # A match means ASCII atext/LDH only: no JSON escaping is ever needed for it, and
             # normalise_email's output matches the same expression.
@@ -490,6 +496,8 @@ class Mapper:
             f"    return _PC(row_no, source, email.lower(), payload, fp, {pid}, len(b), b)",
         ]
         self._source = "\n".join(lines)  # kept for debugging
+        if unpack:
+            self._source = re.sub(r"values\[(\d+)\]", r"_v\1", self._source)
         exec(compile(self._source, f"<mapper {self.spec.email!r}>", "exec"), env)  # noqa: S102
         fn: MapRow = env["map_row"]
         return fn
