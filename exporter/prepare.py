@@ -539,14 +539,18 @@ def _quiet_gc() -> Iterator[None]:
     it again) as soon as the pass ends, so any cycle made meanwhile is still collected.
     """
     enabled = gc.isenabled()
-    gc.freeze()
+    # Someone else froze objects on purpose (a pre-fork server, say): leave theirs frozen.
+    ours = gc.get_freeze_count() == 0
+    if ours:
+        gc.freeze()
     gc.disable()
     try:
         yield
     finally:
         if enabled:
             gc.enable()
-        gc.unfreeze()
+        if ours:
+            gc.unfreeze()
 
 
 def _column_named(columns: list[str], wanted: str) -> str:
