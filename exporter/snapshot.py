@@ -642,26 +642,26 @@ class SnapshotReader:
         self._opener = opener
         self._first: _CsvFile | None = None
 
-    def rows(self) -> Iterator[tuple[str, int, list[str]]]:
-        """(source, 1-based data row number, values) for each non-blank row."""
+    def _files(self) -> Iterator[tuple[_Part, _CsvFile]]:
+        """Each partition's open file, in order (the first was opened to read the header)."""
         for i, part in enumerate(self._parts):
             if i == 0 and self._first is not None:
                 file, self._first = self._first, None
             else:
                 file = _CsvFile(part, self._opener)
                 self._check_header(file)
+            yield part, file
+
+    def rows(self) -> Iterator[tuple[str, int, list[str]]]:
+        """(source, 1-based data row number, values) for each non-blank row."""
+        for part, file in self._files():
             yield from file.rows(part.path)
 
     def blocks(self, size: int = 4096) -> Iterator[tuple[str, int, list[list[str]]]]:
         """The rows of :meth:`rows` in blocks: (source, row number of the first row, rows),
         blank lines included as ``[]`` (skip them; they keep the numbering). For a consumer
         whose per-row cost matters: no generator step per row."""
-        for i, part in enumerate(self._parts):
-            if i == 0 and self._first is not None:
-                file, self._first = self._first, None
-            else:
-                file = _CsvFile(part, self._opener)
-                self._check_header(file)
+        for part, file in self._files():
             yield from file.blocks(part.path, size)
 
     def _check_header(self, file: _CsvFile) -> None:
