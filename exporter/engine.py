@@ -618,15 +618,7 @@ class Engine:
         """Send the chunk's batches (one batch = one idempotent bulk-import request). ``share``
         is this caller's fraction of the account's API budget. Idempotent: if the chunk's sent
         record exists, returns it without sending again."""
-        done = self._sent_summary(req, chunk)
-        if done is not None:
-            return done
-        export, connection = self._export(req.export)
-        session = self._session(export, connection, share)
-        try:
-            return self._push(req, chunk, session)
-        finally:
-            session.close()
+        return self._once(req, chunk, share, self._sent_summary, self._push)
 
     def _sent_summary(self, req: RunRequest, chunk: str) -> ChunkSummary | None:
         record = runs.read_json(self.store, runs.sent_path(req.export, req.run_id, chunk))
@@ -671,13 +663,25 @@ class Engine:
     def confirm_chunk(self, req: RunRequest, chunk: str, *, share: float = 1.0) -> ChunkSummary:
         """Poll import/info until every batch of the chunk is final (resubmitting failed or
         interrupted batches once). Idempotent like :meth:`push_chunk`."""
-        done = self._confirmed_summary(req, chunk)
-        if done is not None:
-            return done
+        return self._once(req, chunk, share, self._confirmed_summary, self._confirm)
+
+    def _once(
+        self,
+        req: RunRequest,
+        chunk: str,
+        share: float,
+        done: Callable[[RunRequest, str], ChunkSummary | None],
+        work: Callable[[RunRequest, str, _Session], ChunkSummary],
+    ) -> ChunkSummary:
+        """A phase's record if it exists (no session, no key read), else the work in a session
+        holding ``share`` of the account's budget."""
+        summary = done(req, chunk)
+        if summary is not None:
+            return summary
         export, connection = self._export(req.export)
         session = self._session(export, connection, share)
         try:
-            return self._confirm(req, chunk, session)
+            return work(req, chunk, session)
         finally:
             session.close()
 
