@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from sandbox import bulk, shapes
@@ -272,6 +273,20 @@ def import_info(api: Api, call: Call) -> Response:
 
 # -- single contacts --------------------------------------------------------------------------
 
+
+def _wrapped_object(call: Call, key: str, missing: str) -> dict[str, Any] | Response:
+    """The object under ``key`` of a single-resource body (``{"contact": {...}}``), or the
+    error answer ActiveCampaign gives for bad JSON (400) or a missing object (422)."""
+    try:
+        payload = json.loads(call.body)
+    except (ValueError, UnicodeDecodeError):
+        return _errors(400, "Request body is not valid JSON.", "invalid_json", "/data")
+    data = payload.get(key) if isinstance(payload, dict) else None
+    if not isinstance(data, dict):
+        return _errors(422, missing, "field_missing", "/data/attributes")
+    return data
+
+
 _SYNC_KEYS = frozenset(
     {"email", "firstName", "lastName", "phone", "fieldValues", "orgid", "deleted"}
 )
@@ -280,13 +295,9 @@ _SYNC_KEYS = frozenset(
 @route("POST", "/contact/sync")
 def contact_sync(api: Api, call: Call) -> Response:
     """Upsert one contact by email (camelCase body): 201 when created, 200 when updated."""
-    try:
-        payload = json.loads(call.body)
-    except (ValueError, UnicodeDecodeError):
-        return _errors(400, "Request body is not valid JSON.", "invalid_json", "/data")
-    data = payload.get("contact") if isinstance(payload, dict) else None
+    data = _wrapped_object(call, "contact", "Contact is required")
     if not isinstance(data, dict):
-        return _errors(422, "Contact is required", "field_missing", "/data/attributes")
+        return data
     email = data.get("email")
     if not email:
         return _errors(422, "Contact Email is required", "field_missing", "/data/attributes/email")
@@ -336,13 +347,9 @@ def contact_sync(api: Api, call: Call) -> Response:
 @route("POST", "/contactLists")
 def contact_lists(api: Api, call: Call) -> Response:
     """Set a contact's status on a list: 1 subscribes (and does re-subscribe), 2 unsubscribes."""
-    try:
-        payload = json.loads(call.body)
-    except (ValueError, UnicodeDecodeError):
-        return _errors(400, "Request body is not valid JSON.", "invalid_json", "/data")
-    data = payload.get("contactList") if isinstance(payload, dict) else None
+    data = _wrapped_object(call, "contactList", "contactList is required")
     if not isinstance(data, dict):
-        return _errors(422, "contactList is required", "field_missing", "/data/attributes")
+        return data
     list_id = bulk._ident(data.get("list"))
     contact_id = bulk._ident(data.get("contact"))
     status = _int(str(data.get("status")), -1) if data.get("status") is not None else -1
