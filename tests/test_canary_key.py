@@ -29,16 +29,15 @@ from blueprints.management import (
     handle_put_export,
     handle_verify_connection,
 )
-from sandbox import Sandbox, SandboxConfig
+from sandbox import Sandbox
 from tests.functions.mgmt_fixtures import (
-    LIST_ID,
     World,
+    account_sandbox,
     conn_body,
     export_body,
     make_world,
     mgmt_vault_fixture,  # noqa: F401  (pytest fixture)
     request,
-    sandbox_fields,
 )
 from tests.keyvault_stub import KeyVaultStub
 
@@ -54,20 +53,8 @@ CANARIES = (CANARY, CANARY_WRONG, CANARY_HEX)
 
 @pytest.fixture(scope="module")
 def canary_sandbox() -> Iterator[Sandbox]:
-    sb = Sandbox(
-        SandboxConfig(
-            api_key=CANARY,
-            lists={LIST_ID: "Newsletter"},
-            fields=sandbox_fields(),
-            limits=False,
-            port=0,
-        )
-    )
-    sb.start()
-    try:
+    with account_sandbox(CANARY) as sb:
         yield sb
-    finally:
-        sb.stop()
 
 
 class Seen:

@@ -72,23 +72,25 @@ def sandbox_fields() -> list[Field]:
     return fields
 
 
-@pytest.fixture(scope="session", name="mgmt_sandbox")
-def mgmt_sandbox_fixture() -> Iterator[Sandbox]:
-    """One sandbox account for the session (no rate budgets: these tests are about rules)."""
-    sb = Sandbox(
+def account_sandbox(api_key: str) -> Sandbox:
+    """A sandbox account with the list and fields these tests use, and no rate budgets (the
+    management tests are about rules, not pacing). Use it as a context manager."""
+    return Sandbox(
         SandboxConfig(
-            api_key=SANDBOX_KEY,
+            api_key=api_key,
             lists={LIST_ID: "Newsletter"},
             fields=sandbox_fields(),
             limits=False,
             port=0,
         )
     )
-    sb.start()
-    try:
+
+
+@pytest.fixture(scope="session", name="mgmt_sandbox")
+def mgmt_sandbox_fixture() -> Iterator[Sandbox]:
+    """One sandbox account for the session."""
+    with account_sandbox(SANDBOX_KEY) as sb:
         yield sb
-    finally:
-        sb.stop()
 
 
 @pytest.fixture(scope="session", name="mgmt_vault")
