@@ -34,6 +34,7 @@ from typing import Any
 from exporter import runs
 from exporter import state as state_mod
 from exporter.activecampaign import (
+    UNAVAILABLE,
     ActiveCampaignClient,
     BulkSender,
     ConfirmedBatch,
@@ -637,15 +638,16 @@ class Engine:
                 return sender.send(b)
 
             sent: SentBatch = session.call(send)
-            records.append(
-                {
-                    "index": batch.index,
-                    "batch_id": sent.batch_id,
-                    "contacts": len(batch.contacts),
-                    "sent": len(sent.sent),
-                    "rejected": [[c.key, reason] for c, reason in sent.rejected],
-                }
-            )
+            entry: dict[str, Any] = {
+                "index": batch.index,
+                "batch_id": sent.batch_id,
+                "contacts": len(batch.contacts),
+                "sent": 0 if sent.unavailable else len(sent.sent),
+                "rejected": [[c.key, reason] for c, reason in sent.rejected],
+            }
+            if sent.unavailable:
+                entry["unavailable"] = sent.unavailable
+            records.append(entry)
         record = {
             "chunk": chunk,
             "batches": records,
@@ -1102,17 +1104,25 @@ def _sent_batch(batch: Batch, record: Mapping[str, Any]) -> SentBatch:
         batch_id=record["batch_id"],
         sent=[c for c in batch.contacts if c.key not in refused],
         rejected=[(by_key[k], reason) for k, reason in refused.items() if k in by_key],
+        unavailable=record.get("unavailable"),
     )
 
 
 IMPORT_TIMEOUT = "import_timeout"
 """The batch was queued but did not become final before the poll deadline."""
+API_UNAVAILABLE = "api_unavailable"
+"""The batch could not be (re)queued: ActiveCampaign stayed unavailable beyond every retry."""
+OUTCOME_UNKNOWN = frozenset({IMPORT_TIMEOUT, API_UNAVAILABLE})
+"""Failure codes whose contacts may have landed anyway (a request that timed out may have been
+accepted): remembered as possibly ours, and sent again next run."""
 
 
 def _failure_code(status: str) -> str:
     """Short, countable reason for contacts of a batch that ended ``status``."""
     if status == "completed":
         return "import_failure_list"
+    if status == UNAVAILABLE:
+        return API_UNAVAILABLE
     return f"import_{status}"
 
 
@@ -1208,7 +1218,7 @@ class _Tally:
                 failed=len(b["failed"]),
             )
         )
-        unknown = {key for key, code in b["failed"] if code == IMPORT_TIMEOUT}
+        unknown = {key for key, code in b["failed"] if code in OUTCOME_UNKNOWN}
         if leavers:
             for c in ok:
                 self.update.confirm_left(c.key)
@@ -1229,6 +1239,7 @@ class _Tally:
 
     def _unconfirmed_batch(self, b: Mapping[str, Any], batch: Batch, leavers: bool) -> None:
         by_key = {c.key: c for c in batch.contacts}
+        unsent = len(batch.contacts) - len(b["rejected"])  # queued or not, none confirmed
         self.bulk_requests += 1 if b["batch_id"] else 0
         self.report.batches.append(
             BatchRecord(
@@ -1236,10 +1247,10 @@ class _Tally:
                 batch_id=b["batch_id"],
                 contacts=int(b["contacts"]),
                 status="not_confirmed",
-                failed=int(b["sent"]),
+                failed=unsent,
             )
         )
-        if b["batch_id"]:  # queued, outcome never learnt: it may have landed
+        if b["batch_id"] or b.get("unavailable"):  # outcome never learnt: it may have landed
             refused = {key for key, _ in b["rejected"]}
             queued = [c for c in batch.contacts if c.key not in refused]
             if leavers:
@@ -1249,9 +1260,9 @@ class _Tally:
                 for c in queued:
                     self.update.mark_uncertain(c)
         if leavers:
-            self.report.leavers_failed += int(b["sent"]) + len(b["rejected"])
+            self.report.leavers_failed += len(batch.contacts)
             return
-        self.failed[self.stop_reason] += int(b["sent"])
+        self.failed[self.stop_reason] += unsent
         for key, reason in b["rejected"]:
             self.api_rejections.append((by_key[key], reason))
 

@@ -4,7 +4,7 @@ the bulk sender (the one seam that sends a batch and confirms it).
 See :mod:`.status` for how each answer maps onto :mod:`exporter.errors`.
 """
 
-from .bulk import BulkSender, ConfirmedBatch, PollPolicy, SentBatch
+from .bulk import UNAVAILABLE, BulkSender, ConfirmedBatch, PollPolicy, SentBatch
 from .client import (
     ActiveCampaignClient,
     BulkImportAccepted,
@@ -19,6 +19,7 @@ from .transport import RequestsTransport, Response, Transport
 
 __all__ = [
     "NO_RETRY",
+    "UNAVAILABLE",
     "ActiveCampaignClient",
     "Budget",
     "BulkImportAccepted",

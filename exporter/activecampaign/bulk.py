@@ -15,6 +15,13 @@ through the shared rate limiter), until each batch is final:
   are **failed**;
 * no final status within the poll deadline: its contacts are **failed** (they may still land;
   the next run sends them again, which is harmless).
+
+A request that still fails after the client's retries (ActiveCampaign briefly unavailable) does
+not stop the run: a batch that could not be queued ends ``unavailable`` (its contacts are
+**failed**, to be sent again next run), and a poll that could not be answered is repeated at the
+batch's next turn (within the deadline). Only ``outage_after`` such requests **in a row** (no
+request answered in between) mean ActiveCampaign is down: that error propagates and stops the
+run.
 """
 
 from __future__ import annotations
@@ -22,11 +29,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from exporter.contacts import Batch, PreparedContact
-from exporter.errors import ContactsRejected, FatalApiError
+from exporter.errors import ContactsRejected, FatalApiError, RetriableApiError
 from exporter.masking import mask_email
 
 from .client import ActiveCampaignClient
@@ -36,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 FINAL_OK = "completed"
 FINAL_FAILED = frozenset({"failed", "interrupted"})
+UNAVAILABLE = "unavailable"
 
 
 @dataclass
@@ -50,6 +59,10 @@ class SentBatch:
     """The contacts in the queued import."""
     rejected: list[tuple[PreparedContact, str]] = field(default_factory=list)
     """Contacts ActiveCampaign's validation refused, with its reason."""
+    unavailable: str | None = None
+    """Set when the batch could not be queued because ActiveCampaign stayed unavailable beyond
+    every retry (the error). ``sent`` then holds the contacts that were not queued (a request
+    that timed out may still have landed them)."""
 
 
 @dataclass
@@ -60,7 +73,8 @@ class ConfirmedBatch:
     batch_id: str | None
     """The import id that settled the batch (the last one, after resubmissions)."""
     status: str
-    """``completed``, ``failed``, ``interrupted``, ``timeout`` or ``empty`` (nothing sent)."""
+    """``completed``, ``failed``, ``interrupted``, ``timeout``, ``unavailable`` (could not be
+    queued) or ``empty`` (nothing sent)."""
     confirmed: list[PreparedContact] = field(default_factory=list)
     """Contacts in a completed import and not in its ``failure`` list."""
     failed: list[tuple[PreparedContact, str]] = field(default_factory=list)
@@ -110,27 +124,64 @@ class BulkSender:
         exclude_automations: bool,
         max_resubmits: int = 1,
         poll: PollPolicy = PollPolicy(),
+        outage_after: int = 3,
     ) -> None:
         if max_resubmits < 0:
             raise ValueError("max_resubmits must not be negative")
+        if outage_after < 1:
+            raise ValueError("outage_after must be at least 1")
         self._client = client
         self._exclude_automations = exclude_automations
         self._max_resubmits = max_resubmits
         self._poll = poll
+        self._outage_after = outage_after
+        self._unanswered = 0  # requests in a row that exhausted their retries
+        self._lock = threading.Lock()
+
+    # --- outage detection ---------------------------------------------------------------
+
+    def _answered(self) -> None:
+        with self._lock:
+            self._unanswered = 0
+
+    def _unanswered_request(self, error: RetriableApiError) -> None:
+        """Count a request that exhausted its retries; re-raise it once ActiveCampaign looks
+        down rather than flaky (``outage_after`` in a row)."""
+        with self._lock:
+            self._unanswered += 1
+            down = self._unanswered >= self._outage_after
+        if down:
+            raise error
 
     # --- send ---------------------------------------------------------------------------
 
     def send(self, batch: Batch) -> SentBatch:
         """Post ``batch``; contacts ActiveCampaign's validation names are moved to
         ``rejected`` and the rest resent. Retriable failures are retried by the client's
-        policy; what still fails (or is fatal) propagates."""
-        batch_id, sent, rejected = self._submit(batch.index, list(batch.contacts))
+        policy; a batch that still cannot be queued comes back ``unavailable`` (see the module
+        docstring); fatal errors propagate."""
+        rejected: list[tuple[PreparedContact, str]] = []
+        contacts = list(batch.contacts)
+        try:
+            batch_id, sent = self._submit(batch.index, contacts, rejected)
+        except RetriableApiError as error:
+            self._unanswered_request(error)
+            refused = {id(c) for c, _ in rejected}
+            unsent = [c for c in contacts if id(c) not in refused]
+            logger.warning(
+                "batch %d: not queued, ActiveCampaign unavailable: %s", batch.index, error
+            )
+            return SentBatch(batch.index, None, unsent, rejected, unavailable=str(error))
         return SentBatch(batch.index, batch_id, sent, rejected)
 
     def _submit(
-        self, index: int, contacts: list[PreparedContact]
-    ) -> tuple[str | None, list[PreparedContact], list[tuple[PreparedContact, str]]]:
-        rejected: list[tuple[PreparedContact, str]] = []
+        self,
+        index: int,
+        contacts: list[PreparedContact],
+        rejected: list[tuple[PreparedContact, str]],
+    ) -> tuple[str | None, list[PreparedContact]]:
+        """Queue ``contacts`` (appending what validation refuses to ``rejected``, which the
+        caller keeps should a retriable error propagate)."""
         while contacts:
             try:
                 accepted = self._client.bulk_import(
@@ -154,11 +205,12 @@ class BulkSender:
                     rejected.append((contacts[i], reason or "rejected by ActiveCampaign"))
                 contacts = [c for i, c in enumerate(contacts) if i not in named]
                 continue
+            self._answered()
             logger.info(
                 "batch %d: import %s queued (%d contacts)", index, accepted.batch_id, len(contacts)
             )
-            return accepted.batch_id, contacts, rejected
-        return None, [], rejected
+            return accepted.batch_id, contacts
+        return None, []
 
     # --- confirm ------------------------------------------------------------------------
 
@@ -176,6 +228,13 @@ class BulkSender:
         order = itertools.count()
         due: list[tuple[float, int, _Outstanding]] = []
         for item in sent:
+            if item.unavailable is not None:
+                reason = f"not queued: {item.unavailable}"
+                failed = [(c, reason) for c in item.sent]
+                yield ConfirmedBatch(
+                    item.batch_index, None, UNAVAILABLE, failed=failed, rejected=list(item.rejected)
+                )
+                continue
             if item.batch_id is None:
                 yield ConfirmedBatch(item.batch_index, None, "empty", rejected=list(item.rejected))
                 continue
@@ -203,9 +262,15 @@ class BulkSender:
 
     def _poll_once(self, job: _Outstanding) -> ConfirmedBatch | None:
         """One poll of ``job``: its final outcome, or ``None`` to poll again later."""
-        info = self._client.import_info(job.batch_id)
-        job.last_status = info.status
         index = job.sent.batch_index
+        try:
+            info = self._client.import_info(job.batch_id)
+        except RetriableApiError as error:
+            self._unanswered_request(error)
+            logger.warning("batch %d: import %s not polled: %s", index, job.batch_id, error)
+            return self._past_deadline(job)
+        self._answered()
+        job.last_status = info.status
         if info.status == FINAL_OK:
             failures = {email.strip().casefold() for email in info.failure}
             confirmed = [c for c in job.contacts if c.key.casefold() not in failures]
@@ -228,6 +293,11 @@ class BulkSender:
             reason = f"import {info.status} (after {job.resubmits} resubmission(s))"
             logger.warning("batch %d: import %s %s", index, job.batch_id, reason)
             return self._outcome(job, info.status, [], [(c, reason) for c in job.contacts])
+        return self._past_deadline(job)
+
+    def _past_deadline(self, job: _Outstanding) -> ConfirmedBatch | None:
+        """``job``'s ``timeout`` outcome once its deadline has passed, else ``None``."""
+        index = job.sent.batch_index
         if self._client.clock() - job.started >= self._poll.deadline:
             reason = (
                 f"import not final within {self._poll.deadline:g}s "
@@ -242,9 +312,16 @@ class BulkSender:
         logger.warning(
             "batch %d: import %s %s; resubmitting the batch", index, job.batch_id, status
         )
-        batch_id, contacts, rejected = self._submit(index, job.contacts)
         job.resubmits += 1
-        job.rejected.extend(rejected)
+        try:
+            batch_id, contacts = self._submit(index, job.contacts, job.rejected)
+        except RetriableApiError as error:
+            self._unanswered_request(error)
+            refused = {id(c) for c, _ in job.rejected}
+            job.contacts = [c for c in job.contacts if id(c) not in refused]
+            reason = f"not resubmitted: {error}"
+            logger.warning("batch %d: import %s %s", index, job.batch_id, reason)
+            return self._outcome(job, UNAVAILABLE, [], [(c, reason) for c in job.contacts])
         job.contacts = contacts
         if batch_id is None:
             return self._outcome(job, "empty", [], [])

@@ -8,7 +8,7 @@ import pytest
 
 from exporter.activecampaign import BulkSender, PollPolicy, SentBatch
 from exporter.contacts import Batch, PreparedContact, dumps, fingerprint
-from exporter.errors import AuthenticationError, FatalApiError
+from exporter.errors import AuthenticationError, FatalApiError, RetriableApiError
 
 from .fakes import Sent, reply
 
@@ -239,3 +239,87 @@ def test_the_bulk_throttle_pause_follows_the_time_scale(make_client, clock) -> N
     client, _ = make_client([reply(400, THROTTLE), queued("B1", 2)], limiter=limiter)
     BulkSender(client, exclude_automations=False).send(batch(2))
     assert clock.sleeps == [1.0]
+
+
+# --- a request that exhausts its retries ----------------------------------------------------
+
+UNAVAILABLE_503 = reply(503, b"<html>Service Unavailable</html>")
+
+
+def test_a_batch_that_cannot_be_queued_comes_back_unavailable(sender_for) -> None:
+    """Three 503s exhaust TEST_RETRY: the batch is not queued, its contacts fail (to be sent
+    next run) and the run goes on."""
+    sender, transport = sender_for([UNAVAILABLE_503] * 3)
+    b = batch(2)
+    sent = sender.send(b)
+    assert sent.batch_id is None and sent.unavailable and "503" in sent.unavailable
+    assert sent.sent == b.contacts and sent.rejected == []
+    result = sender.confirm(sent)
+    assert result.status == "unavailable" and result.confirmed == []
+    assert [c for c, _ in result.failed] == b.contacts
+    assert all(reason.startswith("not queued:") for _, reason in result.failed)
+    assert len(transport.sent) == 3  # nothing polled: there is no import
+
+
+def test_rejections_before_the_outage_are_kept(sender_for) -> None:
+    sender, _ = sender_for([rejecting(1)] + [UNAVAILABLE_503] * 3)
+    b = batch(3)
+    sent = sender.send(b)
+    assert sent.unavailable is not None
+    assert [c for c, _ in sent.rejected] == b.contacts[:1]
+    assert sent.sent == b.contacts[1:]
+
+
+def test_outage_after_requests_in_a_row_that_exhaust_their_retries(sender_for) -> None:
+    sender, _ = sender_for([UNAVAILABLE_503] * 9)
+    assert sender.send(batch(1, index=0)).unavailable
+    assert sender.send(batch(1, index=1)).unavailable
+    with pytest.raises(RetriableApiError, match="503"):
+        sender.send(batch(1, index=2))
+
+
+def test_an_answered_request_resets_the_outage_count(sender_for) -> None:
+    script = [UNAVAILABLE_503] * 6 + [queued("B1", 1)] + [UNAVAILABLE_503] * 6
+    sender, _ = sender_for(script)
+    outcomes = [sender.send(batch(1, index=i)) for i in range(5)]
+    assert [s.batch_id for s in outcomes] == [None, None, "B1", None, None]
+
+
+def test_the_outage_threshold_is_configurable(make_client) -> None:
+    client, _ = make_client([UNAVAILABLE_503] * 3)
+    sender = BulkSender(client, exclude_automations=True, outage_after=1)
+    with pytest.raises(RetriableApiError):
+        sender.send(batch(1))
+    with pytest.raises(ValueError, match="outage_after"):
+        BulkSender(client, exclude_automations=True, outage_after=0)
+
+
+def test_a_poll_that_exhausts_its_retries_is_repeated_at_the_next_turn(sender_for) -> None:
+    sender, transport = sender_for([queued("B1", 2)] + [UNAVAILABLE_503] * 3 + [info("completed")])
+    result = sender.confirm(sender.send(batch(2)))
+    assert result.status == "completed" and len(result.confirmed) == 2
+    assert len(transport.sent) == 5
+
+
+def test_polls_that_exhaust_their_retries_in_a_row_are_an_outage(sender_for) -> None:
+    sender, _ = sender_for([queued("B1", 2)] + [UNAVAILABLE_503] * 9)
+    sent = sender.send(batch(2))
+    with pytest.raises(RetriableApiError, match="503"):
+        sender.confirm(sent)
+
+
+def test_polls_that_never_answer_still_end_at_the_deadline(make_client, clock) -> None:
+    client, _ = make_client([queued("B1", 2)] + [UNAVAILABLE_503] * 60)
+    sender = BulkSender(client, exclude_automations=True, poll=POLL, outage_after=100)
+    result = sender.confirm(sender.send(batch(2)))
+    assert result.status == "timeout" and len(result.failed) == 2
+    assert "not started" in result.failed[0][1]
+
+
+def test_a_resubmission_that_cannot_be_queued_fails_the_batch(sender_for) -> None:
+    sender, _ = sender_for([queued("B1", 2), info("failed")] + [UNAVAILABLE_503] * 3)
+    b = batch(2)
+    result = sender.confirm(sender.send(b))
+    assert result.status == "unavailable" and result.resubmits == 1
+    assert [c for c, _ in result.failed] == b.contacts
+    assert all(reason.startswith("not resubmitted:") for _, reason in result.failed)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter import state as state_mod
-from exporter.activecampaign import ActiveCampaignClient, RateLimiter, RetryPolicy
+from exporter.activecampaign import ActiveCampaignClient, RateLimiter, RetryPolicy, Transport
 from exporter.cli import main as cli_main
 from exporter.config import Connection
 from exporter.engine import ClientFactory, Engine, RunOptions
@@ -116,9 +116,12 @@ def configure(
     assert code == 0, err
 
 
-def client_factory(time_scale: float, *, timeout: float = 30.0) -> ClientFactory:
+def client_factory(
+    time_scale: float, *, timeout: float = 30.0, transport: Transport | None = None
+) -> ClientFactory:
     """Real clients (real HTTP) with budgets and backoffs scaled like the sandbox's clock and
-    the given request timeout (low, to turn the sandbox's slow answers into timeouts)."""
+    the given request timeout (low, to turn the sandbox's slow answers into timeouts);
+    ``transport`` wraps the real one where a test needs a fault the sandbox cannot inject."""
 
     def build(connection: Connection, key: str) -> ActiveCampaignClient:
         return ActiveCampaignClient(
@@ -131,6 +134,7 @@ def client_factory(time_scale: float, *, timeout: float = 30.0) -> ClientFactory
                 deadline=600.0 / time_scale,
             ),
             timeout=timeout,
+            transport=transport,
         )
 
     return build
@@ -142,13 +146,14 @@ def engine(
     time_scale: float = 100.0,
     timeout: float = 30.0,
     chunk_batches: int = 40,
+    transport: Transport | None = None,
 ) -> Engine:
     """An engine over the local store at ``home``, as the command line builds it."""
     return Engine(
         LocalStore(home),
         LocalSecretProvider(ENV),
         host_policy=HostPolicy(allow_loopback_sandbox=True),
-        client_factory=client_factory(time_scale, timeout=timeout),
+        client_factory=client_factory(time_scale, timeout=timeout, transport=transport),
         chunk_batches=chunk_batches,
         time_scale=time_scale,
     )

@@ -6,8 +6,9 @@ test (``docs/guarantees.md``): after the first run plus **at most one** follow-u
 snapshot, every valid contact is on the list, every report reconciles exactly, the state holds
 exactly the confirmed contacts, and the exporter never causes throttling beyond what was injected.
 
-A follow-up run is needed only when the first run reports contacts ``failed`` (a batch that
-failed twice) or stops on a request that exhausted its retries (the next run resumes it).
+A follow-up run is needed only when the first run reports contacts ``failed``: a batch whose
+import failed twice, or whose bulk import exhausted its retries (at these rates one request in
+~10,000 fails six times in a row; that batch fails and the run goes on).
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def _soak(tmp_path: Path, rows: int, seed: int) -> None:
             try:
                 report = support.run_csv(engine, csv_path)
             except RetriableApiError:
-                # A request failed 6 times in a row (p ~ 1e-4 per request at these rates): the
-                # run stops and the next run resumes it (see the guarantees' known gap).
+                # Requests exhausting their retries three times in a row (p ~ 1e-12 here) mean
+                # an outage: the run stops and the next run resumes it.
                 interrupted += 1
                 continue
             reports.append(report)
