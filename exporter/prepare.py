@@ -204,8 +204,7 @@ class _ChunkWriter:
         if self._fh is None or self._current is None or self._tmp is None:
             return
         self._fh.close()
-        self._store.write_file(self._current.path, self._tmp)
-        os.unlink(self._tmp)
+        self._store.move_file(self._current.path, self._tmp)
         self.chunks.append(self._current)
         self._fh, self._tmp, self._current = None, None, None
 

@@ -14,6 +14,7 @@ only); a lost race raises :class:`PreconditionFailed`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -83,6 +84,12 @@ class Store(Protocol):
 
     def write_file(self, path: str, source: str | os.PathLike[str]) -> str:
         """Upload a local file (streaming, for large chunks/reports). Returns the ETag."""
+        ...
+
+    def move_file(self, path: str, source: str | os.PathLike[str]) -> None:
+        """Store the local file ``source`` as ``path`` and take it over (it is gone after a
+        successful call): for write-once artefacts such as chunks, where neither a copy nor
+        an ETag is needed."""
         ...
 
     def info(self, path: str) -> ObjectInfo:
@@ -212,6 +219,22 @@ class LocalStore:
         with open(source, "rb") as src:
             self._replace_from(file, src, None)
         return self._etag_of_file(file)
+
+    def move_file(self, path: str, source: str | os.PathLike[str]) -> None:
+        # A rename on the same file system: no copy and no hash of a file that can be hundreds
+        # of megabytes (together ~10% of prepare's CPU when chunks were copied and hashed).
+        file = self._file(path)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with open(source, "rb") as fh:
+            os.fsync(fh.fileno())
+        try:
+            os.replace(source, file)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            with open(source, "rb") as src:
+                self._replace_from(file, src, None)
+            os.unlink(source)
 
     def info(self, path: str) -> ObjectInfo:
         file = self._file(path)

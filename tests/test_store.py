@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +72,40 @@ def test_streaming_read_and_file_upload(store: Store, tmp_path: Path) -> None:
     assert store.info("snapshots/seg/big.bin").etag == etag
     with store.open_read("snapshots/seg/big.bin") as fh:
         assert len(fh.read()) == 3 << 20
+
+
+def test_move_file_takes_the_file_over(store: Store, tmp_path: Path) -> None:
+    data = os.urandom(3 << 20)
+    staged = tmp_path / "chunk.jsonl"
+    staged.write_bytes(data)
+    store.write_bytes("runs/r/chunks/0.jsonl", b"old")
+    store.move_file("runs/r/chunks/0.jsonl", staged)
+    assert not staged.exists()  # taken over: nothing left behind to clean up
+    assert store.read_bytes("runs/r/chunks/0.jsonl") == data
+
+
+def test_move_file_across_file_systems_copies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A staging directory on another file system (``EXDEV``): copied, then removed."""
+    store = LocalStore(tmp_path / "store")
+    staged = tmp_path / "chunk.jsonl"
+    staged.write_bytes(b"line\n")
+
+    real_replace = os.replace
+    calls: list[str] = []
+
+    def replace_once_cross_device(src: str, dst: str) -> None:
+        calls.append(str(src))
+        if str(src) == str(staged):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_once_cross_device)
+    store.move_file("runs/r/chunks/0.jsonl", staged)
+    assert not staged.exists()
+    assert store.read_bytes("runs/r/chunks/0.jsonl") == b"line\n"
+    assert calls[0] == str(staged) and len(calls) == 2  # the rename failed, the copy renamed
 
 
 @pytest.mark.parametrize("bad", ["", "/abs", "config/../x", "config//x", "other/x", "config/./x"])

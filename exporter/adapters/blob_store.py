@@ -294,6 +294,10 @@ class BlobStore:
 
         return self._etag_of(self._write(path, upload, creates=True), path)
 
+    def move_file(self, path: str, source: str | os.PathLike[str]) -> None:
+        self.write_file(path, source)
+        os.unlink(source)
+
     def info(self, path: str) -> ObjectInfo:
         blob = self._blob(path)
         try:
