@@ -203,15 +203,17 @@ def recording_client(
     recorder: Recorder,
     time_scale: float,
     allowance: float | None = None,
+    limiter_type: type[RateLimiter] = RateLimiter,
 ) -> ActiveCampaignClient:
     """What :meth:`Engine.default_client` builds (same limiter, same scaled retry policy),
-    over a recording transport; ``allowance`` None keeps the limiter's default margin."""
+    over a recording transport; ``allowance`` None keeps the limiter's default margin;
+    ``limiter_type`` may be an instrumented subclass."""
     ts = time_scale
     return ActiveCampaignClient(
         base_url(connection.hostname),
         key,
         transport=RecordingTransport(recorder),
-        limiter=RateLimiter(time_scale=ts, allowance=allowance),
+        limiter=limiter_type(time_scale=ts, allowance=allowance),
         retry=RetryPolicy(initial_backoff=1.0 / ts, max_backoff=30.0 / ts, deadline=600.0 / ts),
     )
 
@@ -260,6 +262,7 @@ def engine_for(
     time_scale: float,
     recorder: Recorder | None = None,
     allowance: float | None = None,
+    limiter_type: type[RateLimiter] = RateLimiter,
 ) -> Engine:
     """An engine over ``store`` whose client talks to the sandbox at ``time_scale``."""
     secrets = LocalSecretProvider({KEY_VARIABLE: API_KEY})
@@ -268,7 +271,7 @@ def engine_for(
         rec = recorder
 
         def factory(connection: Connection, key: str) -> ActiveCampaignClient:
-            return recording_client(connection, key, rec, time_scale, allowance)
+            return recording_client(connection, key, rec, time_scale, allowance, limiter_type)
 
     return Engine(
         store,

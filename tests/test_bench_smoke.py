@@ -93,3 +93,17 @@ def test_the_report_names_machine_command_and_verdicts(
     for needle in ("cores", "Python", "load average", "--smoke", "## Goals", "median"):
         assert needle in text
     assert text.count("| push |") == 4
+
+
+def test_push_probe_reports_pace_and_lateness() -> None:
+    """``python -m bench.push_probe`` at a tiny size: a real push through the instrumented
+    limiter; every figure is there and consistent with the requests sent."""
+    from bench.push_probe import busiest_window, probe
+
+    figures = probe(3_000, 20.0)
+    assert figures["completed"] == 1.0
+    assert figures["bulk_requests"] == figures["import_info_requests"] == 12  # ~2,980 valid
+    assert figures["throttled"] == 0
+    assert 0 < figures["max_sends_per_server_second"] <= 5
+    assert 0 <= figures["late_ms_p50"] <= figures["late_ms_p99"] <= figures["late_ms_max"]
+    assert busiest_window([0.0, 0.5, 0.9, 1.2], 1.0) == 3
