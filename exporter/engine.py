@@ -24,9 +24,8 @@ import re
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,6 @@ from typing import Any
 from exporter import runs
 from exporter import state as state_mod
 from exporter.activecampaign import (
-    UNAVAILABLE,
     ActiveCampaignClient,
     BulkSender,
     ConfirmedBatch,
@@ -56,10 +54,10 @@ from exporter.errors import (
     NotFoundError,
 )
 from exporter.hostnames import base_url, check_hostname
-from exporter.prepare import LEAVERS, Preparer
+from exporter.prepare import Preparer
 from exporter.progress import ProgressCallback, ProgressEvent, ignore
 from exporter.rejects import RejectedRowsWriter
-from exporter.report import BatchRecord, RunReport
+from exporter.report import RunReport
 from exporter.repository import ConfigRepository
 from exporter.schedule import is_due
 from exporter.secrets import SecretProvider
@@ -75,15 +73,9 @@ from exporter.snapshot import (
     store_opener,
 )
 from exporter.store import ObjectNotFound, PreconditionFailed, Store
+from exporter.tally import API_REJECTED, RunTally, confirmed_record
 
 logger = logging.getLogger(__name__)
-
-RUN_STOPPED = "run_stopped"
-"""Failure reason of contacts that were due to be sent when a fatal error stopped the run."""
-CANCELLED = "cancelled"
-API_REJECTED = "api_rejected"
-"""Rejection reason of contacts ActiveCampaign's validation refused."""
-SHRINK_GUARD = "shrink_guard"
 
 
 def _utcnow() -> datetime:
@@ -709,7 +701,7 @@ class Engine:
                 outcomes[outcome.batch_index] = outcome
 
         session.call(confirm_all)
-        records = [_confirmed_record(outcomes[s.batch_index], batches) for s in pending]
+        records = [confirmed_record(outcomes[s.batch_index], batches) for s in pending]
         record = {
             "chunk": chunk,
             "batches": records,
@@ -750,7 +742,7 @@ class Engine:
             report.status = "cancelled" if cancelled else "failed"
             report.error = error or "the run stopped before its snapshot was prepared"
         else:
-            tally = _Tally(report, manifest, cancelled=cancelled, error=error)
+            tally = RunTally(report, manifest, cancelled=cancelled, error=error)
             self._tally_chunks(req, manifest, tally)
             tally.finish()
             if not (manifest["dry_run"] or manifest["guarded"]):
@@ -809,7 +801,7 @@ class Engine:
             raise conflict
         return report
 
-    def _tally_chunks(self, req: RunRequest, manifest: Mapping[str, Any], tally: _Tally) -> None:
+    def _tally_chunks(self, req: RunRequest, manifest: Mapping[str, Any], tally: RunTally) -> None:
         for info in manifest["chunks"]:
             chunk = info["path"]
             confirmed = runs.read_json(
@@ -822,7 +814,7 @@ class Engine:
                 batches = {}
             tally.chunk(info, sent, confirmed, batches)
 
-    def _commit(self, req: RunRequest, manifest: Mapping[str, Any], tally: _Tally) -> None:
+    def _commit(self, req: RunRequest, manifest: Mapping[str, Any], tally: RunTally) -> None:
         """Save the next state: confirmed sends and unsubscriptions, kept leavers dropped."""
         path = state_mod.state_path(req.export)
         try:
@@ -1108,194 +1100,5 @@ def _sent_batch(batch: Batch, record: Mapping[str, Any]) -> SentBatch:
     )
 
 
-IMPORT_TIMEOUT = "import_timeout"
-"""The batch was queued but did not become final before the poll deadline."""
-API_UNAVAILABLE = "api_unavailable"
-"""The batch could not be (re)queued: ActiveCampaign stayed unavailable beyond every retry."""
-OUTCOME_UNKNOWN = frozenset({IMPORT_TIMEOUT, API_UNAVAILABLE})
-"""Failure codes whose contacts may have landed anyway (a request that timed out may have been
-accepted): remembered as possibly ours, and sent again next run."""
-
-
-def _failure_code(status: str) -> str:
-    """Short, countable reason for contacts of a batch that ended ``status``."""
-    if status == "completed":
-        return "import_failure_list"
-    if status == UNAVAILABLE:
-        return API_UNAVAILABLE
-    return f"import_{status}"
-
-
-def _confirmed_record(outcome: ConfirmedBatch, batches: Mapping[int, Batch]) -> dict[str, Any]:
-    code = _failure_code(outcome.status)
-    return {
-        "index": outcome.batch_index,
-        "batch_id": outcome.batch_id,
-        "status": outcome.status,
-        "resubmits": outcome.resubmits,
-        "contacts": len(batches[outcome.batch_index].contacts),
-        "confirmed": len(outcome.confirmed),
-        "failed": [[c.key, code] for c, _reason in outcome.failed],
-        "rejected": [[c.key, reason] for c, reason in outcome.rejected],
-    }
-
-
 def _digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-@dataclass
-class _Tally:
-    """Adds up a run's chunk records into its report."""
-
-    report: RunReport
-    manifest: Mapping[str, Any]
-    cancelled: bool
-    error: str | None
-    failed: Counter[str] = field(default_factory=Counter)
-    api_rejections: list[tuple[PreparedContact, str]] = field(default_factory=list)
-    update: state_mod.StateUpdate = field(init=False)
-    """The next state's changes, recorded batch by batch (compact: no contacts are kept, so
-    finalizing a million contacts stays small): confirmed sends and unsubscriptions, and sends
-    whose outcome was never learnt — they may have landed, so they are remembered as ours (to
-    be unsubscribed if they leave) and sent again next run."""
-    bulk_requests: int = 0
-    push_seconds: float = 0.0
-    confirm_seconds: float = 0.0
-
-    def __post_init__(self) -> None:
-        r, m = self.report, self.manifest
-        c = m["counts"]
-        r.rows_read, r.valid, r.duplicates = c["rows_read"], c["valid"], c["duplicates"]
-        r.new, r.changed, r.unchanged = c["new"], c["changed"], c["unchanged"]
-        r.left, r.email_changes = c["left"], c["email_changes"]
-        r.add_rejections(dict(m["rejected_by_reason"]))
-        r.timings["prepare"] = float(m.get("prepare_seconds", 0.0))
-        r.artefacts.update(m.get("artefacts", {}))
-        self.stop_reason = CANCELLED if self.cancelled else RUN_STOPPED
-        self.update = state_mod.StateUpdate(snapshot_count=int(m["snapshot_count"]))
-
-    def chunk(
-        self,
-        info: Mapping[str, Any],
-        sent: Mapping[str, Any] | None,
-        confirmed: Mapping[str, Any] | None,
-        batches: Mapping[int, Batch],
-    ) -> None:
-        leavers = info["kind"] == LEAVERS
-        if sent is not None:
-            self.push_seconds += float(sent.get("seconds", 0.0))
-            self.report.sent += int(sent["sent"])
-        if confirmed is not None:
-            self.confirm_seconds += float(confirmed.get("seconds", 0.0))
-            for b in confirmed["batches"]:
-                self._confirmed_batch(b, batches[b["index"]], leavers)
-        elif sent is not None:
-            for b in sent["batches"]:
-                self._unconfirmed_batch(b, batches[b["index"]], leavers)
-        else:
-            n = int(info["contacts"])
-            if leavers:
-                self.report.leavers_failed += n
-            else:
-                self.failed[self.stop_reason] += n
-
-    def _confirmed_batch(self, b: Mapping[str, Any], batch: Batch, leavers: bool) -> None:
-        bad = {key for key, _ in b["failed"]} | {key for key, _ in b["rejected"]}
-        ok = [c for c in batch.contacts if c.key not in bad] if b["status"] == "completed" else []
-        if len(ok) != b["confirmed"]:
-            logger.error("batch %d: record and chunk disagree", b["index"])
-        by_key = {c.key: c for c in batch.contacts}
-        self.bulk_requests += (1 if b["batch_id"] else 0) + int(b["resubmits"])
-        self.report.batches.append(
-            BatchRecord(
-                index=int(b["index"]),
-                batch_id=b["batch_id"],
-                contacts=int(b["contacts"]),
-                status=str(b["status"]),
-                resubmits=int(b["resubmits"]),
-                confirmed=len(ok),
-                failed=len(b["failed"]),
-            )
-        )
-        unknown = {key for key, code in b["failed"] if code in OUTCOME_UNKNOWN}
-        if leavers:
-            for c in ok:
-                self.update.confirm_left(c.key)
-            for key in unknown:
-                self.update.mark_uncertain_left(key)
-            self.report.leavers_unsubscribed += len(ok)
-            self.report.leavers_failed += len(b["failed"]) + len(b["rejected"])
-            return
-        for c in ok:
-            self.update.confirm_sent(c)
-        for key in unknown:
-            self.update.mark_uncertain(by_key[key])
-        self.report.confirmed += len(ok)
-        for _key, code in b["failed"]:
-            self.failed[code] += 1
-        for key, reason in b["rejected"]:
-            self.api_rejections.append((by_key[key], reason))
-
-    def _unconfirmed_batch(self, b: Mapping[str, Any], batch: Batch, leavers: bool) -> None:
-        by_key = {c.key: c for c in batch.contacts}
-        unsent = len(batch.contacts) - len(b["rejected"])  # queued or not, none confirmed
-        self.bulk_requests += 1 if b["batch_id"] else 0
-        self.report.batches.append(
-            BatchRecord(
-                index=int(b["index"]),
-                batch_id=b["batch_id"],
-                contacts=int(b["contacts"]),
-                status="not_confirmed",
-                failed=unsent,
-            )
-        )
-        if b["batch_id"] or b.get("unavailable"):  # outcome never learnt: it may have landed
-            refused = {key for key, _ in b["rejected"]}
-            queued = [c for c in batch.contacts if c.key not in refused]
-            if leavers:
-                for c in queued:
-                    self.update.mark_uncertain_left(c.key)
-            else:
-                for c in queued:
-                    self.update.mark_uncertain(c)
-        if leavers:
-            self.report.leavers_failed += len(batch.contacts)
-            return
-        self.failed[self.stop_reason] += unsent
-        for key, reason in b["rejected"]:
-            self.api_rejections.append((by_key[key], reason))
-
-    def finish(self) -> None:
-        r, m = self.report, self.manifest
-        c = m["counts"]
-        if m["dry_run"]:
-            r.planned = c["planned"]
-            r.leavers_kept = c["kept"]
-            r.leavers_failed = c["to_unsubscribe"]  # would be unsubscribed: nothing was sent
-            r.status = "dry_run"
-        elif m["guarded"]:
-            unsent = c["new"] + c["changed"] - m["rejected_by_reason"].get("too_large", 0)
-            self.failed[SHRINK_GUARD] += unsent
-            r.leavers_failed = r.left
-            r.status = "guarded"
-            r.error = m.get("guard_message")
-        else:
-            r.leavers_kept = c["kept"]
-        r.add_failures(self.failed)
-        if self.api_rejections:
-            r.add_rejections(Counter({API_REJECTED: len(self.api_rejections)}))
-        r.timings["push"] = round(self.push_seconds, 3)
-        r.timings["confirm"] = round(self.confirm_seconds, 3)
-        r.requests = {"bulk_import": self.bulk_requests}
-        if m["dry_run"] or m["guarded"]:
-            return
-        if self.cancelled:
-            r.status = "cancelled"
-        elif self.error:
-            r.status = "failed"
-            r.error = self.error
-        elif r.failed or r.leavers_failed:
-            r.status = "completed_with_failures"
-        else:
-            r.status = "completed"
