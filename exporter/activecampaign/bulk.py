@@ -47,6 +47,14 @@ FINAL_FAILED = frozenset({"failed", "interrupted"})
 UNAVAILABLE = "unavailable"
 
 
+def _not_refused(
+    contacts: list[PreparedContact], rejected: list[tuple[PreparedContact, str]]
+) -> list[PreparedContact]:
+    """``contacts`` without those in ``rejected`` (by identity: the very objects set aside)."""
+    refused = {id(c) for c, _ in rejected}
+    return [c for c in contacts if id(c) not in refused]
+
+
 @dataclass
 class SentBatch:
     """What :meth:`BulkSender.send` did with one batch."""
@@ -166,8 +174,7 @@ class BulkSender:
             batch_id, sent = self._submit(batch.index, contacts, rejected)
         except RetriableApiError as error:
             self._unanswered_request(error)
-            refused = {id(c) for c, _ in rejected}
-            unsent = [c for c in contacts if id(c) not in refused]
+            unsent = _not_refused(contacts, rejected)
             logger.warning(
                 "batch %d: not queued, ActiveCampaign unavailable: %s", batch.index, error
             )
@@ -188,6 +195,7 @@ class BulkSender:
                     [c.payload for c in contacts], exclude_automations=self._exclude_automations
                 )
             except ContactsRejected as error:
+                self._answered()  # a validation answer is an answer: not an outage
                 named = {r.index: r.reason for r in error.rejected}
                 if any(i >= len(contacts) for i in named):
                     raise FatalApiError(
@@ -317,8 +325,7 @@ class BulkSender:
             batch_id, contacts = self._submit(index, job.contacts, job.rejected)
         except RetriableApiError as error:
             self._unanswered_request(error)
-            refused = {id(c) for c, _ in job.rejected}
-            job.contacts = [c for c in job.contacts if id(c) not in refused]
+            job.contacts = _not_refused(job.contacts, job.rejected)
             reason = f"not resubmitted: {error}"
             logger.warning("batch %d: import %s %s", index, job.batch_id, reason)
             return self._outcome(job, UNAVAILABLE, [], [(c, reason) for c in job.contacts])

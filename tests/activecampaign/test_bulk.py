@@ -323,3 +323,14 @@ def test_a_resubmission_that_cannot_be_queued_fails_the_batch(sender_for) -> Non
     assert result.status == "unavailable" and result.resubmits == 1
     assert [c for c, _ in result.failed] == b.contacts
     assert all(reason.startswith("not resubmitted:") for _, reason in result.failed)
+
+
+def test_a_validation_answer_is_an_answer_not_an_outage(sender_for) -> None:
+    """Two batches unavailable, then a third whose first answer names a bad contact before
+    ActiveCampaign stops answering: only one unanswered request in a row, no outage."""
+    script = [UNAVAILABLE_503] * 6 + [rejecting(1)] + [UNAVAILABLE_503] * 3
+    sender, _ = sender_for(script)
+    assert sender.send(batch(2, index=0)).unavailable
+    assert sender.send(batch(2, index=1)).unavailable
+    third = sender.send(batch(2, index=2))
+    assert third.unavailable and len(third.rejected) == 1 and len(third.sent) == 1
