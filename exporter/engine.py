@@ -14,6 +14,7 @@ confirmed, and only if nobody else moved it since *prepare* read it (its ETag).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -989,16 +990,17 @@ class Engine:
 
     def list_runs(self, export: str, *, limit: int = 20) -> list[RunReport]:
         """The export's runs, newest first (a run in progress shows as ``running``)."""
-        prefix = f"runs/{export}/"
-        ids = sorted(
-            {
-                info.path[len(prefix) :].partition("/")[0]
-                for info in self.store.list(prefix)
-                if info.path.endswith(("/report.json", "/prepared.json"))
-            },
-            reverse=True,
-        )
-        return [self.get_run(export, run_id) for run_id in ids[:limit]]
+        # One level of runs/<export>/ (not every chunk of every run), newest id first; a run
+        # folder without a report or a manifest yet (prepare just started) is skipped.
+        folders = self.store.list_folder(f"runs/{export}/")
+        ids = sorted((name[:-1] for name in folders if name.endswith("/")), reverse=True)
+        found: list[RunReport] = []
+        for run_id in ids:
+            if len(found) >= limit:
+                break
+            with contextlib.suppress(NotFoundError):
+                found.append(self.get_run(export, run_id))
+        return found
 
     def get_run(self, export: str, run_id: str) -> RunReport:
         """One run's report (``running`` with prepare's counts while it is in progress)."""

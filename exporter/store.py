@@ -102,7 +102,20 @@ class Store(Protocol):
         """Objects whose path starts with ``prefix`` (a container name, or deeper), by path."""
         ...
 
+    def list_folder(self, folder: str) -> Iterator[str]:
+        """The names directly inside ``folder`` (a path ending in ``/``), in name order: objects
+        by name, sub-folders by name plus ``/``. One level only, no sizes or ETags: cheap however
+        many objects the sub-folders hold (a run's chunks)."""
+        ...
+
     def delete(self, path: str, *, missing_ok: bool = True) -> None: ...
+
+
+def _folder_path(folder: str) -> str:
+    """``folder`` (which must end in ``/``) without its slash, validated."""
+    if not folder.endswith("/"):
+        raise StoreError(f"invalid store folder {folder!r}: it must end with '/'")
+    return _validate_path(folder[:-1])
 
 
 def _validate_path(path: str) -> str:
@@ -271,6 +284,19 @@ class LocalStore:
         for rel in sorted(found):
             with contextlib.suppress(ObjectNotFound):
                 yield self.info(rel)
+
+    def list_folder(self, folder: str) -> Iterator[str]:
+        base = self._file(_folder_path(folder))
+        try:
+            entries = list(os.scandir(base))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        names = (
+            e.name + "/" if e.is_dir() else e.name
+            for e in entries
+            if not e.name.startswith((".tmp-", ".lock"))
+        )
+        yield from sorted(names)
 
     def delete(self, path: str, *, missing_ok: bool = True) -> None:
         try:

@@ -301,3 +301,22 @@ def test_kept_leavers_are_forgotten_without_unsubscribing(tmp_path: Path) -> Non
     report = world.engine.finalize(nxt)
     assert report.left == 1 and report.leavers_kept == 1 and report.reconciles()
     assert state_mod.load(world.store, EXPORT)[0].get("person9@example.com") is None
+
+
+def test_list_runs_reads_one_folder_level_newest_first(world: World) -> None:
+    """A finished run, a run still in prepare's hands (manifest only) and a run folder holding
+    only a stray chunk: the first two are listed, newest first; ``limit`` counts listed runs."""
+    finished = world.request(world.write_csv([contact_row(i) for i in range(5)]), dry_run=True)
+    world.engine.prepare(finished)
+    world.engine.finalize(finished)
+    running = world.request(world.write_csv([contact_row(i) for i in range(7)]))
+    world.engine.prepare(running)
+    world.store.write_bytes(f"runs/{EXPORT}/20991231T235959Z-0000beef/chunks/0.jsonl", b"")
+
+    listed = world.engine.list_runs(EXPORT)
+    # (both ids may share a second: the order is by run id, newest first)
+    assert [r.run_id for r in listed] == sorted([running.run_id, finished.run_id], reverse=True)
+    status = {r.run_id: (r.status, r.rows_read) for r in listed}
+    assert status == {running.run_id: ("running", 7), finished.run_id: ("dry_run", 5)}
+    assert [r.run_id for r in world.engine.list_runs(EXPORT, limit=1)] == [listed[0].run_id]
+    assert world.engine.list_runs("no-such-export") == []

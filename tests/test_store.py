@@ -74,6 +74,24 @@ def test_streaming_read_and_file_upload(store: Store, tmp_path: Path) -> None:
         assert len(fh.read()) == 3 << 20
 
 
+def test_list_folder_is_one_level(store: Store) -> None:
+    for path in (
+        "runs/exp/r2/report.json",
+        "runs/exp/r1/prepared.json",
+        "runs/exp/r1/chunks/0.jsonl",
+        "runs/exp/r1/chunks/1.jsonl",
+        "runs/exp/notes.txt",
+        "runs/other/r9/report.json",
+    ):
+        store.write_bytes(path, b"{}")
+    assert list(store.list_folder("runs/exp/")) == ["notes.txt", "r1/", "r2/"]
+    assert list(store.list_folder("runs/exp/r1/")) == ["chunks/", "prepared.json"]
+    assert list(store.list_folder("runs/")) == ["exp/", "other/"]
+    assert list(store.list_folder("runs/nothing/")) == []
+    with pytest.raises(StoreError, match="must end with"):
+        list(store.list_folder("runs/exp"))
+
+
 def test_move_file_takes_the_file_over(store: Store, tmp_path: Path) -> None:
     data = os.urandom(3 << 20)
     staged = tmp_path / "chunk.jsonl"

@@ -50,6 +50,7 @@ from exporter.store import (
     ObjectNotFound,
     PreconditionFailed,
     StoreError,
+    _folder_path,
     _validate_path,
 )
 
@@ -335,6 +336,21 @@ class BlobStore:
             return  # no container yet: nothing was ever written there
         except AzureError as exc:
             raise StoreError(f"cannot list {prefix}: {_describe(exc)}") from None
+
+    def list_folder(self, folder: str) -> Iterator[str]:
+        container_name, _, name_prefix = _folder_path(folder).partition("/")
+        if name_prefix:
+            name_prefix += "/"
+        container = self._container(container_name)
+        # One level of the virtual hierarchy: the service returns each sub-folder once.
+        items = container.walk_blobs(name_starts_with=name_prefix or None, delimiter="/")
+        try:
+            names = [item.name[len(name_prefix) :] for item in items]
+        except ResourceNotFoundError:
+            return  # no container yet: nothing was ever written there
+        except AzureError as exc:
+            raise StoreError(f"cannot list {folder}: {_describe(exc)}") from None
+        yield from sorted(names)
 
     def delete(self, path: str, *, missing_ok: bool = True) -> None:
         blob = self._blob(path)
