@@ -755,10 +755,15 @@ class Engine:
                     report.error = str(exc)
             if tally.api_rejections:
                 self._append_rejections(req, manifest, tally.api_rejections)
-        return self._close_run(req, report, conflict)
+        return self._close_run(req, report, conflict, prepared=manifest is not None)
 
     def _close_run(
-        self, req: RunRequest, report: RunReport, conflict: ConflictError | None
+        self,
+        req: RunRequest,
+        report: RunReport,
+        conflict: ConflictError | None,
+        *,
+        prepared: bool,
     ) -> RunReport:
         finished = self._now()
         report.finished_at = finished.isoformat()
@@ -788,19 +793,30 @@ class Engine:
                 extra={"export": req.export, "run_id": req.run_id},
             )
         runs.write_json(self.store, runs.report_path(req.export, req.run_id), report.to_dict())
-        runs.write_json(
-            self.store,
-            runs.last_run_path(req.export),
-            runs.LastRun(
-                req.run_id, req.snapshot_identity, report.status, report.finished_at
-            ).to_dict(),
-        )
+        self._record_last_run(req, report, prepared)
         active = runs.read_json(self.store, runs.active_run_path(req.export))
         if active is not None and active.get("run_id") == req.run_id:
             self.store.delete(runs.active_run_path(req.export))
         if conflict is not None:
             raise conflict
         return report
+
+    def _record_last_run(self, req: RunRequest, report: RunReport, prepared: bool) -> None:
+        """What the timer compares with: this snapshot, how many runs in a row it has had, and
+        whether a stop after prepare (not the snapshot's fault) makes it worth another run."""
+        previous = runs.read_last_run(self.store, req.export)
+        attempts = 1
+        if previous is not None and previous.snapshot_identity == req.snapshot_identity:
+            attempts = previous.attempts + 1
+        last = runs.LastRun(
+            req.run_id,
+            req.snapshot_identity,
+            report.status,
+            report.finished_at or "",  # set by _close_run just before
+            attempts=attempts,
+            retry=prepared and report.status == "failed" and not req.options.dry_run,
+        )
+        runs.write_json(self.store, runs.last_run_path(req.export), last.to_dict())
 
     def _tally_chunks(self, req: RunRequest, manifest: Mapping[str, Any], tally: RunTally) -> None:
         for info in manifest["chunks"]:
@@ -1033,7 +1049,8 @@ class Engine:
 
     def due_runs(self, now: datetime) -> list[RunRequest]:
         """Timer: every enabled export whose schedule is due and whose segment has a snapshot
-        it has not exported yet."""
+        it has not exported yet — or whose last run over the newest snapshot stopped after
+        prepare (see :attr:`runs.LastRun.retry`), up to ``MAX_TIMER_ATTEMPTS`` runs in a row."""
         requests = []
         for export in self.repo.list_exports():
             if not export.enabled or not export.schedule:
@@ -1049,7 +1066,17 @@ class Engine:
             try:
                 ref = self.newest_snapshot(export)
                 if last is not None and last.snapshot_identity == ref.identity:
-                    continue
+                    if not (last.retry and last.attempts < runs.MAX_TIMER_ATTEMPTS):
+                        continue
+                    logger.warning(
+                        "export %s: running snapshot %s again (its last run stopped: %s, "
+                        "attempt %d of %d)",
+                        export.name,
+                        ref.path,
+                        last.status,
+                        last.attempts + 1,
+                        runs.MAX_TIMER_ATTEMPTS,
+                    )
                 requests.append(self.new_run(export.name, snapshot=ref, requested_by="timer"))
             except (ConfigError, InputError) as exc:
                 logger.warning("export %s is due but cannot run: %s", export.name, exc)

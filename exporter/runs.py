@@ -166,6 +166,11 @@ def write_json(store: Store, path: str, obj: Mapping[str, Any]) -> str:
     return store.write_bytes(path, json.dumps(obj, separators=(",", ":")).encode())
 
 
+MAX_TIMER_ATTEMPTS = 3
+"""Runs in a row the timer makes over one snapshot whose runs keep stopping (see
+:attr:`LastRun.retry`); after that it waits for a new snapshot (the alert has fired each time)."""
+
+
 @dataclass(frozen=True)
 class LastRun:
     """The last finished run of an export (what the timer compares with)."""
@@ -174,6 +179,13 @@ class LastRun:
     snapshot_identity: str
     status: str
     finished_at: str
+    attempts: int = 1
+    """Runs in a row over this same snapshot (this one included)."""
+    retry: bool = False
+    """The run stopped after its snapshot was prepared (ActiveCampaign unavailable, the key
+    refused, another run's commit in the way): something the snapshot does not carry, so the
+    timer runs the same snapshot again at its next tick, up to :data:`MAX_TIMER_ATTEMPTS`
+    runs in a row. A snapshot that could not be read, or a shrink guard, is not retried."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -181,6 +193,8 @@ class LastRun:
             "snapshot_identity": self.snapshot_identity,
             "status": self.status,
             "finished_at": self.finished_at,
+            "attempts": self.attempts,
+            "retry": self.retry,
         }
 
     @classmethod
@@ -190,6 +204,8 @@ class LastRun:
             snapshot_identity=str(d["snapshot_identity"]),
             status=str(d["status"]),
             finished_at=str(d["finished_at"]),
+            attempts=int(d.get("attempts", 1)),
+            retry=bool(d.get("retry", False)),
         )
 
 

@@ -320,3 +320,42 @@ def test_list_runs_reads_one_folder_level_newest_first(world: World) -> None:
     assert status == {running.run_id: ("running", 7), finished.run_id: ("dry_run", 5)}
     assert [r.run_id for r in world.engine.list_runs(EXPORT, limit=1)] == [listed[0].run_id]
     assert world.engine.list_runs("no-such-export") == []
+
+
+def test_last_run_says_whether_the_timer_should_run_the_snapshot_again(world: World) -> None:
+    """A run that stops after prepare (ActiveCampaign unavailable) is worth another run over the
+    same snapshot, counted; one that could not read its snapshot, or a dry run, is not."""
+    snapshot = world.write_csv([contact_row(i) for i in range(5)])
+    first = world.request(snapshot)
+    world.engine.prepare(first)
+    world.engine.finalize(first, error="ActiveCampaign temporarily unavailable (503)")
+    last = runs.read_last_run(world.store, EXPORT)
+    assert last is not None
+    assert (last.run_id, last.status, last.retry, last.attempts) == (
+        first.run_id,
+        "failed",
+        True,
+        1,
+    )
+
+    second = world.request(snapshot)
+    assert second.run_id != first.run_id  # a finished run is not resumed
+    world.engine.prepare(second)
+    world.engine.finalize(second, error="ActiveCampaign temporarily unavailable (503)")
+    last = runs.read_last_run(world.store, EXPORT)
+    assert last is not None and (last.retry, last.attempts) == (True, 2)
+
+    broken = world.tmp / "broken.csv"
+    broken.write_bytes(b"\x00\x01 not a csv")
+    unreadable = world.request(broken)
+    with pytest.raises(InputError):
+        world.engine.run(unreadable)
+    last = runs.read_last_run(world.store, EXPORT)
+    assert last is not None
+    assert (last.status, last.retry, last.attempts) == ("failed", False, 1)
+
+    dry = world.request(world.write_csv([contact_row(i) for i in range(6)]), dry_run=True)
+    world.engine.prepare(dry)
+    world.engine.finalize(dry, error="stopped")
+    last = runs.read_last_run(world.store, EXPORT)
+    assert last is not None and last.retry is False

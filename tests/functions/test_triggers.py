@@ -18,6 +18,7 @@ from blueprints import orchestration as orch
 from blueprints import triggers
 from blueprints.auth import principal_header
 from blueprints.runtime import Runtime, use_runtime
+from exporter import runs
 from exporter.engine import RunRequest, instance_id
 from exporter.errors import ConfigError
 from exporter.permissions import ADMIN, CONTRIBUTOR
@@ -379,3 +380,38 @@ def test_forced_cancel_terminates_and_a_finished_run_cannot_be_cancelled(
     assert answer(cancel(client, iid, force="true"))["cancel"] == "terminated"
     assert client.instances[iid]["runtimeStatus"] == "Terminated"
     assert cancel(client, iid).status_code == 409
+
+
+def test_the_timer_runs_a_snapshot_again_after_a_run_stopped_after_prepare(
+    runtime: Runtime, store: LocalStore, client: FakeDurableClient
+) -> None:
+    """The last run over the newest snapshot failed after prepare (ActiveCampaign was down):
+    the next tick runs it again, up to MAX_TIMER_ATTEMPTS runs in a row; a failure the
+    snapshot carries (retry False) or a completed run is not repeated."""
+    identity = runtime.engine.store_snapshot(SNAPSHOT).identity
+
+    def last_run(status: str, *, retry: bool, attempts: int) -> None:
+        last = runs.LastRun(
+            "20260101T000000Z-00000001",
+            identity,
+            status,
+            "2026-01-01T00:00:00+00:00",
+            attempts=attempts,
+            retry=retry,
+        )
+        runs.write_json(store, runs.last_run_path("weekly"), last.to_dict())
+
+    iid = expected_instance(runtime)
+    for status, retry, attempts, starts in [
+        ("failed", True, 1, True),
+        ("failed", True, runs.MAX_TIMER_ATTEMPTS - 1, True),
+        ("failed", True, runs.MAX_TIMER_ATTEMPTS, False),
+        ("failed", False, 1, False),
+        ("completed", False, 1, False),
+    ]:
+        client.calls.clear()
+        client.set(iid, "Failed" if status == "failed" else "Completed")  # the previous run
+        last_run(status, retry=retry, attempts=attempts)
+        asyncio.run(triggers.export_timer(TimerRequest(), client))
+        started = [i for _, i, _ in client.started()]
+        assert started == ([iid] if starts else []), (status, retry, attempts)
