@@ -1,8 +1,9 @@
 """Throughput of the front half of *prepare*: read + map + batch, on one core.
 
 Generates a CSV of typical rows (email, first, last, phone, three custom fields: text, date,
-multiselect), then streams it through :func:`exporter.snapshot.open_snapshot`,
-:class:`exporter.mapping.Mapper` and :class:`exporter.batching.BatchPlanner`, and prints rows/s
+multiselect), then streams it through :func:`exporter.reading.snapshot.open_snapshot`,
+:class:`exporter.planning.mapping.Mapper` and :class:`exporter.planning.batching.BatchPlanner`, and
+prints rows/s
 (CPU time: the machine may be shared) and the process's peak RSS. Goal: at least 300,000 rows/s.
 
     .venv/bin/python -m bench.bench_prepare_parts [--rows 200000] [--gzip]
@@ -19,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from exporter.batching import BatchPlanner
-from exporter.contacts import PreparedContact
-from exporter.mapping import FieldMapping, Mapper, MappingSpec
-from exporter.snapshot import local_opener, open_snapshot
+from exporter.planning.batching import BatchPlanner
+from exporter.planning.contacts import PreparedContact
+from exporter.planning.mapping import FieldMapping, Mapper, MappingSpec
+from exporter.reading.snapshot import local_opener, open_snapshot
 
 FIRST = ["Anna", "Bernd", "Chloé", "David", "Eva", "François", "Greta", "Hans", "Ines", "Jürgen"]
 LAST = ["Müller", "Smith", "García", "Nguyen", "O'Brien", "Kowalski", "Rossi", "Dubois"]

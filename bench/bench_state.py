@@ -22,10 +22,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 
-from exporter.contacts import PreparedContact
-from exporter.diff import Differ
-from exporter.state import ExportState, StateUpdate, apply, load, save
-from exporter.store import LocalStore
+from exporter.incremental.diff import Differ
+from exporter.incremental.state import ExportState, StateUpdate, apply, load, save
+from exporter.planning.contacts import PreparedContact
+from exporter.storage.store import LocalStore
 
 
 def _words(text: str) -> tuple[str, ...]:

@@ -23,13 +23,13 @@ from typing import Any
 
 from exporter.activecampaign import ActiveCampaignClient, RateLimiter, RetryPolicy
 from exporter.activecampaign.transport import RequestsTransport, Response
-from exporter.config import Connection, Consent, Export, FieldMap
-from exporter.engine import Engine
-from exporter.hostnames import base_url
-from exporter.repository import ConfigRepository
-from exporter.secrets import LocalSecretProvider
+from exporter.management.config import Connection, Consent, Export, FieldMap
+from exporter.management.hostnames import base_url
+from exporter.management.repository import ConfigRepository
+from exporter.management.secrets import LocalSecretProvider
+from exporter.run.engine import Engine
 from exporter.settings import HostPolicy
-from exporter.store import LocalStore
+from exporter.storage.store import LocalStore
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-sandbox-key"

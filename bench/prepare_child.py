@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from bench import harness
-from exporter import runs
-from exporter.engine import Engine
-from exporter.store import LocalStore
+from exporter.run.engine import Engine
+from exporter.storage import runs
+from exporter.storage.store import LocalStore
 
 
 def peak_rss_mb() -> float:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bench import data, harness, scenarios
-from exporter import runs
 from exporter.activecampaign import RateLimiter, RequestKind
-from exporter.engine import Engine
+from exporter.run.engine import Engine
+from exporter.storage import runs
 
 
 class _TimedLimiter(RateLimiter):

@@ -24,14 +24,14 @@ from typing import Any
 from bench import harness
 from bench.data import Dataset
 from examples import synthetic
-from exporter import runs
-from exporter import state as state_mod
 from exporter.activecampaign import ActiveCampaignClient
-from exporter.config import Connection
-from exporter.contacts import decode_batch_line
-from exporter.engine import Engine, RunRequest
+from exporter.incremental import state as state_mod
+from exporter.management.config import Connection
+from exporter.planning.contacts import decode_batch_line
 from exporter.progress import ProgressEvent
-from exporter.store import LocalStore
+from exporter.run.engine import Engine, RunRequest
+from exporter.storage import runs
+from exporter.storage.store import LocalStore
 
 Figures = dict[str, float]
 

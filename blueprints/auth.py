@@ -29,7 +29,7 @@ from typing import Any
 import azure.functions as func
 
 from blueprints.http_util import Unauthenticated
-from exporter.permissions import Caller
+from exporter.management.permissions import Caller
 from exporter.settings import FunctionSettings
 
 log = logging.getLogger(__name__)

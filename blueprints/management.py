@@ -13,7 +13,8 @@
 ===========================================  ===============================================
 
 Each function is a thin adapter: it reads the caller (:mod:`blueprints.auth`) and the body
-(:mod:`blueprints.http_util`), calls :class:`~exporter.service.ManagementService` (where every
+(:mod:`blueprints.http_util`), calls :class:`~exporter.management.service.ManagementService` (where
+every
 rule lives: permissions, hostname policy, consent, ETags, list and field checks) and renders
 the answer. The ``handle_*`` functions take the service as an argument so tests can give them
 one; the registered functions use the app's runtime.
@@ -65,10 +66,10 @@ from blueprints.http_util import (
     route_name,
 )
 from blueprints.runtime import get_runtime
-from exporter.engine import instance_id
 from exporter.errors import ConfigError, ConflictError, ExporterError, SecretError
-from exporter.permissions import Caller
-from exporter.service import ManagementService, Saved
+from exporter.management.permissions import Caller
+from exporter.management.service import ManagementService, Saved
+from exporter.run.engine import instance_id
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +349,7 @@ def handle_list_exports(req: func.HttpRequest, service: ManagementService) -> fu
 
 def run_instance_prefix(export: str) -> str:
     """The prefix of every orchestration instance id of an export's runs, sub-orchestrations
-    included (:func:`exporter.engine.instance_id` with an empty snapshot identity).
+    included (:func:`exporter.run.engine.instance_id` with an empty snapshot identity).
 
     Names may extend each other (``weekly`` and ``weekly-extra``), so a prefix match is only a
     candidate: :class:`DurableRunCanceller` checks the export named in the instance's input.

@@ -65,8 +65,8 @@ import azure.durable_functions as df  # type: ignore[import-untyped, unused-igno
 
 from blueprints.register import bind
 from blueprints.runtime import get_runtime
-from exporter.engine import RunRequest
 from exporter.errors import ConfigError, ExporterError
+from exporter.run.engine import RunRequest
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,8 @@ class RunInput:
     the setting never changes how a running orchestration replays."""
 
     request: dict[str, Any]
-    """The :class:`~exporter.engine.RunRequest` as a dict (references only, a few hundred bytes)."""
+    """The :class:`~exporter.run.engine.RunRequest` as a dict (references only, a few hundred
+    bytes)."""
     wave_width: int = 4
     """Push activities in flight at most (``EXPORTER_PUSH_WAVE_WIDTH``, clamped to 1..5)."""
     group_size: int = GROUP_SIZE

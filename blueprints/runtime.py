@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from exporter.activecampaign.client import ActiveCampaignClient
 from exporter.adapters.blob_store import BlobStore
 from exporter.adapters.keyvault import KeyVaultSecretProvider
-from exporter.config import Connection
-from exporter.engine import Engine
-from exporter.hostnames import base_url
-from exporter.repository import ConfigRepository
-from exporter.secrets import LocalSecretProvider, SecretProvider
-from exporter.service import ManagementService
+from exporter.management.config import Connection
+from exporter.management.hostnames import base_url
+from exporter.management.repository import ConfigRepository
+from exporter.management.secrets import LocalSecretProvider, SecretProvider
+from exporter.management.service import ManagementService
+from exporter.run.engine import Engine
 from exporter.settings import FunctionSettings
-from exporter.store import Store
+from exporter.storage.store import Store
 
 
 @dataclass(frozen=True)

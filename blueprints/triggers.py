@@ -10,7 +10,7 @@ blob ``snapshots/{name}`` (Event Grid)                 every export reading that
 =====================================================  ==========================================
 
 **One run per snapshot.** A run's orchestration instance id is derived from the export and the
-snapshot's identity (:func:`exporter.engine.instance_id`), so the timer, the blob trigger and a
+snapshot's identity (:func:`exporter.run.engine.instance_id`), so the timer, the blob trigger and a
 person pressing "run" all name the same instance for the same snapshot. Before starting, the
 instance's status is read: while it is Pending or Running nothing new is started (HTTP answers
 409; the timer and blob trigger log it), and if ``start_new`` loses a race anyway its error is
@@ -51,11 +51,11 @@ from blueprints.orchestration import (
 )
 from blueprints.register import bind
 from blueprints.runtime import Runtime, get_runtime
-from exporter.engine import RunOptions, RunRequest, instance_id
 from exporter.errors import ConfigError, ConfigErrors, ExporterError, NotFoundError, RunConflict
+from exporter.management.permissions import Caller
 from exporter.masking import mask_email
-from exporter.permissions import Caller
-from exporter.report import RunReport
+from exporter.run.engine import RunOptions, RunRequest, instance_id
+from exporter.run.report import RunReport
 from exporter.settings import SCHEDULE, SNAPSHOT_CONNECTION
 
 log = logging.getLogger(__name__)

@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 
 from examples import synthetic
-from exporter import state as state_mod
-from exporter.config import parse_export
-from exporter.engine import Engine
-from exporter.prepare import Preparer
-from exporter.secrets import LocalSecretProvider
+from exporter.incremental import state as state_mod
+from exporter.management.config import parse_export
+from exporter.management.secrets import LocalSecretProvider
+from exporter.planning.preparer import Preparer
+from exporter.reading.snapshot import local_lister, local_opener, open_snapshot
+from exporter.run.engine import Engine
 from exporter.settings import HostPolicy
-from exporter.snapshot import local_lister, local_opener, open_snapshot
-from exporter.store import LocalStore
+from exporter.storage.store import LocalStore
 
 EXPORT = {
     "name": "bench",

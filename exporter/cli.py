@@ -2,7 +2,8 @@
 
 The environment is read only in :func:`main` (the store folder, local secrets, the hostname
 policy); everything below gets what it needs injected. Connection and export commands go
-through :class:`exporter.service.ManagementService` (the same rules as the HTTP API), acting as
+through :class:`exporter.management.service.ManagementService` (the same rules as the HTTP API),
+acting as
 the local user with the administrator role.
 """
 
@@ -20,18 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from exporter import __version__, runs
-from exporter.config import CONSENT_STATEMENT, Connection
-from exporter.engine import Engine, RunOptions
+from exporter import __version__
 from exporter.errors import ConfigError, ExporterError, GuardError, InputError
-from exporter.permissions import Caller
+from exporter.management.config import CONSENT_STATEMENT, Connection
+from exporter.management.permissions import Caller
+from exporter.management.repository import ConfigRepository
+from exporter.management.secrets import LocalSecretProvider
+from exporter.management.service import ClientLike, ManagementService
 from exporter.progress import ProgressEvent
-from exporter.report import RunReport
-from exporter.repository import ConfigRepository
-from exporter.secrets import LocalSecretProvider
-from exporter.service import ClientLike, ManagementService
+from exporter.run.engine import Engine, RunOptions
+from exporter.run.report import RunReport
 from exporter.settings import EXPORTER_HOME, HostPolicy
-from exporter.store import LocalStore
+from exporter.storage import runs
+from exporter.storage.store import LocalStore
 
 EXIT_OK = 0
 EXIT_FAILED = 1

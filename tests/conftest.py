@@ -13,7 +13,7 @@ OPENAPI_PATH = SHARED_REFERENCE / "activecampaign-v3-openapi.subset.json"
 
 @pytest.fixture
 def local_store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    from exporter.store import LocalStore
+    from exporter.storage.store import LocalStore
 
     return LocalStore(tmp_path / "store")
 

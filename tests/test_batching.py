@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from exporter.batching import TOO_LARGE, BatchPlanner
-from exporter.contacts import (
+from exporter.planning.batching import TOO_LARGE, BatchPlanner
+from exporter.planning.contacts import (
     BULK_MAX_BODY_BYTES,
     Batch,
     PreparedContact,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from exporter.config import Connection, Export, parse_connection, parse_export
 from exporter.errors import ConfigError, ConfigErrors
-from exporter.permissions import ADMIN, CONTRIBUTOR
+from exporter.management.config import Connection, Export, parse_connection, parse_export
+from exporter.management.permissions import ADMIN, CONTRIBUTOR
 
 KEY = "0123456789abcdef" * 4 + "deadbeef"
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.contacts import (
+from exporter.planning.contacts import (
     Batch,
     PreparedContact,
     _decode_batch_line_fast,

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.contacts import PreparedContact, dumps, fingerprint
-from exporter.diff import (
+from exporter.errors import ConfigError, GuardError
+from exporter.incremental.diff import (
     Change,
     DiffCounts,
     Differ,
@@ -20,9 +20,9 @@ from exporter.diff import (
     Leaver,
     check_shrink,
 )
-from exporter.errors import ConfigError, GuardError
-from exporter.state import STALE, ExportState, StateUpdate, apply, key_hash, load, save
-from exporter.store import LocalStore
+from exporter.incremental.state import STALE, ExportState, StateUpdate, apply, key_hash, load, save
+from exporter.planning.contacts import PreparedContact, dumps, fingerprint
+from exporter.storage.store import LocalStore
 
 
 def contact(key: str, version: int = 0, profile_id: str | None = None) -> PreparedContact:

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from exporter import runs
-from exporter import state as state_mod
-from exporter.contacts import Batch, PreparedContact, decode_batch_line, encode_batch_line
-from exporter.engine import (
+from exporter.errors import ConflictError, GuardError, InputError
+from exporter.incremental import state as state_mod
+from exporter.planning.contacts import Batch, PreparedContact, decode_batch_line, encode_batch_line
+from exporter.planning.preparer import batch_line
+from exporter.run.engine import (
     ChunkSummary,
     PrepareResult,
     RunOptions,
     RunRequest,
     instance_id,
 )
-from exporter.errors import ConflictError, GuardError, InputError
-from exporter.prepare import batch_line
+from exporter.storage import runs
 from tests.integration.support import COLUMNS, EXPORT, World, contact_row, make_world
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from exporter.errors import ConfigError
-from exporter.hostnames import base_url, check_hostname, is_loopback_hostname, normalise_hostname
+from exporter.management.hostnames import (
+    base_url,
+    check_hostname,
+    is_loopback_hostname,
+    normalise_hostname,
+)
 from exporter.settings import HostPolicy
 
 STRICT = HostPolicy()

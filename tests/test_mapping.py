@@ -9,9 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.contacts import PreparedContact, Rejection, dumps, encode_bulk_body, fingerprint
 from exporter.errors import ConfigError, InputError
-from exporter.mapping import (
+from exporter.planning.contacts import (
+    PreparedContact,
+    Rejection,
+    dumps,
+    encode_bulk_body,
+    fingerprint,
+)
+from exporter.planning.mapping import (
     FieldMapping,
     FieldValueError,
     Mapper,

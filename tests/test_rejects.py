@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from exporter.contacts import Rejection
-from exporter.rejects import RejectedRowsWriter, neutralise
+from exporter.planning.contacts import Rejection
+from exporter.run.rejects import RejectedRowsWriter, neutralise
 
 
 def rows_of(text: str) -> list[list[str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from exporter.report import BatchRecord, RunReport
+from exporter.run.report import BatchRecord, RunReport
 
 
 def _report(**counts: int) -> RunReport:

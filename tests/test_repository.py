@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter.config import Connection, Consent, Export
 from exporter.errors import ConfigError, ConfigErrors, ConflictError, NotFoundError
-from exporter.repository import ConfigRepository
-from exporter.store import LocalStore
+from exporter.management.config import Connection, Consent, Export
+from exporter.management.repository import ConfigRepository
+from exporter.storage.store import LocalStore
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from exporter.errors import ConfigError
-from exporter.schedule import is_due, next_after, validate
+from exporter.management.schedule import is_due, next_after, validate
 
 
 def at(*args: int) -> datetime:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from exporter.errors import SecretError
-from exporter.secrets import LocalSecretProvider, SecretProvider, SecretRef, parse_ref
+from exporter.management.secrets import LocalSecretProvider, SecretProvider, SecretRef, parse_ref
 
 KEY = "0123456789abcdef" * 4 + "deadbeef"  # 72 hex characters, like a real key
 
@@ -42,7 +42,7 @@ def test_world_readable_key_file_is_used_with_a_warning(
     key_file = tmp_path / "key"
     key_file.write_text(KEY + "\n")
     key_file.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="exporter.secrets"):
+    with caplog.at_level(logging.WARNING, logger="exporter.management.secrets"):
         assert LocalSecretProvider({}).get(f"file:{key_file}") == KEY
     assert "readable by every user" in caplog.text
     assert KEY not in caplog.text

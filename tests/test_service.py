@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from exporter.config import Connection, FieldMap
 from exporter.errors import (
     ApiNotFound,
     AuthenticationError,
@@ -26,12 +25,13 @@ from exporter.errors import (
     PermissionDenied,
     SecretError,
 )
-from exporter.permissions import ADMIN, CONTRIBUTOR, Caller
-from exporter.repository import ConfigRepository
-from exporter.secrets import LocalSecretProvider
-from exporter.service import DeletedExport, ManagementService, resolve_fields
+from exporter.management.config import Connection, FieldMap
+from exporter.management.permissions import ADMIN, CONTRIBUTOR, Caller
+from exporter.management.repository import ConfigRepository
+from exporter.management.secrets import LocalSecretProvider
+from exporter.management.service import DeletedExport, ManagementService, resolve_fields
 from exporter.settings import HostPolicy
-from exporter.store import LocalStore
+from exporter.storage.store import LocalStore
 
 KEY = "0123456789abcdef" * 4 + "deadbeef"
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -600,7 +600,7 @@ def sandbox() -> Iterator[Any]:
 
 def test_against_the_sandbox_with_the_real_client(tmp_path: Path, sandbox: Any) -> None:
     from exporter.activecampaign.client import ActiveCampaignClient
-    from exporter.hostnames import base_url
+    from exporter.management.hostnames import base_url
 
     service = ManagementService(
         ConfigRepository(LocalStore(tmp_path / "store")),

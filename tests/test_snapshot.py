@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from exporter.errors import InputError, NotFoundError
-from exporter.snapshot import (
+from exporter.reading.snapshot import (
     SnapshotRef,
     find_snapshots,
     local_lister,
@@ -24,7 +24,7 @@ from exporter.snapshot import (
     store_lister,
     store_opener,
 )
-from exporter.store import LocalStore
+from exporter.storage.store import LocalStore
 
 DATA = Path(__file__).parent / "data" / "snapshots"
 COLUMNS = ["Email", "First Name", "Last Name", "Phone"]

@@ -7,9 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.contacts import PreparedContact, dumps, fingerprint
 from exporter.errors import ExporterError, StateCorrupt
-from exporter.state import (
+from exporter.incremental.state import (
     HAS_PROFILE,
     STALE,
     SUBSCRIBED_BY_US,
@@ -24,7 +23,8 @@ from exporter.state import (
     save,
     state_path,
 )
-from exporter.store import LocalStore, PreconditionFailed
+from exporter.planning.contacts import PreparedContact, dumps, fingerprint
+from exporter.storage.store import LocalStore, PreconditionFailed
 
 
 def contact(key: str, version: int = 0, profile_id: str | None = None) -> PreparedContact:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.store import LocalStore, ObjectNotFound, PreconditionFailed, Store, StoreError
+from exporter.storage.store import LocalStore, ObjectNotFound, PreconditionFailed, Store, StoreError
 
 
 @pytest.fixture(params=["local", pytest.param("blob", marks=pytest.mark.azurite)])

@@ -1,6 +1,6 @@
 """The one seam that sends a batch and learns what became of it.
 
-:meth:`BulkSender.send` posts a :class:`~exporter.contacts.Batch` as one bulk import. When
+:meth:`BulkSender.send` posts a :class:`~exporter.planning.contacts.Batch` as one bulk import. When
 ActiveCampaign's validation names contacts (one bad contact rejects the whole request), those
 contacts are set aside with ActiveCampaign's reason and the rest is sent again, until the
 request is queued or nothing is left.
@@ -33,9 +33,9 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from exporter.contacts import Batch, PreparedContact
 from exporter.errors import ContactsRejected, FatalApiError, RetriableApiError
 from exporter.masking import mask_email
+from exporter.planning.contacts import Batch, PreparedContact
 
 from .client import ActiveCampaignClient
 from .status import mask_emails

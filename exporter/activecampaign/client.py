@@ -23,9 +23,9 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from exporter import __version__
-from exporter.contacts import dumps, encode_bulk_body
 from exporter.errors import ConfigError, FatalApiError
 from exporter.masking import mask_email
+from exporter.planning.contacts import dumps, encode_bulk_body
 
 from .limiter import RateLimiter, RequestKind
 from .retry import RetryPolicy

@@ -1,15 +1,16 @@
-"""The :class:`~exporter.store.Store` over Azure Blob Storage (or Azurite).
+"""The :class:`~exporter.storage.store.Store` over Azure Blob Storage (or Azurite).
 
 A store path's first segment picks the blob container (``config``, ``runs``, ``state``,
 ``snapshots``, each optionally behind ``container_prefix``); the rest is the blob name. ETags
 are the service's own, so ``if_match`` / ``if_none_match`` become real HTTP conditions and a lost
 race is the service's 412 (or 409 ``BlobAlreadyExists``), raised as
-:class:`~exporter.store.PreconditionFailed`.
+:class:`~exporter.storage.store.PreconditionFailed`.
 
 Containers are created lazily: a write that meets ``ContainerNotFound`` creates the container
 and tries once more. That keeps start-up free of round trips, needs no extra permission beyond
 *Storage Blob Data Contributor*, and heals a container an operator deleted. Reads and listings
-of a missing container behave like an empty one (:class:`~exporter.store.ObjectNotFound`, or no
+of a missing container behave like an empty one (:class:`~exporter.storage.store.ObjectNotFound`,
+or no
 items). :meth:`BlobStore.ensure_containers` exists for callers that prefer to create them up
 front.
 
@@ -44,7 +45,7 @@ from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient, E
 
 from exporter.errors import ConfigError
 from exporter.settings import STORAGE_BLOB_URI, STORAGE_CONNECTION_STRING, FunctionSettings
-from exporter.store import (
+from exporter.storage.store import (
     CONTAINERS,
     ObjectInfo,
     ObjectNotFound,
@@ -119,7 +120,7 @@ def _normalise_connection_string(value: str) -> str:
 
 
 class BlobStore:
-    """A :class:`~exporter.store.Store` over Azure Blob Storage.
+    """A :class:`~exporter.storage.store.Store` over Azure Blob Storage.
 
     ``service`` is a ready client (see :meth:`from_settings` for the deployed app's);
     ``container_prefix`` namespaces the four containers (tests, or several installations in one

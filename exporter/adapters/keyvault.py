@@ -1,4 +1,4 @@
-"""Connections' API keys in Azure Key Vault: a :class:`~exporter.secrets.SecretProvider`.
+"""Connections' API keys in Azure Key Vault: a :class:`~exporter.management.secrets.SecretProvider`.
 
 References are ``keyvault:NAME`` or a bare ``NAME`` (Key Vault secret names: 1–127 letters,
 digits and ``-``, case-insensitive). Values are cached for a short TTL so a run does not read

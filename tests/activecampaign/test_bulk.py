@@ -7,8 +7,8 @@ import json
 import pytest
 
 from exporter.activecampaign import BulkSender, PollPolicy, SentBatch
-from exporter.contacts import Batch, PreparedContact, dumps, fingerprint
 from exporter.errors import AuthenticationError, FatalApiError, RetriableApiError
+from exporter.planning.contacts import Batch, PreparedContact, dumps, fingerprint
 
 from .fakes import Sent, reply
 

@@ -13,8 +13,8 @@ from exporter.activecampaign import (
     base_url_for_host,
     is_loopback_host,
 )
-from exporter.contacts import encode_bulk_body
 from exporter.errors import ConfigError, FatalApiError
+from exporter.planning.contacts import encode_bulk_body
 
 from .conftest import API_KEY, BASE
 from .fakes import ScriptedTransport, Sent, reply

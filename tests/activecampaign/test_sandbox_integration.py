@@ -22,8 +22,8 @@ from exporter.activecampaign import (
     RateLimiter,
     RetryPolicy,
 )
-from exporter.contacts import Batch, PreparedContact, dumps, fingerprint
 from exporter.errors import ApiNotFound, AuthenticationError
+from exporter.planning.contacts import Batch, PreparedContact, dumps, fingerprint
 from sandbox import Faults, Field, Sandbox, SandboxConfig
 from tests.openapi_contract import RecordingTransport
 

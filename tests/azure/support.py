@@ -10,7 +10,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
 from exporter.adapters.blob_store import BlobStore
-from exporter.store import CONTAINERS
+from exporter.storage.store import CONTAINERS
 
 
 def unique_prefix() -> str:

@@ -20,7 +20,7 @@ from azure.storage.blob import BlobServiceClient
 from exporter.adapters.blob_store import BlobStore, _redact
 from exporter.errors import ConfigError
 from exporter.settings import FunctionSettings
-from exporter.store import CONTAINERS, ObjectNotFound, PreconditionFailed, Store, StoreError
+from exporter.storage.store import CONTAINERS, ObjectNotFound, PreconditionFailed, Store, StoreError
 from tests.azure.support import unique_prefix
 from tests.azurite import ACCOUNT_KEY
 

@@ -22,7 +22,7 @@ from exporter.adapters.keyvault import (
     secret_name,
 )
 from exporter.errors import ConfigError, SecretError
-from exporter.secrets import SecretProvider
+from exporter.management.secrets import SecretProvider
 from exporter.settings import FunctionSettings
 from tests.keyvault_stub import (
     KEYVAULT_SCOPE,

@@ -19,13 +19,13 @@ from azure.durable_functions.models.DurableOrchestrationStatus import (
 )
 
 from blueprints.runtime import Runtime
-from exporter.config import Connection, Consent, Export
-from exporter.engine import Engine
-from exporter.repository import ConfigRepository
-from exporter.secrets import LocalSecretProvider
-from exporter.service import ManagementService
+from exporter.management.config import Connection, Consent, Export
+from exporter.management.repository import ConfigRepository
+from exporter.management.secrets import LocalSecretProvider
+from exporter.management.service import ManagementService
+from exporter.run.engine import Engine
 from exporter.settings import FunctionSettings, HostPolicy
-from exporter.store import Store
+from exporter.storage.store import Store
 
 SYSTEM_KEY = "durable-system-key"
 BASE = "http://localhost:7071/runtime/webhooks/durabletask/instances/INSTANCEID"

@@ -31,13 +31,13 @@ from exporter.activecampaign.client import ActiveCampaignClient
 from exporter.activecampaign.limiter import RateLimiter
 from exporter.activecampaign.retry import RetryPolicy
 from exporter.adapters.keyvault import KeyVaultSecretProvider
-from exporter.config import Connection, Consent, Export
-from exporter.hostnames import base_url
-from exporter.permissions import ADMIN, CONTRIBUTOR
-from exporter.repository import ConfigRepository
-from exporter.service import ManagementService
+from exporter.management.config import Connection, Consent, Export
+from exporter.management.hostnames import base_url
+from exporter.management.permissions import ADMIN, CONTRIBUTOR
+from exporter.management.repository import ConfigRepository
+from exporter.management.service import ManagementService
 from exporter.settings import HostPolicy
-from exporter.store import LocalStore
+from exporter.storage.store import LocalStore
 from sandbox import Field, Sandbox, SandboxConfig
 from tests.keyvault_stub import KeyVaultStub, start_keyvault_stub
 

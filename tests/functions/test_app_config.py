@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from blueprints import orchestration as orch
-from exporter.engine import Engine
+from exporter.run.engine import Engine
 from exporter.settings import APP_SETTING_NAMES, DEFAULT_SCHEDULE, FunctionSettings
-from exporter.store import LocalStore
+from exporter.storage.store import LocalStore
 from tests.functions.fake_durable import make_runtime
 
 ROOT = Path(__file__).resolve().parents[2]

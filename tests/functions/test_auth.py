@@ -17,7 +17,7 @@ from blueprints.auth import (
     principal_header,
 )
 from blueprints.http_util import Unauthenticated, error_response
-from exporter.permissions import ADMIN, CONTRIBUTOR
+from exporter.management.permissions import ADMIN, CONTRIBUTOR
 
 ROLE_URI = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
 NAME_URI = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name"

@@ -33,8 +33,8 @@ from blueprints.management import (
     is_generated_key_ref,
 )
 from blueprints.orchestration import group_instance_id
-from exporter.engine import instance_id
 from exporter.errors import SecretError
+from exporter.run.engine import instance_id
 from exporter.settings import HostPolicy
 from sandbox import Sandbox
 from tests.functions.app_functions import registered

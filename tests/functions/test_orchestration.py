@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from blueprints import orchestration as orch
-from exporter.engine import RunOptions, RunRequest
+from exporter.run.engine import RunOptions, RunRequest
 from tests.functions.app_functions import user_function
 from tests.functions.durable_host import DurableHost, Pending, Replay
 

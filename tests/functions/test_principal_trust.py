@@ -9,12 +9,12 @@ import pytest
 
 from blueprints import triggers
 from blueprints.runtime import Runtime, use_runtime
-from exporter.engine import Engine
-from exporter.repository import ConfigRepository
-from exporter.secrets import LocalSecretProvider
-from exporter.service import ManagementService
+from exporter.management.repository import ConfigRepository
+from exporter.management.secrets import LocalSecretProvider
+from exporter.management.service import ManagementService
+from exporter.run.engine import Engine
 from exporter.settings import FunctionSettings, HostPolicy
-from exporter.store import LocalStore
+from exporter.storage.store import LocalStore
 from tests.functions.app_functions import registered
 from tests.functions.fake_durable import FakeDurableClient
 from tests.functions.mgmt_fixtures import payload, request

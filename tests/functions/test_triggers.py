@@ -18,11 +18,11 @@ from blueprints import orchestration as orch
 from blueprints import triggers
 from blueprints.auth import principal_header
 from blueprints.runtime import Runtime, use_runtime
-from exporter import runs
-from exporter.engine import RunRequest, instance_id
 from exporter.errors import ConfigError
-from exporter.permissions import ADMIN, CONTRIBUTOR
-from exporter.store import LocalStore
+from exporter.management.permissions import ADMIN, CONTRIBUTOR
+from exporter.run.engine import RunRequest, instance_id
+from exporter.storage import runs
+from exporter.storage.store import LocalStore
 from tests.functions.app_functions import registered
 from tests.functions.fake_durable import (
     SYSTEM_KEY,

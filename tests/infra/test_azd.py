@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from exporter.permissions import ROLES
+from exporter.management.permissions import ROLES
 
 from .conftest import INFRA, ROOT
 

@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from exporter.config import parse_connection, parse_export
-from exporter.engine import Engine, RunOptions, RunRequest
-from exporter.repository import ConfigRepository
-from exporter.runs import LOCAL
-from exporter.secrets import LocalSecretProvider
+from exporter.management.config import parse_connection, parse_export
+from exporter.management.repository import ConfigRepository
+from exporter.management.secrets import LocalSecretProvider
+from exporter.run.engine import Engine, RunOptions, RunRequest
 from exporter.settings import HostPolicy
-from exporter.store import LocalStore
+from exporter.storage.runs import LOCAL
+from exporter.storage.store import LocalStore
 
 KEY = "engine-test-key-0123456789"
 KEY_VAR = "AC_TEST_KEY"

@@ -15,10 +15,10 @@ from exporter.activecampaign import (
     RateLimiter,
     RetryPolicy,
 )
-from exporter.config import Connection
-from exporter.engine import Engine
-from exporter.hostnames import base_url
-from exporter.secrets import LocalSecretProvider
+from exporter.management.config import Connection
+from exporter.management.hostnames import base_url
+from exporter.management.secrets import LocalSecretProvider
+from exporter.run.engine import Engine
 from sandbox import Faults, Field, Sandbox, SandboxConfig
 from tests.integration.support import KEY, KEY_VAR, LIST, World, contact_row, make_world
 from tests.openapi_contract import RecordingTransport, validate_request

@@ -11,16 +11,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter import state as state_mod
 from exporter.activecampaign import ActiveCampaignClient, RateLimiter, RetryPolicy, Transport
 from exporter.cli import main as cli_main
-from exporter.config import Connection
-from exporter.engine import ClientFactory, Engine, RunOptions
-from exporter.hostnames import base_url
-from exporter.report import RunReport
-from exporter.secrets import LocalSecretProvider
+from exporter.incremental import state as state_mod
+from exporter.management.config import Connection
+from exporter.management.hostnames import base_url
+from exporter.management.secrets import LocalSecretProvider
+from exporter.run.engine import ClientFactory, Engine, RunOptions
+from exporter.run.report import RunReport
 from exporter.settings import HostPolicy
-from exporter.store import LocalStore
+from exporter.storage.store import LocalStore
 from sandbox import Faults, Field, Sandbox, SandboxConfig
 
 KEY = "reliability-key"
@@ -163,7 +163,7 @@ def run_csv(
     eng: Engine, csv_path: Path, *, export: str = EXPORT, options: RunOptions | None = None
 ) -> RunReport:
     """One run of ``export`` over a local CSV (what ``run --snapshot FILE`` does)."""
-    from exporter import runs
+    from exporter.storage import runs
 
     req = eng.new_run(
         export,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter import runs
+from exporter.storage import runs
 from sandbox import Sandbox
 from tests.reliability import support
 

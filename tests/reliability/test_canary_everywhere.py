@@ -51,13 +51,13 @@ from blueprints import triggers
 from blueprints.auth import principal_header
 from blueprints.http_util import error_response as http_error_response
 from blueprints.runtime import Runtime, use_runtime
-from exporter import state as state_mod
 from exporter.cli import main as cli_main
-from exporter.engine import Engine
+from exporter.incremental import state as state_mod
+from exporter.management.permissions import ADMIN
+from exporter.management.secrets import LocalSecretProvider
 from exporter.masking import mask_email
-from exporter.permissions import ADMIN
-from exporter.secrets import LocalSecretProvider
-from exporter.store import LocalStore
+from exporter.run.engine import Engine
+from exporter.storage.store import LocalStore
 from sandbox import Faults, Field, Sandbox, SandboxConfig
 from tests.functions.app_functions import user_function
 from tests.functions.durable_host import DurableHost, Pending

@@ -19,7 +19,7 @@ import pytest
 
 from examples import synthetic
 from exporter.errors import RetriableApiError
-from exporter.report import RunReport
+from exporter.run.report import RunReport
 from sandbox import Faults
 from tests.reliability import support
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter import runs
-from exporter.engine import Engine, RunRequest
+from exporter.run.engine import Engine, RunRequest
+from exporter.storage import runs
 from sandbox import Sandbox
 from tests.reliability import support
 

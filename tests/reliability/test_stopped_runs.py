@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter import state as state_mod
 from exporter.activecampaign import PollPolicy, RequestsTransport, Response
-from exporter.store import LocalStore
+from exporter.incremental import state as state_mod
+from exporter.storage.store import LocalStore
 from sandbox import Faults, Sandbox
 from tests.reliability import support
 

@@ -4,13 +4,14 @@ One compact object per export, ``state/<export>/state.bin``. For each contact th
 
 - the 64-bit *key hash* of its key (the lower-cased email, :func:`hash64`), sorted ascending,
   which is the index every lookup uses;
-- the :func:`exporter.contacts.fingerprint` of the payload last confirmed;
+- the :func:`exporter.planning.contacts.fingerprint` of the payload last confirmed;
 - flags: whether *this export* subscribed it (only then may a leaver be unsubscribed),
   whether a profile id is known, and whether an unconfirmed outcome makes it *stale* (sent
   again next run whatever its fingerprint);
 - the hash of its profile id (recognises an email change), 0 when none;
 - the key itself, UTF-8, in one compressed blob: leavers are unsubscribed by address, and a
-  doubtful hash hit is settled by comparing addresses (see :mod:`exporter.diff`), so a hash
+  doubtful hash hit is settled by comparing addresses (see :mod:`exporter.incremental.diff`), so a
+  hash
   collision can never silently lose a contact.
 
 A 64-bit hash collision between two different keys has probability about n²/2⁶⁵, ≈2.7e-8 for a
@@ -48,9 +49,9 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from exporter.contacts import PreparedContact
 from exporter.errors import StateCorrupt
-from exporter.store import ObjectNotFound, Store
+from exporter.planning.contacts import PreparedContact
+from exporter.storage.store import ObjectNotFound, Store
 
 logger = logging.getLogger(__name__)
 
@@ -411,7 +412,7 @@ def load(store: Store, export: str) -> tuple[ExportState, str | None]:
 def save(store: Store, export: str, state: ExportState, *, if_match: str | None) -> str:
     """Write the state atomically, only if it is still the version read (``if_match``; ``None``
     means "only if there is none yet"). Returns the new ETag; raises
-    :class:`exporter.store.PreconditionFailed` when another run saved in between."""
+    :class:`exporter.storage.store.PreconditionFailed` when another run saved in between."""
     path = state_path(export)
     data = state.to_bytes()
     if if_match is None:

@@ -31,8 +31,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from exporter import runs
-from exporter import state as state_mod
 from exporter.activecampaign import (
     ActiveCampaignClient,
     BulkSender,
@@ -42,8 +40,6 @@ from exporter.activecampaign import (
     RetryPolicy,
     SentBatch,
 )
-from exporter.config import Connection, Export
-from exporter.contacts import Batch, PreparedContact, decode_batch_line
 from exporter.errors import (
     ApiError,
     AuthenticationError,
@@ -54,16 +50,16 @@ from exporter.errors import (
     InputError,
     NotFoundError,
 )
-from exporter.hostnames import base_url, check_hostname
-from exporter.prepare import Preparer
+from exporter.incremental import state as state_mod
+from exporter.management.config import Connection, Export
+from exporter.management.hostnames import base_url, check_hostname
+from exporter.management.repository import ConfigRepository
+from exporter.management.schedule import is_due
+from exporter.management.secrets import SecretProvider
+from exporter.planning.contacts import Batch, PreparedContact, decode_batch_line
+from exporter.planning.preparer import Preparer
 from exporter.progress import ProgressCallback, ProgressEvent, ignore
-from exporter.rejects import RejectedRowsWriter
-from exporter.report import RunReport
-from exporter.repository import ConfigRepository
-from exporter.schedule import is_due
-from exporter.secrets import SecretProvider
-from exporter.settings import HostPolicy
-from exporter.snapshot import (
+from exporter.reading.snapshot import (
     SnapshotFile,
     SnapshotRef,
     find_snapshots,
@@ -73,8 +69,12 @@ from exporter.snapshot import (
     store_lister,
     store_opener,
 )
-from exporter.store import ObjectNotFound, PreconditionFailed, Store
-from exporter.tally import API_REJECTED, RunTally, confirmed_record
+from exporter.run.rejects import RejectedRowsWriter
+from exporter.run.report import RunReport
+from exporter.run.tally import API_REJECTED, RunTally, confirmed_record
+from exporter.settings import HostPolicy
+from exporter.storage import runs
+from exporter.storage.store import ObjectNotFound, PreconditionFailed, Store
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,8 @@ class RunRequest:
     run_id: str
     """Unique per run, sortable: ``20261125T183000Z-<8 hex of the snapshot identity>``."""
     snapshot: dict[str, Any]
-    """The :class:`~exporter.snapshot.SnapshotRef` as a dict (:func:`runs.snapshot_to_dict`)."""
+    """The :class:`~exporter.reading.snapshot.SnapshotRef` as a dict
+    (:func:`runs.snapshot_to_dict`)."""
     snapshot_identity: str
     """Stable identity of the snapshot (paths, sizes and ETags)."""
     options: RunOptions

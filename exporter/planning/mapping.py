@@ -2,9 +2,11 @@
 
 :class:`Mapper` binds a :class:`MappingSpec` to a snapshot's columns once (case-insensitively,
 header whitespace trimmed) and then turns each row into a
-:class:`~exporter.contacts.PreparedContact` or a :class:`~exporter.contacts.Rejection`. The hot
+:class:`~exporter.planning.contacts.PreparedContact` or a
+:class:`~exporter.planning.contacts.Rejection`. The hot
 path works on the row's list with pre-computed indexes and builds the contact's JSON by string
-concatenation that is byte-identical to :func:`exporter.contacts.dumps` of the same object
+concatenation that is byte-identical to :func:`exporter.planning.contacts.dumps` of the same
+object
 (``tests/test_mapping.py`` checks this), so every row is serialised exactly once.
 
 Decisions:
@@ -43,8 +45,8 @@ from typing import Any
 
 import idna
 
-from exporter.contacts import PreparedContact, Rejection
 from exporter.errors import ConfigError, InputError
+from exporter.planning.contacts import PreparedContact, Rejection
 
 FIELD_TYPES = frozenset(
     {
@@ -83,7 +85,7 @@ _email_fast = re.compile(
     rf"{_ATEXT}++(?:\.{_ATEXT}++)*+@(?:[A-Za-z0-9]++(?:-++[A-Za-z0-9]++)*+\.)++[A-Za-z]{{2,63}}+"
 ).fullmatch
 # A blake2b with digest_size=8 and no data, copied per contact: copy + update is cheaper than
-# the constructor and gives the same digest as exporter.contacts.fingerprint.
+# the constructor and gives the same digest as exporter.planning.contacts.fingerprint.
 _BLAKE2B_8 = _blake2b(digest_size=8)
 # What the JSON string encoder (``ensure_ascii=False``) escapes: a text without any of these
 # is its own JSON string body.
@@ -393,8 +395,9 @@ class Mapper:
 
         Per row it only touches the mapped columns; no loops over the (possibly empty)
         optional-column tables, no attribute look-ups (everything is a bound default or a
-        constant in the source). Semantics are those of the reference loop this replaced:
-        ``tests/test_mapping.py`` checks the payload against :func:`exporter.contacts.dumps`.
+        constant in the source). Semantics are those of the reference loop this
+        replaced: ``tests/test_mapping.py`` checks the payload against
+        :func:`exporter.planning.contacts.dumps`.
         """
         env: dict[str, Any] = {
             "_PC": PreparedContact,
@@ -487,7 +490,8 @@ class Mapper:
         lines.append(f"        payload = out + {tail}")
         pid = "None" if self._pid < 0 else f"values[{self._pid}].strip() or None"
         lines += [
-            # == exporter.contacts.fingerprint(payload), inlined: a call per row is measurable;
+            # == exporter.planning.contacts.fingerprint(payload), inlined: a call per row is
+            # measurable;
             # the bytes are encoded once, for the digest and for the batch planner's size.
             "    b = payload.encode()",
             "    h = _b2_copy()",

@@ -17,7 +17,7 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import IO
 
-from exporter.contacts import Rejection
+from exporter.planning.contacts import Rejection
 
 BASE_COLUMNS = ("row", "source", "reason", "message", "column")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

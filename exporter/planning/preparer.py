@@ -1,16 +1,17 @@
 """The *prepare* phase: one streaming pass from a snapshot to chunk files, and the manifest.
 
-Rows are mapped and validated (:class:`~exporter.mapping.Mapper`), de-duplicated by key (the
-lower-cased email; the first occurrence wins), classified against the export's state
-(:class:`~exporter.diff.Differ`, a few thousand at a time), planned into bulk-import batches
-(:class:`~exporter.batching.BatchPlanner`) and written to chunk files, ``chunk_batches``
-batches per file. Leavers follow in chunks of their own, as unsubscribe-only payloads. Then the
-shrink guard runs: all of this happens before anything is sent, so a broken snapshot (an
-:class:`~exporter.errors.InputError` from the reader) or a tripped guard sends nothing.
+Rows are mapped and validated (:class:`~exporter.planning.mapping.Mapper`), de-duplicated by key
+(the lower-cased email; the first occurrence wins), classified against the export's state
+(:class:`~exporter.incremental.diff.Differ`, a few thousand at a time), planned into bulk-import
+batches (:class:`~exporter.planning.batching.BatchPlanner`) and written to chunk files,
+``chunk_batches`` batches per file. Leavers follow in chunks of their own, as unsubscribe-only
+payloads. Then the shrink guard runs: all of this happens before anything is sent, so a broken
+snapshot (an :class:`~exporter.errors.InputError` from the reader) or a tripped guard sends
+nothing.
 
 Memory: contacts are held only until their batch is written (a few thousand at a time), plus a
-set of the keys' hashes seen (for de-duplication: about 60 bytes per contact) and the
-state's arrays.
+set of the keys' hashes seen (for de-duplication: about 60 bytes per contact) and the state's
+arrays.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring as _json_str  # what contacts.dumps uses for str
 from typing import IO, Any
 
-from exporter import runs
-from exporter.batching import BatchPlanner
-from exporter.config import Export
-from exporter.contacts import Batch, PreparedContact, Rejection
-from exporter.diff import Change, Differ, DiffResult, check_shrink
 from exporter.errors import ConfigError, GuardError
-from exporter.mapping import (
+from exporter.incremental.diff import Change, Differ, DiffResult, check_shrink
+from exporter.incremental.state import ExportState
+from exporter.management.config import Export
+from exporter.planning.batching import BatchPlanner
+from exporter.planning.contacts import Batch, PreparedContact, Rejection
+from exporter.planning.mapping import (
     FIELD_TYPES,
     FieldMapping,
     Mapper,
@@ -42,10 +43,10 @@ from exporter.mapping import (
     needs_escape,
 )
 from exporter.progress import ProgressCallback, ProgressEvent
-from exporter.rejects import RejectedRowsWriter
-from exporter.snapshot import SnapshotReader
-from exporter.state import ExportState
-from exporter.store import Store
+from exporter.reading.snapshot import SnapshotReader
+from exporter.run.rejects import RejectedRowsWriter
+from exporter.storage import runs
+from exporter.storage.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def mapping_spec(export: Export) -> MappingSpec:
 
 
 def batch_line(batch: Batch) -> str:
-    """:func:`exporter.contacts.encode_batch_line`, byte for byte, without three
+    """:func:`exporter.planning.contacts.encode_batch_line`, byte for byte, without three
     ``json.dumps`` calls per contact (a third of prepare's time): the source is encoded once
     per batch, and keys and profile ids only when one of the batch's needs a JSON escape
     (mapped keys never do: they are validated addresses)."""

@@ -2,20 +2,21 @@
 
 A batch closes when the next contact would make it exceed ``max_contacts`` (250) or make the
 request body exceed ``max_body_bytes`` (399,999). Body sizes are tracked incrementally with
-exactly the arithmetic of :func:`exporter.contacts.bulk_body_size`, so the planner measures the
-very bytes :func:`exporter.contacts.encode_bulk_body` will produce.
+exactly the arithmetic of :func:`exporter.planning.contacts.bulk_body_size`, so the planner
+measures the very bytes :func:`exporter.planning.contacts.encode_bulk_body` will produce.
 
 A contact too large to fit in a request *on its own* is never put in a batch: it becomes a
-:class:`~exporter.contacts.Rejection` with reason ``too_large``, handed to the ``on_too_large``
-callback (or, without one, collected in :attr:`BatchPlanner.too_large`). ``add`` therefore
-never raises for data; callers drain ``too_large`` (or use the callback) to report them.
+:class:`~exporter.planning.contacts.Rejection` with reason ``too_large``, handed to the
+``on_too_large`` callback (or, without one, collected in :attr:`BatchPlanner.too_large`).
+``add`` therefore never raises for data; callers drain ``too_large`` (or use the callback) to
+report them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from exporter.contacts import (
+from exporter.planning.contacts import (
     BULK_MAX_BODY_BYTES,
     BULK_MAX_CONTACTS,
     Batch,

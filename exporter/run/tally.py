@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter import state as state_mod
 from exporter.activecampaign import UNAVAILABLE, ConfirmedBatch
-from exporter.contacts import Batch, PreparedContact
-from exporter.prepare import LEAVERS
-from exporter.report import BatchRecord, RunReport
+from exporter.incremental import state as state_mod
+from exporter.planning.contacts import Batch, PreparedContact
+from exporter.planning.preparer import LEAVERS
+from exporter.run.report import BatchRecord, RunReport
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from exporter.config import Connection, Export, check_name, config_errors
 from exporter.errors import ConfigError, ConflictError, NotFoundError
-from exporter.store import ObjectNotFound, PreconditionFailed, Store
+from exporter.management.config import Connection, Export, check_name, config_errors
+from exporter.storage.store import ObjectNotFound, PreconditionFailed, Store
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Both front ends are thin: they turn arguments or a request into a :class:`Caller` and a payload,
 call :class:`ManagementService`, and render what it returns (or the error it raises). Every
-business rule lives here: who may do what (:mod:`exporter.permissions`), hostname policy,
+business rule lives here: who may do what (:mod:`exporter.management.permissions`), hostname policy,
 recorded consent, ETag concurrency, checking the list ID and resolving custom fields against the
 account when an export is saved. Saving an export never runs it.
 """
@@ -15,15 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from exporter.config import (
-    Connection,
-    Consent,
-    Export,
-    FieldMap,
-    missing_consent,
-    parse_connection,
-    parse_export,
-)
 from exporter.errors import (
     ApiNotFound,
     ConfigError,
@@ -32,11 +23,26 @@ from exporter.errors import (
     ExporterError,
     NotFoundError,
 )
-from exporter.hostnames import check_hostname, normalise_hostname
+from exporter.management.config import (
+    Connection,
+    Consent,
+    Export,
+    FieldMap,
+    missing_consent,
+    parse_connection,
+    parse_export,
+)
+from exporter.management.hostnames import check_hostname, normalise_hostname
+from exporter.management.permissions import (
+    Action,
+    Caller,
+    authorize,
+    can_use_connection,
+    require_role,
+)
+from exporter.management.repository import ConfigRepository
+from exporter.management.secrets import SecretProvider
 from exporter.masking import mask_email
-from exporter.permissions import Action, Caller, authorize, can_use_connection, require_role
-from exporter.repository import ConfigRepository
-from exporter.secrets import SecretProvider
 from exporter.settings import HostPolicy
 
 log = logging.getLogger(__name__)

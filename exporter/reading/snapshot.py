@@ -25,7 +25,7 @@ Decisions (documented here because callers and users meet them):
 * A quote that is never closed, or text after a closing quote, is an ``InputError`` naming the
   row where the record started: a file that cannot be tokenised is not guessed at.
 * A *ragged* row (a different number of values than columns) is not an error here: the reader
-  yields it and :class:`exporter.mapping.Mapper` rejects it (reason ``ragged_row``).
+  yields it and :class:`exporter.planning.mapping.Mapper` rejects it (reason ``ragged_row``).
 * A plain CSV that is completely empty (no header) is an ``InputError``; a header with no rows is
   a valid, empty snapshot. An empty CDM partition is valid (the schema is in ``model.json``).
 * Blank lines are skipped but still counted, so row numbers match a spreadsheet's.
@@ -52,11 +52,11 @@ from typing import Any, BinaryIO, Literal, Protocol, TextIO, cast
 from urllib.parse import unquote, urlsplit
 
 from exporter.errors import InputError, NotFoundError
-from exporter.store import ObjectNotFound, Store
+from exporter.storage.store import ObjectNotFound, Store
 
 Opener = Callable[[str], BinaryIO]
 """Opens a path (local file or store path) as a binary stream; raises ``FileNotFoundError`` or
-:class:`~exporter.store.ObjectNotFound` when it does not exist."""
+:class:`~exporter.storage.store.ObjectNotFound` when it does not exist."""
 Lister = Callable[[str], Iterable[str]]
 """Every path under a prefix (recursively), e.g. ``store.list``'s paths."""
 
@@ -609,12 +609,12 @@ def local_lister(prefix: str) -> Iterator[str]:
 
 
 def store_opener(store: Store) -> Opener:
-    """An :data:`Opener` reading from a :class:`~exporter.store.Store`."""
+    """An :data:`Opener` reading from a :class:`~exporter.storage.store.Store`."""
     return store.open_read
 
 
 def store_lister(store: Store) -> Lister:
-    """A :data:`Lister` over a :class:`~exporter.store.Store`."""
+    """A :data:`Lister` over a :class:`~exporter.storage.store.Store`."""
 
     def lister(prefix: str) -> Iterator[str]:
         return (o.path for o in store.list(prefix))

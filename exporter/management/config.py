@@ -28,10 +28,10 @@ from pydantic import (
     field_validator,
 )
 
-from exporter import schedule as schedule_mod
 from exporter.errors import ConfigError, ConfigErrors, SecretError
-from exporter.permissions import ADMIN
-from exporter.secrets import parse_ref
+from exporter.management import schedule as schedule_mod
+from exporter.management.permissions import ADMIN
+from exporter.management.secrets import parse_ref
 
 _SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])")
 _DIGITS = re.compile(r"[0-9]{1,20}")
@@ -54,7 +54,7 @@ def _utc(value: datetime) -> datetime:
 
 def _hostname_form(value: str) -> str:
     # The policy check (which hosts may receive a key) needs the operator's HostPolicy and
-    # happens in exporter.hostnames; here only the stored form is enforced.
+    # happens in exporter.management.hostnames; here only the stored form is enforced.
     if not re.fullmatch(r"[a-z0-9.\-]+(:[0-9]{1,5})?|\[::1\]:[0-9]{1,5}", value):
         raise ValueError("must be a hostname only (no https://, path or spaces)")
     return value

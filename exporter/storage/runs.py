@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter.errors import ConfigError
-from exporter.snapshot import SnapshotFile, SnapshotRef
-from exporter.store import ObjectNotFound, Store
+from exporter.reading.snapshot import SnapshotFile, SnapshotRef
+from exporter.storage.store import ObjectNotFound, Store
 
 FINAL_STATUSES = frozenset(
     {"completed", "completed_with_failures", "failed", "dry_run", "guarded", "cancelled"}

@@ -42,9 +42,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from exporter.contacts import PreparedContact
 from exporter.errors import ConfigError, GuardError
-from exporter.state import (
+from exporter.incremental.state import (
     HAS_PROFILE,
     I64,
     STALE,
@@ -55,6 +54,7 @@ from exporter.state import (
     StateUpdate,
     hash64,
 )
+from exporter.planning.contacts import PreparedContact
 
 
 class Change(IntEnum):

@@ -1,0 +1,1 @@
+"""Management: connections and exports, their validation, permissions, secrets and schedules."""

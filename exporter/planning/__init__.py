@@ -1,0 +1,2 @@
+"""Planning: rows mapped and validated into contacts, de-duplicated, batched and written as
+chunks."""

@@ -1,0 +1,1 @@
+"""Reading: segment snapshots (CSV, gzip, Customer Insights folders) streamed as source rows."""

@@ -1,0 +1,1 @@
+"""Storage: the ``Store`` contract, the local store, and the layout of runs inside it."""
