@@ -367,3 +367,58 @@ def test_a_well_checksummed_but_unsorted_state_is_rejected() -> None:
     )
     with pytest.raises(StateCorrupt, match="ascending"):
         ExportState.from_bytes(swapped.to_bytes())
+
+
+# --- applying with consume (finalize at ten million contacts) ------------------------------
+
+update_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["send", "uncertain", "left", "drop", "stale_left"]),
+        st.integers(0, 30),
+        st.integers(0, 3),
+        st.booleans(),
+    ),
+    max_size=40,
+)
+
+
+def _update(ops: list[tuple[str, int, int, bool]]) -> StateUpdate:
+    update = StateUpdate()
+    for op, i, version, with_profile in ops:
+        key = f"k{i}@example.com"
+        c = contact(key, version, f"p{i}" if with_profile else None)
+        if op == "send":
+            update.confirm_sent(c, subscribed=version % 2 == 0)
+        elif op == "uncertain":
+            update.mark_uncertain(c)
+        elif op == "left":
+            update.confirm_left(key)
+        elif op == "drop":
+            update.drop(key)
+        else:
+            update.mark_uncertain_left(key)
+    return update
+
+
+@given(before=update_ops, ops=update_ops)
+@settings(max_examples=150, deadline=None)
+def test_consuming_apply_builds_the_same_state_and_spends_its_inputs(
+    before: list[tuple[str, int, int, bool]], ops: list[tuple[str, int, int, bool]]
+) -> None:
+    base = apply(ExportState.empty(), _update(before))
+    expected = apply(base, _update(ops))
+    spent = ExportState.from_bytes(base.to_bytes())
+    update = _update(ops)
+    got = apply(spent, update, consume=True)
+    assert got.to_bytes() == expected.to_bytes()
+    assert as_dict(got) == as_dict(expected)
+    if len(update._sent) == 0 and len(ops) == 0:
+        return  # nothing to merge: the state is handed back, not rebuilt
+    if len(got) or len(base):
+        assert len(update._sent) == 0  # the update's keys were released
+
+
+def test_encode_is_to_bytes_and_loads_back() -> None:
+    state = sample_state()
+    assert bytes(state.encode()) == state.to_bytes()
+    assert as_dict(ExportState.from_bytes(bytes(state.encode()))) == as_dict(state)

@@ -44,7 +44,7 @@ import zlib
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -203,8 +203,9 @@ class ExportState:
     """``SUBSCRIBED_BY_US`` | ``HAS_PROFILE`` bits."""
     offsets: I64
     """``len + 1`` offsets into ``emails``."""
-    emails: bytes
-    """The keys, UTF-8, concatenated in hash order."""
+    emails: bytes | bytearray
+    """The keys, UTF-8, concatenated in hash order (a ``bytearray`` when :func:`apply` built
+    it in place: copying ten million keys into ``bytes`` would cost another 300 MB)."""
     snapshot_count: int = 0
     """Contacts in the last applied snapshot (what the shrink guard compares with)."""
 
@@ -272,20 +273,25 @@ class ExportState:
 
     def to_bytes(self) -> bytes:
         """The version-1 binary encoding (see the module docstring)."""
-        lengths = np.diff(self.offsets).astype("<u4")
-        parts = [
-            _HEADER.pack(MAGIC, FORMAT_VERSION, HASH_ALGORITHM, len(self), self.snapshot_count),
-            # Fingerprints are uniformly random: compressing them only costs time. Sorted
-            # hashes are not: their deltas' high bytes are mostly zero (saves ~2 of 8 bytes).
-            _section(self.hashes.astype("<u8").tobytes(), _DELTAS, level=1),
-            _section(self.fingerprints.astype("<u8").tobytes(), _RAW),
-            _section(self.profiles.astype("<u8").tobytes(), _ZLIB, level=1),
-            _section(self.flags.tobytes(), _ZLIB, level=6),
-            _section(lengths.tobytes(), _ZLIB, level=6),
-            _section(self.emails, _ZLIB, level=6),
-        ]
-        body = b"".join(parts)
-        return body + hashlib.blake2b(body, digest_size=_CHECKSUM_BYTES).digest()
+        return bytes(self.encode())
+
+    def encode(self) -> bytearray:
+        """:meth:`to_bytes` without the final copy: sections are appended one by one to one
+        buffer (a large ``bytearray`` grows in place), so ten million contacts never hold the
+        state, every compressed section and their concatenation at once."""
+        out = bytearray(
+            _HEADER.pack(MAGIC, FORMAT_VERSION, HASH_ALGORITHM, len(self), self.snapshot_count)
+        )
+        # Fingerprints are uniformly random: compressing them only costs time. Sorted hashes
+        # are not: their deltas' high bytes are mostly zero (saves ~2 of 8 bytes).
+        _put_section(out, _le(self.hashes, "<u8"), _DELTAS, level=1)
+        _put_section(out, _le(self.fingerprints, "<u8"), _RAW)
+        _put_section(out, _le(self.profiles, "<u8"), _ZLIB, level=1)
+        _put_section(out, _le(self.flags, "u1"), _ZLIB, level=6)
+        _put_section(out, _le(np.diff(self.offsets), "<u4"), _ZLIB, level=6)
+        _put_section(out, self.emails, _ZLIB, level=6)
+        out += hashlib.blake2b(out, digest_size=_CHECKSUM_BYTES).digest()
+        return out
 
     @classmethod
     def from_bytes(cls, data: bytes, *, source: str = "state") -> ExportState:
@@ -293,8 +299,17 @@ class ExportState:
         return _decode(data, source)
 
 
-def _section(raw: bytes, codec: int, *, level: int = 6) -> bytes:
-    data = raw
+def _le(a: npt.NDArray[np.generic], dtype: str) -> memoryview:
+    """The array's bytes in little-endian ``dtype``, without a copy where it already is."""
+    contiguous: Any = np.ascontiguousarray(a.astype(dtype, copy=False))
+    return memoryview(contiguous).cast("B")
+
+
+def _put_section(
+    out: bytearray, raw: bytes | bytearray | memoryview, codec: int, *, level: int = 6
+) -> None:
+    """Append one section (header, then data) to ``out``."""
+    data: bytes | bytearray | memoryview = raw
     if codec == _ZLIB:
         data = zlib.compress(raw, level)
         if len(data) >= len(raw):
@@ -303,10 +318,12 @@ def _section(raw: bytes, codec: int, *, level: int = 6) -> bytes:
         data = lzma.compress(raw, preset=level)
     elif codec == _DELTAS:
         values = np.frombuffer(raw, "<u8")
-        deltas = np.diff(values, prepend=np.uint64(0)).astype("<u8")
+        deltas = np.diff(values, prepend=np.uint64(0)).astype("<u8", copy=False)
         planes = deltas.view(np.uint8).reshape(-1, 8).T.tobytes()
+        del deltas
         data = zlib.compress(planes, level)
-    return _SECTION.pack(codec, len(data), len(raw)) + data
+    out += _SECTION.pack(codec, len(data), len(raw))
+    out += data
 
 
 def _undo_deltas(planes: bytes) -> bytes:
@@ -414,7 +431,7 @@ def save(store: Store, export: str, state: ExportState, *, if_match: str | None)
     means "only if there is none yet"). Returns the new ETag; raises
     :class:`exporter.storage.store.PreconditionFailed` when another run saved in between."""
     path = state_path(export)
-    data = state.to_bytes()
+    data = state.encode()
     if if_match is None:
         etag = store.write_bytes(path, data, if_none_match=True)
     else:
@@ -447,9 +464,10 @@ class KeyList:
         return offsets
 
     def __iter__(self) -> Iterator[bytes]:
-        blob, pos = bytes(self.blob), 0
+        # Slices of a view: copying the whole blob first would double its memory.
+        blob, pos = memoryview(self.blob), 0
         for n in self.lengths:
-            yield blob[pos : pos + n]
+            yield bytes(blob[pos : pos + n])
             pos += n
 
     def hashes(self) -> U64:
@@ -526,6 +544,16 @@ class StateUpdate:
         self._record(contact, SUBSCRIBED_BY_US | STALE)
         self.uncertain += 1
 
+    def _release_columns(self) -> None:
+        """Free the per-contact columns (:func:`apply` with ``consume``)."""
+        self._fingerprints = array("Q")
+        self._flags = array("B")
+        self._profiles = KeyList()
+
+    def _release_keys(self) -> None:
+        """Free the confirmed keys (:func:`apply` with ``consume``)."""
+        self._sent = KeyList()
+
     def mark_uncertain_left(self, key: str) -> None:
         """A leaver's unsubscription has an unknown outcome: keep it in state (it is retried
         while it stays away), and send it again should it come back."""
@@ -536,27 +564,31 @@ class StateUpdate:
 _GATHER_CHUNK = 1 << 16
 
 
-def _gather(buffer: U8, starts: I64, lengths: I64) -> bytes:
-    """``b"".join(buffer[s:s+n] for s, n in zip(starts, lengths))``, vectorised in chunks so
-    the index array stays small."""
-    out = bytearray()
-    for lo in range(0, len(starts), _GATHER_CHUNK):
-        s, n = starts[lo : lo + _GATHER_CHUNK], lengths[lo : lo + _GATHER_CHUNK]
-        total = int(n.sum())
-        if not total:
-            continue
-        begins = np.cumsum(n) - n
-        index = np.arange(total, dtype=np.int64) + np.repeat(s - begins, n)
-        out += buffer[index].tobytes()
-    return bytes(out)
+def _last_confirmations(hashes: U64) -> I64:
+    """Positions of the last occurrence of every distinct hash, in ascending hash order
+    (last confirmation wins). One stable argsort: ``np.unique`` would sort a copy again."""
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    last = np.ones(len(order), bool)
+    last[:-1] = ordered[1:] != ordered[:-1]
+    return order[last]
 
 
-def apply(state: ExportState, update: StateUpdate) -> ExportState:
+def apply(state: ExportState, update: StateUpdate, *, consume: bool = False) -> ExportState:
     """The next state: ``state`` with ``update``'s removals, then its confirmed sends.
 
     Entries the update does not mention are carried over untouched. When a key was confirmed
     twice the last confirmation wins.
+
+    Memory: the old and the new state plus one column's temporaries at a time (each column
+    is merged on its own, by destination positions, instead of concatenating every column and
+    sorting the lot). With ``consume`` both inputs are *spent*: each column of the old state
+    and of the update is released as soon as its merged column is built, so a run over ten
+    million contacts never holds two whole states (or a whole update and a whole state) at
+    once. A spent state is empty and must not be used again; only the caller that loaded it
+    (finalize) should pass ``consume``.
     """
+    spent = [state]
     snapshot_count = (
         state.snapshot_count if update.snapshot_count is None else update.snapshot_count
     )
@@ -575,43 +607,114 @@ def apply(state: ExportState, update: StateUpdate) -> ExportState:
             if i is not None:
                 flags[i] |= STALE
         state = replace(state, flags=flags)
+        spent.append(state)
     sent = update._sent
     if not len(sent) and bool(keep.all()):
         return replace(state, snapshot_count=snapshot_count)
 
     sent_hashes = sent.hashes()
-    # Last confirmation wins: unique over the reversed order keeps the latest occurrence.
-    _, last = np.unique(sent_hashes[::-1], return_index=True)
-    pick = len(sent_hashes) - 1 - last
+    pick = _last_confirmations(sent_hashes)  # ascending by hash
     up_hashes = sent_hashes[pick]
-    up_fps = np.frombuffer(update._fingerprints, np.uint64)[pick]
-    up_flags = np.frombuffer(update._flags, np.uint8)[pick]
-    up_profiles = _profile_hashes(update._profiles)[pick]
-    up_offsets = sent.offsets()
-    up_starts = up_offsets[:-1][pick] + len(state.emails)
-    up_lengths = np.diff(up_offsets)[pick]
-
+    del sent_hashes
     if n:
         at = np.minimum(np.searchsorted(state.hashes, up_hashes), n - 1)
         keep[at[state.hashes[at] == up_hashes]] = False  # replaced by the confirmed send
+    kept = np.flatnonzero(keep)
+    del keep
+    kept_hashes = state.hashes[kept]
+    # Where each confirmed send lands in the merged order; the kept entries fill the rest.
+    up_dest = np.searchsorted(kept_hashes, up_hashes) + np.arange(len(up_hashes))
+    total = len(kept) + len(up_hashes)
+    old_dest = np.ones(total, bool)
+    old_dest[up_dest] = False
 
-    hashes = np.concatenate([state.hashes[keep], up_hashes])
-    order = np.argsort(hashes, kind="stable")
-    state_lengths = np.diff(state.offsets)
-    lengths = np.concatenate([state_lengths[keep], up_lengths])[order]
-    starts = np.concatenate([state.offsets[:-1][keep], up_starts])[order]
-    buffer = np.frombuffer(state.emails + bytes(sent.blob), np.uint8)
-    offsets = np.zeros(len(hashes) + 1, np.int64)
+    def merged(old: npt.NDArray[np.generic], new: npt.NDArray[np.generic]) -> Any:
+        out = np.empty(total, old.dtype)
+        out[old_dest] = old
+        out[up_dest] = new
+        return out
+
+    def spend(column: str) -> None:
+        if consume:
+            for s in spent:
+                object.__setattr__(s, column, _EMPTY[column])
+
+    hashes = merged(kept_hashes, up_hashes)
+    del kept_hashes, up_hashes
+    spend("hashes")
+    fingerprints = merged(
+        state.fingerprints[kept], np.frombuffer(update._fingerprints, np.uint64)[pick]
+    )
+    spend("fingerprints")
+    profiles = merged(state.profiles[kept], _profile_hashes(update._profiles)[pick])
+    spend("profiles")
+    new_flags = merged(state.flags[kept], np.frombuffer(update._flags, np.uint8)[pick])
+    spend("flags")
+    if consume:
+        update._release_columns()
+
+    up_offsets = sent.offsets()
+    up_starts, up_lengths = up_offsets[:-1][pick], np.diff(up_offsets)[pick]
+    del up_offsets
+    old_starts = state.offsets[:-1][kept]
+    old_lengths = (state.offsets[1:][kept] - old_starts).astype(np.int64)
+    spend("offsets")
+    lengths = merged(old_lengths, up_lengths)
+    offsets = np.zeros(total + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
+    del lengths
+    emails = bytearray(int(offsets[-1]))
+    # Each key is copied straight to its place in the merged order (old keys, then new ones),
+    # into a buffer the new state keeps: no concatenated copy of both sources, no final copy.
+    out = np.frombuffer(emails, np.uint8)
+    _scatter_keys(
+        out,
+        offsets,
+        np.flatnonzero(old_dest),
+        np.frombuffer(state.emails, np.uint8),
+        old_starts,
+        old_lengths,
+    )
+    del old_starts, old_lengths
+    spend("emails")
+    _scatter_keys(out, offsets, up_dest, np.frombuffer(sent.blob, np.uint8), up_starts, up_lengths)
+    del out
+    if consume:
+        update._release_keys()
     return ExportState(
-        hashes=hashes[order],
-        fingerprints=np.concatenate([state.fingerprints[keep], up_fps])[order],
-        profiles=np.concatenate([state.profiles[keep], up_profiles])[order],
-        flags=np.concatenate([state.flags[keep], up_flags])[order],
+        hashes=hashes,
+        fingerprints=fingerprints,
+        profiles=profiles,
+        flags=new_flags,
         offsets=offsets,
-        emails=_gather(buffer, starts, lengths),
+        emails=emails,
         snapshot_count=snapshot_count,
     )
+
+
+_EMPTY: dict[str, object] = {
+    "hashes": _frozen(np.zeros(0, np.uint64)),
+    "fingerprints": _frozen(np.zeros(0, np.uint64)),
+    "profiles": _frozen(np.zeros(0, np.uint64)),
+    "flags": _frozen(np.zeros(0, np.uint8)),
+    "offsets": _frozen(np.zeros(1, np.int64)),
+    "emails": b"",
+}
+"""What a spent state's columns become (:func:`apply` with ``consume``)."""
+
+
+def _scatter_keys(out: U8, offsets: I64, dest: I64, buffer: U8, starts: I64, lengths: I64) -> None:
+    """Copy key ``k`` (``buffer[starts[k]:starts[k]+lengths[k]]``) to ``out`` at
+    ``offsets[dest[k]]``, a chunk of keys at a time."""
+    for lo in range(0, len(starts), _GATHER_CHUNK):
+        s, n = starts[lo : lo + _GATHER_CHUNK], lengths[lo : lo + _GATHER_CHUNK]
+        total = int(n.sum())
+        if not total:
+            continue
+        within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+        src = np.repeat(s, n) + within
+        dst = np.repeat(offsets[dest[lo : lo + _GATHER_CHUNK]], n) + within
+        out[dst] = buffer[src]
 
 
 def _profile_hashes(profiles: KeyList) -> U64:

@@ -70,7 +70,7 @@ class Store(Protocol):
     def write_bytes(
         self,
         path: str,
-        data: bytes,
+        data: bytes | bytearray,
         *,
         if_match: str | None = None,
         if_none_match: bool = False,
@@ -143,7 +143,7 @@ class LocalStore:
         return self.root / _validate_path(path)
 
     @staticmethod
-    def _etag(data: bytes) -> str:
+    def _etag(data: bytes | bytearray) -> str:
         return '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
 
     def _etag_of_file(self, file: Path) -> str:
@@ -192,7 +192,9 @@ class LocalStore:
             if self._etag_of_file(file) != if_match:
                 raise PreconditionFailed(f"{path} was changed by another writer")
 
-    def _replace_from(self, file: Path, writer: BinaryIO | None, data: bytes | None) -> None:
+    def _replace_from(
+        self, file: Path, writer: BinaryIO | None, data: bytes | bytearray | None
+    ) -> None:
         file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix="." + file.name)
         try:
@@ -213,7 +215,7 @@ class LocalStore:
     def write_bytes(
         self,
         path: str,
-        data: bytes,
+        data: bytes | bytearray,
         *,
         if_match: str | None = None,
         if_none_match: bool = False,
