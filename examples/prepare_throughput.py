@@ -113,7 +113,7 @@ def _commit_everything(store: LocalStore, manifest: dict[str, object]) -> None:
     engine = Engine(store, LocalSecretProvider({}), host_policy=HostPolicy())
     update = state_mod.StateUpdate(snapshot_count=int(manifest["snapshot_count"]))  # type: ignore[call-overload]
     for info in manifest["chunks"]:  # type: ignore[attr-defined]
-        for batch in engine._read_chunk(info["path"]):
+        for batch in engine.read_chunk(info["path"]):
             for contact in batch.contacts:
                 update.confirm_sent(contact)
     state, etag = state_mod.load(store, "bench")

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
-from typing import IO
+from typing import IO, Any
 
-from exporter.planning.contacts import Rejection
+from exporter.planning.contacts import PreparedContact, Rejection
+from exporter.run.records import RunRequest
+from exporter.storage import runs
+from exporter.storage.store import ObjectNotFound, Store
 
 BASE_COLUMNS = ("row", "source", "reason", "message", "column")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -104,3 +109,50 @@ class RejectedRowsWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+API_REJECTED = "api_rejected"
+"""Rejection reason of contacts ActiveCampaign's validation refused."""
+
+
+def append_api_rejections(
+    store: Store,
+    req: RunRequest,
+    manifest: Mapping[str, Any],
+    rejections: list[tuple[PreparedContact, str]],
+) -> None:
+    """rejected.csv = prepare's rows (exactly as many as it wrote) + the API's refusals:
+    rebuilt from the same inputs every time, so a repeated finalize writes the same file."""
+    path = runs.rejected_path(req.export, req.run_id)
+    keep = int(manifest["rejected_rows"])
+    email_column = str(manifest["email_column"])
+    columns = list(manifest["value_columns"])
+    with tempfile.TemporaryDirectory(prefix="exporter-fin-") as tmp:
+        out_path = os.path.join(tmp, "rejected.csv")
+        with open(out_path, "wb") as out:
+            writer = RejectedRowsWriter(out, value_columns=columns)
+            raw = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+            copier = csv.writer(raw, lineterminator="\r\n")
+            try:
+                with store.open_read(path) as fh:
+                    rows = csv.reader(io.TextIOWrapper(fh, encoding="utf-8-sig", newline=""))
+                    next(rows, None)  # the header: the writer wrote it already
+                    for i, row in enumerate(rows):
+                        if i >= keep:
+                            break
+                        copier.writerow(row)
+            except ObjectNotFound:
+                pass
+            raw.flush()
+            raw.detach()
+            for contact, reason in rejections:
+                writer.write_row(
+                    row=contact.row,
+                    source=contact.source,
+                    reason=API_REJECTED,
+                    message=f"ActiveCampaign refused the contact: {reason}",
+                    column=email_column,
+                    values={email_column: contact.key},
+                )
+            writer.close()
+        store.write_file(path, out_path)

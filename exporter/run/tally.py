@@ -18,6 +18,7 @@ from exporter.activecampaign import UNAVAILABLE, ConfirmedBatch
 from exporter.incremental import state as state_mod
 from exporter.planning.contacts import Batch, PreparedContact
 from exporter.planning.preparer import LEAVERS
+from exporter.run.rejects import API_REJECTED
 from exporter.run.report import BatchRecord, RunReport
 
 logger = logging.getLogger(__name__)
@@ -25,8 +26,6 @@ logger = logging.getLogger(__name__)
 RUN_STOPPED = "run_stopped"
 """Failure reason of contacts that were due to be sent when a fatal error stopped the run."""
 CANCELLED = "cancelled"
-API_REJECTED = "api_rejected"
-"""Rejection reason of contacts ActiveCampaign's validation refused."""
 SHRINK_GUARD = "shrink_guard"
 
 IMPORT_TIMEOUT = "import_timeout"

@@ -1,0 +1,137 @@
+"""What every phase of a run needs: the store, secrets, host policy, clock and API sessions.
+
+:class:`RunContext` is built once at the edge (the command line, the Functions worker) and
+handed to the phase functions (:mod:`exporter.run.prepare`, :mod:`~exporter.run.push`,
+:mod:`~exporter.run.confirm`, :mod:`~exporter.run.finalize`); :class:`~exporter.run.engine.Engine`
+is the same object with the phases as methods.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from exporter.activecampaign import ActiveCampaignClient, PollPolicy, RateLimiter, RetryPolicy
+from exporter.activecampaign.session import ApiSession, ClientFactory
+from exporter.errors import ConfigError, NotFoundError
+from exporter.management.config import Connection, Export
+from exporter.management.hostnames import base_url, check_hostname
+from exporter.management.repository import ConfigRepository
+from exporter.management.secrets import SecretProvider
+from exporter.planning.contacts import Batch, decode_batch_line
+from exporter.run.records import ChunkSummary, RunRequest
+from exporter.settings import HostPolicy
+from exporter.storage import runs
+from exporter.storage.store import Store
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class RunContext:
+    """The injected parts of a run, and the small helpers every phase shares."""
+
+    def __init__(
+        self,
+        store: Store,
+        secrets: SecretProvider,
+        *,
+        host_policy: HostPolicy,
+        client_factory: ClientFactory | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        chunk_batches: int = 40,
+        time_scale: float = 1.0,
+    ) -> None:
+        if chunk_batches < 1:
+            raise ValueError("chunk_batches must be at least 1")
+        if time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+        self.store = store
+        self.secrets = secrets
+        self.host_policy = host_policy
+        self.repo = ConfigRepository(store)
+        self.client_factory = client_factory
+        self.clock = clock
+        self.chunk_batches = chunk_batches
+        self.time_scale = time_scale
+        self.poll = PollPolicy(
+            initial_interval=1.0 / time_scale,
+            max_interval=15.0 / time_scale,
+            deadline=1800.0 / time_scale,
+        )
+
+    def now(self) -> datetime:
+        now = self.clock()
+        return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+    # --- configuration ------------------------------------------------------------------------
+
+    def export_config(self, name: str) -> tuple[Export, Connection]:
+        """The export and its connection, if it may run now (enabled, consent, host)."""
+        export, _etag = self.repo.get_export(name)
+        if not export.enabled:
+            raise ConfigError(f"export {name!r} is disabled", field="enabled")
+        try:
+            connection, _etag = self.repo.get_connection(export.connection)
+        except NotFoundError:
+            raise ConfigError(
+                f"export {name!r} uses connection {export.connection!r}, which does not exist",
+                field="connection",
+            ) from None
+        connection.require_consent()
+        check_hostname(connection.hostname, self.host_policy)
+        return export, connection
+
+    def default_client(self, connection: Connection, api_key: str, share: float = 1.0) -> Any:
+        """The real client: the connection's host, its own limiter with ``share`` of the
+        account budget, and waits scaled by ``time_scale``."""
+        ts = self.time_scale
+        return ActiveCampaignClient(
+            base_url(connection.hostname),
+            api_key,
+            limiter=RateLimiter(share=share, time_scale=ts),
+            retry=RetryPolicy(initial_backoff=1.0 / ts, max_backoff=30.0 / ts, deadline=600.0 / ts),
+        )
+
+    def session(self, export: Export, connection: Connection, share: float) -> ApiSession:
+        def build(conn: Connection, key: str) -> ActiveCampaignClient:
+            if self.client_factory is not None:
+                return self.client_factory(conn, key)
+            client: ActiveCampaignClient = self.default_client(conn, key, share)
+            return client
+
+        return ApiSession(export, connection, self.secrets, build, self.poll)
+
+    def manifest(self, req: RunRequest) -> dict[str, Any]:
+        manifest = runs.read_json(self.store, runs.manifest_path(req.export, req.run_id))
+        if manifest is None:
+            raise NotFoundError(f"run {req.run_id} of export {req.export!r} was not prepared")
+        return manifest
+
+    def read_chunk(self, chunk: str) -> list[Batch]:
+        with self.store.open_read(chunk) as fh:
+            text = io.TextIOWrapper(fh, encoding="utf-8")
+            return [decode_batch_line(line) for line in text if line.strip()]
+
+    def in_session(
+        self,
+        req: RunRequest,
+        chunk: str,
+        share: float,
+        done: Callable[[RunRequest, str], ChunkSummary | None],
+        work: Callable[[RunRequest, str, ApiSession], ChunkSummary],
+    ) -> ChunkSummary:
+        """A phase's record if it exists (no session, no key read), else the work in a session
+        holding ``share`` of the account's budget."""
+        summary = done(req, chunk)
+        if summary is not None:
+            return summary
+        export, connection = self.export_config(req.export)
+        session = self.session(export, connection, share)
+        try:
+            return work(req, chunk, session)
+        finally:
+            session.close()

@@ -1,0 +1,190 @@
+"""The *finalize* phase: the report from the chunk records, rejected rows, the state committed
+for confirmed contacts only (ETag-conditioned), and the export's last-run record."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from exporter.errors import ConflictError
+from exporter.incremental import state as state_mod
+from exporter.run.context import RunContext
+from exporter.run.records import RunRequest
+from exporter.run.rejects import append_api_rejections
+from exporter.run.report import RunReport
+from exporter.run.tally import RunTally
+from exporter.storage import runs
+from exporter.storage.store import ObjectNotFound, PreconditionFailed
+
+logger = logging.getLogger(__name__)
+
+
+def finalize(
+    ctx: RunContext, req: RunRequest, *, cancelled: bool = False, error: str | None = None
+) -> RunReport:
+    """Build the report from the chunk records, write report.json (and the rows
+    ActiveCampaign refused into rejected.csv), commit state for confirmed contacts only
+    (ETag-conditioned), record the export's last run. Idempotent.
+
+    Raises :class:`ConflictError` when another run moved the export's state since this
+    run was prepared (the report, status ``failed``, says so too)."""
+    existing = runs.read_json(ctx.store, runs.report_path(req.export, req.run_id))
+    if existing is not None and existing.get("status") in runs.FINAL_STATUSES:
+        return RunReport.from_dict(existing)
+    manifest = runs.read_json(ctx.store, runs.manifest_path(req.export, req.run_id))
+    report = RunReport(
+        export=req.export,
+        run_id=req.run_id,
+        snapshot=req.snapshot_identity,
+        started_at=(manifest or {}).get("started_at") or req.requested_at,
+        dry_run=req.options.dry_run,
+        full_resync=req.options.full_resync,
+    )
+    conflict: ConflictError | None = None
+    if manifest is None:
+        report.status = "cancelled" if cancelled else "failed"
+        report.error = error or "the run stopped before its snapshot was prepared"
+    else:
+        tally = RunTally(report, manifest, cancelled=cancelled, error=error)
+        _tally_chunks(ctx, req, manifest, tally)
+        tally.finish()
+        if not (manifest["dry_run"] or manifest["guarded"]):
+            try:
+                _commit(ctx, req, manifest, tally)
+            except ConflictError as exc:
+                conflict = exc
+                report.status = "failed"
+                report.error = str(exc)
+        if tally.api_rejections:
+            append_api_rejections(ctx.store, req, manifest, tally.api_rejections)
+    return _close_run(ctx, req, report, conflict, prepared=manifest is not None)
+
+
+def _close_run(
+    ctx: RunContext,
+    req: RunRequest,
+    report: RunReport,
+    conflict: ConflictError | None,
+    *,
+    prepared: bool,
+) -> RunReport:
+    finished = ctx.now()
+    report.finished_at = finished.isoformat()
+    try:
+        started = datetime.fromisoformat(report.started_at)
+        report.timings["total"] = round((finished - started).total_seconds(), 3)
+    except ValueError:
+        pass
+    problems = report.reconciliation_problems()
+    if problems:
+        # A bug, never a data problem: say so loudly, and mark the report.
+        logger.error(
+            "run report does not reconcile: %s",
+            "; ".join(problems),
+            extra={"export": req.export, "run_id": req.run_id},
+        )
+        report.error = ((report.error + "; ") if report.error else "") + (
+            "internal error: the report does not reconcile"
+        )
+    if report.status == "failed":
+        # The Azure alert matches the message's prefix; the export is in the message too,
+        # because `extra` does not reach Application Insights' customDimensions by default.
+        logger.error(
+            "export run failed: %s run %s",
+            req.export,
+            req.run_id,
+            extra={"export": req.export, "run_id": req.run_id},
+        )
+    runs.write_json(ctx.store, runs.report_path(req.export, req.run_id), report.to_dict())
+    _record_last_run(ctx, req, report, prepared)
+    active = runs.read_json(ctx.store, runs.active_run_path(req.export))
+    if active is not None and active.get("run_id") == req.run_id:
+        ctx.store.delete(runs.active_run_path(req.export))
+    if conflict is not None:
+        raise conflict
+    return report
+
+
+def _record_last_run(ctx: RunContext, req: RunRequest, report: RunReport, prepared: bool) -> None:
+    """What the timer compares with: this snapshot, how many runs in a row it has had, and
+    whether a stop after prepare (not the snapshot's fault) makes it worth another run."""
+    previous = runs.read_last_run(ctx.store, req.export)
+    attempts = 1
+    if previous is not None and previous.snapshot_identity == req.snapshot_identity:
+        attempts = previous.attempts + 1
+    last = runs.LastRun(
+        req.run_id,
+        req.snapshot_identity,
+        report.status,
+        report.finished_at or "",  # set by _close_run just before
+        attempts=attempts,
+        retry=prepared and report.status == "failed" and not req.options.dry_run,
+    )
+    runs.write_json(ctx.store, runs.last_run_path(req.export), last.to_dict())
+
+
+def _tally_chunks(
+    ctx: RunContext, req: RunRequest, manifest: Mapping[str, Any], tally: RunTally
+) -> None:
+    for info in manifest["chunks"]:
+        chunk = info["path"]
+        confirmed = runs.read_json(ctx.store, runs.confirmed_path(req.export, req.run_id, chunk))
+        sent = runs.read_json(ctx.store, runs.sent_path(req.export, req.run_id, chunk))
+        if confirmed is not None or sent is not None:
+            batches = {b.index: b for b in ctx.read_chunk(chunk)}
+        else:
+            batches = {}
+        tally.chunk(info, sent, confirmed, batches)
+
+
+def _commit(ctx: RunContext, req: RunRequest, manifest: Mapping[str, Any], tally: RunTally) -> None:
+    """Save the next state: confirmed sends and unsubscriptions, kept leavers dropped."""
+    path = state_mod.state_path(req.export)
+    try:
+        current, etag = ctx.store.read_with_etag(path)
+    except ObjectNotFound:
+        current, etag = b"", None
+    marker = runs.commit_path(req.export, req.run_id)
+    if etag != manifest["state_etag"]:
+        recorded = runs.read_json(ctx.store, marker)
+        if recorded is not None and recorded["digest"] == _digest(current):
+            return  # this very run committed it before it was interrupted
+        raise ConflictError(
+            f"the state of export {req.export!r} changed since run {req.run_id} was "
+            "prepared (another run finished in between); nothing was committed. Run the "
+            "export again: it sends whatever this run could not record",
+            field="state",
+        )
+    state = (
+        state_mod.ExportState.from_bytes(current, source=path)
+        if etag is not None
+        else state_mod.ExportState.empty()
+    )
+    update = tally.update  # confirmed and uncertain outcomes, recorded while tallying
+    for key in _kept_leavers(ctx, req):
+        update.drop(key)
+    new_state = state_mod.apply(state, update)
+    runs.write_json(ctx.store, marker, {"digest": _digest(new_state.to_bytes())})
+    try:
+        state_mod.save(ctx.store, req.export, new_state, if_match=etag)
+    except PreconditionFailed:
+        raise ConflictError(
+            f"the state of export {req.export!r} was changed by another run while this one "
+            "was finishing; nothing was committed. Run the export again",
+            field="state",
+        ) from None
+
+
+def _kept_leavers(ctx: RunContext, req: RunRequest) -> Iterator[str]:
+    try:
+        data = ctx.store.read_bytes(runs.kept_path(req.export, req.run_id))
+    except ObjectNotFound:
+        return iter(())
+    return (line for line in data.decode().split("\n") if line)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()

@@ -1,0 +1,111 @@
+"""The whole run in-process (the command line): prepare, then push chunks in this thread
+while a second thread confirms pushed chunks, over one API session; then finalize. A small
+driver over the phase functions, not a second copy of them."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from exporter.activecampaign.session import ApiSession
+from exporter.errors import ApiError, ExporterError, InputError
+from exporter.progress import ProgressCallback, ProgressEvent, ignore
+from exporter.run.confirm import confirm
+from exporter.run.context import RunContext
+from exporter.run.finalize import finalize
+from exporter.run.prepare import prepare
+from exporter.run.push import push
+from exporter.run.records import PrepareResult, RunRequest
+from exporter.run.report import RunReport
+
+logger = logging.getLogger(__name__)
+
+
+def run(ctx: RunContext, req: RunRequest, *, progress: ProgressCallback | None = None) -> RunReport:
+    """The whole run in-process: prepare, then push chunks in order in this thread while a
+    second thread confirms pushed chunks (one shared limiter). Resumes an interrupted run
+    with the same ``run_id``: finished phases are not repeated.
+
+    Raises :class:`GuardError` (report written, status ``guarded``), :class:`InputError`
+    (report written, status ``failed``), :class:`ConflictError` (state moved meanwhile).
+    A fatal API error (a rejected key) ends the run with status ``failed``.
+    """
+    emit = progress or ignore
+    try:
+        prep = prepare(ctx, req, progress=emit)
+    except InputError as exc:
+        finalize(ctx, req, error=str(exc))
+        raise
+    if prep.dry_run or not prep.chunks:
+        return finalize(ctx, req)
+    export, connection = ctx.export_config(req.export)
+    try:
+        session = ctx.session(export, connection, 1.0)
+    except ExporterError as exc:  # e.g. the key reference does not resolve
+        finalize(ctx, req, error=str(exc))
+        raise
+    try:
+        error = _pipeline(ctx, req, prep, session, emit)
+    finally:
+        session.close()
+    emit(ProgressEvent("finalize", 0, 1, "finalizing"))
+    return finalize(ctx, req, error=error)
+
+
+def _pipeline(
+    ctx: RunContext,
+    req: RunRequest,
+    prep: PrepareResult,
+    session: ApiSession,
+    emit: ProgressCallback,
+) -> str | None:
+    """Push in this thread, confirm in another; the first fatal error stops both."""
+    total = prep.contacts_to_send + prep.leavers_to_unsubscribe
+    pushed: queue.Queue[str | None] = queue.Queue()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    settled = [0]
+
+    def confirmer() -> None:
+        while (chunk := pushed.get()) is not None:
+            if stop.is_set():
+                continue
+            try:
+                s = confirm(ctx, req, chunk, session)
+            except BaseException as exc:  # noqa: BLE001 - handed to the pushing thread
+                errors.append(exc)
+                stop.set()
+                continue
+            settled[0] += s.confirmed + s.failed + s.rejected
+            emit(ProgressEvent("confirm", settled[0], total, "contacts settled"))
+
+    thread = threading.Thread(target=confirmer, name="exporter-confirm", daemon=True)
+    thread.start()
+    sent = 0
+    try:
+        for chunk in prep.chunks:
+            if stop.is_set():
+                break
+            s = push(ctx, req, chunk, session)
+            sent += s.sent + s.rejected
+            emit(ProgressEvent("push", sent, total, "contacts sent"))
+            pushed.put(chunk)
+    except ApiError as exc:  # fatal, or retriable but the retry policy gave up
+        errors.append(exc)
+        stop.set()
+    except BaseException:
+        stop.set()
+        pushed.put(None)
+        raise
+    pushed.put(None)
+    thread.join()
+    for problem in errors:
+        # ActiveCampaign refused or stayed unavailable beyond every retry: the run ends
+        # with a report (what was not confirmed counts failed, and is sent next run).
+        if isinstance(problem, ApiError):
+            logger.error("run %s of export %s stopped: %s", req.run_id, req.export, problem)
+            return str(problem)
+    if errors:
+        raise errors[0]
+    return None

@@ -1,0 +1,105 @@
+"""The *prepare* phase's entry point: read, map, validate, dedupe, diff, plan and write chunks
+(:class:`~exporter.planning.preparer.Preparer` does the streaming), then the manifest."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from exporter.errors import GuardError
+from exporter.incremental import state as state_mod
+from exporter.planning.preparer import Preparer
+from exporter.progress import ProgressCallback, ignore
+from exporter.reading.snapshot import (
+    local_lister,
+    local_opener,
+    open_snapshot,
+    store_lister,
+    store_opener,
+)
+from exporter.run.context import RunContext
+from exporter.run.finalize import finalize
+from exporter.run.records import PrepareResult, RunRequest
+from exporter.storage import runs
+
+logger = logging.getLogger(__name__)
+
+
+def prepare(
+    ctx: RunContext,
+    req: RunRequest,
+    *,
+    progress: ProgressCallback = ignore,
+    raise_guard: bool = True,
+) -> PrepareResult:
+    """Read, map, validate, dedupe, diff, plan batches, write chunk files and rejected.csv
+    (and plan.csv on a dry run). Idempotent: a prepared run returns its manifest.
+
+    Raises :class:`InputError` when the snapshot cannot be read and :class:`GuardError`
+    (after writing a ``guarded`` report) when the shrink guard trips; nothing has been sent
+    either way. With ``raise_guard=False`` a guarded run returns ``guarded=True`` instead.
+    """
+    manifest = runs.read_json(ctx.store, runs.manifest_path(req.export, req.run_id))
+    if manifest is None:
+        manifest = _prepare(ctx, req, progress)
+    result = PrepareResult.from_manifest(manifest)
+    if result.guarded:
+        finalize(ctx, req)
+        if raise_guard:
+            raise GuardError(str(manifest.get("guard_message") or "shrink guard"))
+    return result
+
+
+def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> dict[str, Any]:
+    export, _connection = ctx.export_config(req.export)
+    started = ctx.now()
+    runs.write_json(
+        ctx.store,
+        runs.active_run_path(export.name),
+        {
+            "run_id": req.run_id,
+            "snapshot_identity": req.snapshot_identity,
+            "request": req.to_dict(),
+        },
+    )
+    state, etag = state_mod.load(ctx.store, export.name)
+    ref, location = runs.snapshot_from_dict(req.snapshot)
+    if location == runs.LOCAL:
+        reader = open_snapshot(ref, opener=local_opener, lister=local_lister)
+    else:
+        reader = open_snapshot(ref, opener=store_opener(ctx.store), lister=store_lister(ctx.store))
+    preparer = Preparer(
+        ctx.store,
+        export,
+        req.run_id,
+        state=state,
+        full_resync=req.options.full_resync,
+        allow_shrink=req.options.allow_shrink,
+        dry_run=req.options.dry_run,
+        chunk_batches=ctx.chunk_batches,
+        progress=progress,
+    )
+    manifest = preparer.run(reader, ref.path)
+    manifest.update(
+        snapshot_identity=req.snapshot_identity,
+        state_etag=etag,
+        started_at=started.isoformat(),
+        prepared_at=ctx.now().isoformat(),
+        exclude_automations=export.exclude_automations,
+        connection=export.connection,
+    )
+    runs.write_json(ctx.store, runs.manifest_path(req.export, req.run_id), manifest)
+    counts = manifest["counts"]
+    logger.info(
+        "prepared run %s of export %s: %d rows, %d to send, %d leavers to unsubscribe, "
+        "%d rejected, %d duplicates, %d unchanged",
+        req.run_id,
+        req.export,
+        counts["rows_read"],
+        manifest["contacts_to_send"],
+        manifest["leavers_to_unsubscribe"],
+        counts["rejected"],
+        counts["duplicates"],
+        counts["unchanged"],
+    )
+    return manifest

@@ -1,0 +1,125 @@
+"""Which runs to start: a new run request (or the unfinished one to resume), the exports the
+timer finds due, and the exports a new snapshot blob concerns."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from exporter.errors import ConfigError, InputError
+from exporter.management.schedule import is_due
+from exporter.reading.discovery import newest_snapshot
+from exporter.reading.snapshot import SnapshotRef, find_snapshots
+from exporter.run.context import RunContext
+from exporter.run.records import RunOptions, RunRequest
+from exporter.storage import runs
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_OPTIONS = RunOptions()
+
+
+def new_run(
+    ctx: RunContext,
+    export: str,
+    *,
+    snapshot: SnapshotRef | None = None,
+    options: RunOptions = _DEFAULT_OPTIONS,
+    requested_by: str = "cli",
+    snapshot_location: str = runs.STORE,
+) -> RunRequest:
+    """A run request for ``export`` over ``snapshot`` (the segment's newest by default).
+
+    An unfinished run of the same export and snapshot is resumed: its request comes back
+    unchanged. ``snapshot_location`` is ``local`` for a file read straight from disk.
+    Raises :class:`NotFoundError` / :class:`ConfigError`.
+    """
+    exp, _connection = ctx.export_config(export)
+    if snapshot is None:
+        snapshot, snapshot_location = newest_snapshot(ctx.store, exp), runs.STORE
+    identity = snapshot.identity
+    active = runs.read_json(ctx.store, runs.active_run_path(exp.name))
+    if active is not None and active.get("snapshot_identity") == identity:
+        previous = RunRequest.from_dict(active["request"])
+        if previous.options == options and not _finished(ctx, exp.name, previous.run_id):
+            logger.info("resuming unfinished run %s of export %s", previous.run_id, exp.name)
+            return previous
+    now = ctx.now()
+    run_id = runs.new_run_id(now, identity)
+    n = 1
+    while ctx.store.exists(runs.manifest_path(exp.name, run_id)) or ctx.store.exists(
+        runs.report_path(exp.name, run_id)
+    ):
+        n += 1
+        run_id = f"{runs.new_run_id(now, identity)}-{n}"
+    return RunRequest(
+        export=exp.name,
+        run_id=run_id,
+        snapshot=runs.snapshot_to_dict(snapshot, location=snapshot_location),
+        snapshot_identity=identity,
+        options=options,
+        requested_by=requested_by,
+        requested_at=now.isoformat(),
+    )
+
+
+def _finished(ctx: RunContext, export: str, run_id: str) -> bool:
+    report = runs.read_json(ctx.store, runs.report_path(export, run_id))
+    return report is not None and report.get("status") in runs.FINAL_STATUSES
+
+
+def due_runs(ctx: RunContext, now: datetime) -> list[RunRequest]:
+    """Timer: every enabled export whose schedule is due and whose segment has a snapshot
+    it has not exported yet — or whose last run over the newest snapshot stopped after
+    prepare (see :attr:`runs.LastRun.retry`), up to ``MAX_TIMER_ATTEMPTS`` runs in a row."""
+    requests = []
+    for export in ctx.repo.list_exports():
+        if not export.enabled or not export.schedule:
+            continue
+        last = runs.read_last_run(ctx.store, export.name)
+        reference = (
+            datetime.fromisoformat(last.finished_at)
+            if last is not None
+            else (export.updated_at or export.created_at)
+        )
+        if not is_due(export.schedule, reference, now):
+            continue
+        try:
+            ref = newest_snapshot(ctx.store, export)
+            if last is not None and last.snapshot_identity == ref.identity:
+                if not (last.retry and last.attempts < runs.MAX_TIMER_ATTEMPTS):
+                    continue
+                logger.warning(
+                    "export %s: running snapshot %s again (its last run stopped: %s, "
+                    "attempt %d of %d)",
+                    export.name,
+                    ref.path,
+                    last.status,
+                    last.attempts + 1,
+                    runs.MAX_TIMER_ATTEMPTS,
+                )
+            requests.append(new_run(ctx, export.name, snapshot=ref, requested_by="timer"))
+        except (ConfigError, InputError) as exc:
+            logger.warning("export %s is due but cannot run: %s", export.name, exc)
+    return requests
+
+
+def runs_for_blob(ctx: RunContext, path: str) -> list[RunRequest]:
+    """Blob trigger: a run request for every enabled export whose segment contains this
+    snapshot blob (a plain CSV or a model.json; a CDM partition waits for its model.json)."""
+    requests = []
+    folder = path.rpartition("/")[0] + "/"
+    for export in ctx.repo.list_exports():
+        if not export.enabled or not export.segment_matches(path):
+            continue
+        try:
+            ref = next((r for r in find_snapshots(ctx.store, folder) if r.path == path), None)
+            if ref is None:
+                continue
+            last = runs.read_last_run(ctx.store, export.name)
+            if last is not None and last.snapshot_identity == ref.identity:
+                continue
+            requests.append(new_run(ctx, export.name, snapshot=ref, requested_by="blob"))
+        except (ConfigError, InputError) as exc:
+            logger.warning("snapshot %s for export %s cannot run: %s", path, export.name, exc)
+    return requests
