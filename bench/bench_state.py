@@ -23,7 +23,8 @@ import time
 from collections.abc import Iterator
 
 from exporter.incremental.diff import Differ
-from exporter.incremental.state import ExportState, StateUpdate, apply, load, save
+from exporter.incremental.state import ExportState, load, save
+from exporter.incremental.update import StateUpdate, apply
 from exporter.planning.contacts import PreparedContact
 from exporter.storage.store import LocalStore
 

@@ -26,6 +26,7 @@ from bench.data import Dataset
 from examples import synthetic
 from exporter.activecampaign import ActiveCampaignClient
 from exporter.incremental import state as state_mod
+from exporter.incremental import update as update_mod
 from exporter.management.config import Connection
 from exporter.planning.contacts import decode_batch_line
 from exporter.progress import ProgressEvent
@@ -143,7 +144,7 @@ def commit_everything(store: LocalStore, run_id: str) -> None:
     that snapshot leaves behind), without sending anything."""
     manifest = runs.read_json(store, runs.manifest_path(harness.EXPORT, run_id))
     assert manifest is not None, "the run was not prepared"
-    update = state_mod.StateUpdate(snapshot_count=int(manifest["snapshot_count"]))
+    update = update_mod.StateUpdate(snapshot_count=int(manifest["snapshot_count"]))
     for info in manifest["chunks"]:
         with store.open_read(info["path"]) as fh:
             for line in io.TextIOWrapper(fh, encoding="utf-8"):
@@ -151,7 +152,7 @@ def commit_everything(store: LocalStore, run_id: str) -> None:
                     for contact in decode_batch_line(line).contacts:
                         update.confirm_sent(contact)
     state, etag = state_mod.load(store, harness.EXPORT)
-    state_mod.save(store, harness.EXPORT, state_mod.apply(state, update), if_match=etag)
+    state_mod.save(store, harness.EXPORT, update_mod.apply(state, update), if_match=etag)
 
 
 class PrepareScenario:

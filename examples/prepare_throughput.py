@@ -22,6 +22,7 @@ from pathlib import Path
 
 from examples import synthetic
 from exporter.incremental import state as state_mod
+from exporter.incremental import update as update_mod
 from exporter.management.config import parse_export
 from exporter.management.secrets import LocalSecretProvider
 from exporter.planning.preparer import Preparer
@@ -111,13 +112,13 @@ def _peak_mb() -> float:
 def _commit_everything(store: LocalStore, manifest: dict[str, object]) -> None:
     """Pretend every prepared contact was confirmed: commit them to the state."""
     engine = Engine(store, LocalSecretProvider({}), host_policy=HostPolicy())
-    update = state_mod.StateUpdate(snapshot_count=int(manifest["snapshot_count"]))  # type: ignore[call-overload]
+    update = update_mod.StateUpdate(snapshot_count=int(manifest["snapshot_count"]))  # type: ignore[call-overload]
     for info in manifest["chunks"]:  # type: ignore[attr-defined]
         for batch in engine.read_chunk(info["path"]):
             for contact in batch.contacts:
                 update.confirm_sent(contact)
     state, etag = state_mod.load(store, "bench")
-    state_mod.save(store, "bench", state_mod.apply(state, update), if_match=etag)
+    state_mod.save(store, "bench", update_mod.apply(state, update), if_match=etag)
 
 
 if __name__ == "__main__":

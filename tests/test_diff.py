@@ -20,7 +20,8 @@ from exporter.incremental.diff import (
     Leaver,
     check_shrink,
 )
-from exporter.incremental.state import STALE, ExportState, StateUpdate, apply, key_hash, load, save
+from exporter.incremental.state import STALE, ExportState, key_hash, load, save
+from exporter.incremental.update import StateUpdate, apply
 from exporter.planning.contacts import PreparedContact, dumps, fingerprint
 from exporter.storage.store import LocalStore
 

@@ -13,6 +13,7 @@ import pytest
 
 from exporter.errors import ConflictError, GuardError, InputError
 from exporter.incremental import state as state_mod
+from exporter.incremental import update as update_mod
 from exporter.planning.contacts import Batch, PreparedContact, decode_batch_line, encode_batch_line
 from exporter.planning.preparer import batch_line
 from exporter.run.engine import (
@@ -225,10 +226,10 @@ def test_finalize_refuses_a_state_moved_by_another_run(world: World) -> None:
     req = world.request(world.write_csv([contact_row(i) for i in range(5)]))
     result = world.engine.prepare(req)
     _confirm_everything(world, req, result)
-    other = state_mod.StateUpdate(snapshot_count=1)
+    other = update_mod.StateUpdate(snapshot_count=1)
     other.confirm_sent(PreparedContact(1, "x", "someone@example.com", "{}", 1))
     state_mod.save(
-        world.store, EXPORT, state_mod.apply(state_mod.ExportState.empty(), other), if_match=None
+        world.store, EXPORT, update_mod.apply(state_mod.ExportState.empty(), other), if_match=None
     )
     with pytest.raises(ConflictError, match="changed since"):
         world.engine.finalize(req)

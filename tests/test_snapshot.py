@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 
 from exporter.errors import InputError, NotFoundError
+from exporter.reading.discovery import find_snapshots, newest_under
 from exporter.reading.snapshot import (
     SnapshotRef,
-    find_snapshots,
     local_lister,
     local_opener,
-    newest_snapshot,
     open_snapshot,
     sniff_delimiter,
     store_lister,
@@ -265,11 +264,11 @@ def test_find_snapshots_groups_customer_insights_partitions_and_plain_files(
         "HighValueCustomers_2.csv",
     ]
     assert all("/2026/11/24/0200/" in p for p in cdm.partitions)
-    assert newest_snapshot(store, "snapshots/vip/") == cdm
+    assert newest_under(store, "snapshots/vip/") == cdm
 
 
 def test_a_discovered_snapshot_opens_through_the_store(store: LocalStore) -> None:
-    ref = newest_snapshot(store, "snapshots/vip/")
+    ref = newest_under(store, "snapshots/vip/")
     columns, rows = read_all(ref, opener=store_opener(store), lister=store_lister(store))
     assert columns == CI_COLUMNS and [v for _s, _n, v in rows] == CI_ROWS
     plain = find_snapshots(store, "snapshots/vip/")[0]
@@ -277,18 +276,18 @@ def test_a_discovered_snapshot_opens_through_the_store(store: LocalStore) -> Non
 
 
 def test_snapshot_identity_is_stable_and_changes_with_content(store: LocalStore) -> None:
-    first = newest_snapshot(store, "snapshots/vip/")
-    assert newest_snapshot(store, "snapshots/vip/").identity == first.identity
+    first = newest_under(store, "snapshots/vip/")
+    assert newest_under(store, "snapshots/vip/").identity == first.identity
     store.write_bytes(first.partitions[1], b'"c-3","linus@example.net","Linus","T."\r\n')
-    assert newest_snapshot(store, "snapshots/vip/").identity != first.identity
+    assert newest_under(store, "snapshots/vip/").identity != first.identity
 
 
 def test_no_snapshot_is_not_found(local_store: LocalStore) -> None:
     with pytest.raises(NotFoundError):
-        newest_snapshot(local_store, "snapshots/none/")
+        newest_under(local_store, "snapshots/none/")
 
 
-def test_discovery_reports_a_broken_newest_snapshot(store: LocalStore) -> None:
+def test_discovery_reports_a_broken_newest_under(store: LocalStore) -> None:
     model = "snapshots/vip/CustomerInsights_8f1c2d/segexport/model.json"
     store.write_bytes(model, b"{not json")
     with pytest.raises(InputError) as err:

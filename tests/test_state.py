@@ -15,14 +15,13 @@ from exporter.incremental.state import (
     ExportState,
     HashIndex,
     StateEntry,
-    StateUpdate,
-    apply,
     hash64,
     key_hash,
     load,
     save,
     state_path,
 )
+from exporter.incremental.update import StateUpdate, apply
 from exporter.planning.contacts import PreparedContact, dumps, fingerprint
 from exporter.storage.store import LocalStore, PreconditionFailed
 

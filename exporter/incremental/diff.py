@@ -50,10 +50,9 @@ from exporter.incremental.state import (
     SUBSCRIBED_BY_US,
     ExportState,
     HashIndex,
-    KeyList,
-    StateUpdate,
     hash64,
 )
+from exporter.incremental.update import KeyList, StateUpdate
 from exporter.planning.contacts import PreparedContact
 
 

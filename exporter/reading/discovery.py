@@ -8,13 +8,13 @@ from pathlib import Path
 
 from exporter.errors import InputError, NotFoundError
 from exporter.management.config import Export
+from exporter.reading.cdm import cdm_parts, dirname, load_model
+from exporter.reading.refs import MODEL_JSON, SnapshotFile, SnapshotRef, is_snapshot_file
 from exporter.reading.snapshot import (
-    SnapshotFile,
-    SnapshotRef,
-    find_snapshots,
     local_lister,
     local_opener,
     open_snapshot,
+    store_opener,
 )
 from exporter.storage.store import Store
 
@@ -75,3 +75,53 @@ def local_snapshot(path: str | os.PathLike[str]) -> SnapshotRef:
         files=tuple(files),
         modified=datetime.fromtimestamp(latest, UTC),
     )
+
+
+def find_snapshots(store: Store, prefix: str) -> list[SnapshotRef]:
+    """Every snapshot under ``prefix`` (e.g. ``snapshots/<segment>/``), oldest first.
+
+    A CDM folder is a ``model.json`` plus the partitions it names (one ref per entity); files
+    below a ``model.json`` folder that it does not name (older timestamp folders) are ignored.
+    Any other ``.csv``/``.csv.gz``/``.tsv``/``.txt``/``.gz`` file is a plain snapshot.
+    Raises :class:`InputError` for a model.json that is malformed or names missing partitions
+    (a broken newest snapshot must not silently fall back to an older one).
+    """
+    infos = {o.path: o for o in store.list(prefix)}
+    existing = set(infos)
+    models = sorted(p for p in infos if p.rpartition("/")[2] == MODEL_JSON)
+    cdm_dirs = tuple(dirname(m) for m in models)
+    refs: list[SnapshotRef] = []
+    opener = store_opener(store)
+    for model in models:
+        for entity in load_model(model, opener):
+            parts = cdm_parts(model, entity, existing, None, None)
+            objs = [infos[model]] + [infos[p.path] for p in parts]
+            refs.append(
+                SnapshotRef(
+                    kind="cdm",
+                    path=model,
+                    files=tuple(SnapshotFile(o.path, o.size, o.etag) for o in objs),
+                    modified=max(o.modified for o in objs),
+                    entity=entity.name,
+                )
+            )
+    for path, o in infos.items():
+        if is_snapshot_file(path) and not path.startswith(cdm_dirs or ("\0",)):
+            refs.append(
+                SnapshotRef(
+                    kind="csv",
+                    path=path,
+                    files=(SnapshotFile(o.path, o.size, o.etag),),
+                    modified=o.modified,
+                )
+            )
+    refs.sort(key=lambda r: (r.modified, r.path, r.entity or ""))
+    return refs
+
+
+def newest_under(store: Store, prefix: str) -> SnapshotRef:
+    """The most recently modified snapshot under ``prefix``. Raises :class:`NotFoundError`."""
+    refs = find_snapshots(store, prefix)
+    if not refs:
+        raise NotFoundError(f"no snapshot under {prefix}")
+    return refs[-1]

@@ -1,4 +1,4 @@
-"""Streaming snapshot readers and snapshot discovery.
+"""Streaming snapshot readers.
 
 A *snapshot* is what one segment looked like at one moment. Two layouts are read:
 
@@ -39,34 +39,30 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
-import hashlib
 import io
-import json
 import os
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterator
 from itertools import islice
-from typing import Any, BinaryIO, Literal, Protocol, TextIO, cast
-from urllib.parse import unquote, urlsplit
+from typing import Any, BinaryIO, Protocol, TextIO, cast
 
-from exporter.errors import InputError, NotFoundError
-from exporter.storage.store import ObjectNotFound, Store
-
-Opener = Callable[[str], BinaryIO]
-"""Opens a path (local file or store path) as a binary stream; raises ``FileNotFoundError`` or
-:class:`~exporter.storage.store.ObjectNotFound` when it does not exist."""
-Lister = Callable[[str], Iterable[str]]
-"""Every path under a prefix (recursively), e.g. ``store.list``'s paths."""
+from exporter.errors import InputError
+from exporter.reading.cdm import cdm_parts, dirname, load_model, pick_entity
+from exporter.reading.refs import (
+    MODEL_JSON,
+    Lister,
+    Opener,
+    Part,
+    SnapshotRef,
+    is_snapshot_file,
+    open_raw,
+)
+from exporter.storage.store import Store
 
 FIELD_SIZE_LIMIT = 4 * 1024 * 1024
 """Largest field (characters) the tokenizer accepts; larger is an InputError for the file."""
 DELIMITERS = (",", ";", "\t", "|")
 """Delimiters recognised from a header line, in order of preference on a tie."""
-MODEL_JSON = "model.json"
-SNAPSHOT_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".gz")
-"""File names discovery treats as plain CSV snapshots."""
 
 _CHUNK = 1 << 16
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -161,7 +157,7 @@ class _Stream(io.RawIOBase):
 
 def _open_text(source: str, opener: Opener, encoding: str) -> tuple[_Stream, TextIO, BinaryIO]:
     """Open ``source``, un-gzip when it starts with the gzip magic, and decode it."""
-    raw = _open_raw(source, opener)
+    raw = open_raw(source, opener)
     outer_fh: _Readable
     probe = _Stream(raw, check_nul=False)
     if probe.peek_bytes(2) == _GZIP_MAGIC:
@@ -173,13 +169,6 @@ def _open_text(source: str, opener: Opener, encoding: str) -> tuple[_Stream, Tex
     text = io.TextIOWrapper(cast(BinaryIO, stream), encoding=codec, errors="strict", newline="")
     text._CHUNK_SIZE = _CHUNK  # type: ignore[attr-defined]
     return stream, text, raw
-
-
-def _open_raw(source: str, opener: Opener) -> BinaryIO:
-    try:
-        return opener(source)
-    except (FileNotFoundError, ObjectNotFound, IsADirectoryError, NotADirectoryError):
-        raise InputError("file not found", file=source) from None
 
 
 # --- delimiter sniffing ---------------------------------------------------------------------
@@ -209,20 +198,10 @@ def _sniff(stream: _Stream, encoding: str) -> str:
 # --- one CSV file ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Part:
-    """One file to read: where, how it is delimited, and whether it starts with a header."""
-
-    path: str
-    delimiter: str | None
-    header: bool
-    encoding: str
-
-
 class _CsvFile:
     """One open CSV file positioned after its header (if any)."""
 
-    def __init__(self, part: _Part, opener: Opener) -> None:
+    def __init__(self, part: Part, opener: Opener) -> None:
         self.part = part
         self.header_lines = 1 if part.header else 0
         try:
@@ -341,257 +320,6 @@ _ReadFailure = (
 )
 
 
-# --- model.json -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _CdmEntity:
-    name: str
-    columns: list[str]
-    partitions: list[tuple[str, dict[str, Any]]]
-    """(location URL or path, fileFormatSettings)."""
-
-
-def _load_model(path: str, opener: Opener) -> list[_CdmEntity]:
-    fh = _open_raw(path, opener)
-    try:
-        data = fh.read()
-    finally:
-        fh.close()
-    try:
-        model = json.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"model.json is not UTF-8 (byte offset {exc.start})", file=path) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"malformed model.json: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            file=path,
-            row=exc.lineno,
-        ) from None
-    entities = model.get("entities") if isinstance(model, dict) else None
-    if not isinstance(entities, list) or not entities:
-        raise InputError("malformed model.json: no 'entities' list", file=path)
-    found: list[_CdmEntity] = []
-    for i, ent in enumerate(entities):
-        if not isinstance(ent, dict) or ent.get("$type", "LocalEntity") != "LocalEntity":
-            continue
-        found.append(_parse_entity(path, i, ent))
-    if not found:
-        raise InputError("malformed model.json: no LocalEntity in 'entities'", file=path)
-    return found
-
-
-def _parse_entity(path: str, i: int, ent: dict[str, Any]) -> _CdmEntity:
-    name = str(ent.get("name") or f"entities[{i}]")
-    attrs = ent.get("attributes")
-    if not isinstance(attrs, list) or not attrs:
-        raise InputError(f"malformed model.json: entity {name!r} has no attributes", file=path)
-    columns: list[str] = []
-    for a in attrs:
-        if not isinstance(a, dict) or not isinstance(a.get("name"), str):
-            raise InputError(
-                f"malformed model.json: entity {name!r} has an attribute without a name",
-                file=path,
-            )
-        columns.append(a["name"])
-    parts = ent.get("partitions", [])
-    if not isinstance(parts, list):
-        raise InputError(f"malformed model.json: entity {name!r} partitions", file=path)
-    partitions: list[tuple[str, dict[str, Any]]] = []
-    for p in parts:
-        loc = p.get("location") if isinstance(p, dict) else None
-        if not isinstance(loc, str) or not loc:
-            raise InputError(
-                f"malformed model.json: entity {name!r} has a partition without a location",
-                file=path,
-            )
-        settings = p.get("fileFormatSettings") or {}
-        partitions.append((loc, settings if isinstance(settings, dict) else {}))
-    return _CdmEntity(name=name, columns=columns, partitions=partitions)
-
-
-def _dirname(path: str) -> str:
-    head, sep, _tail = path.replace("\\", "/").rpartition("/")
-    return head + sep
-
-
-def _resolve_location(model_path: str, location: str, existing: set[str] | None) -> str:
-    """Map a partition URL to a path beside ``model_path`` by its path tail.
-
-    Preferred: the part of the URL path after the segment named like model.json's folder
-    (``<exportName>``). Otherwise the longest tail that exists (when a listing is known), else
-    the file name.
-    """
-    base = _dirname(model_path)
-    url_path = unquote(urlsplit(location).path) if "://" in location else location
-    segs = [s for s in url_path.replace("\\", "/").split("/") if s]
-    folder = base.rstrip("/").rpartition("/")[2]
-    candidates: list[str] = []
-    if folder and folder in segs[:-1]:
-        anchor = len(segs) - 1 - segs[::-1].index(folder)
-        candidates.append(base + "/".join(segs[anchor + 1 :]))
-    candidates.extend(base + "/".join(segs[-k:]) for k in range(len(segs), 0, -1))
-    if existing is None:
-        return candidates[0]
-    for c in candidates:
-        if c in existing:
-            return c
-    return candidates[0]
-
-
-def _bool(value: Any, default: bool) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return default
-
-
-def _cdm_parts(
-    model_path: str,
-    entity: _CdmEntity,
-    existing: set[str] | None,
-    delimiter: str | None,
-    encoding: str | None,
-) -> list[_Part]:
-    parts = []
-    for loc, settings in entity.partitions:
-        path = _resolve_location(model_path, loc, existing)
-        if existing is not None and path not in existing:
-            raise InputError(
-                f"model.json names partition {loc!r} of entity {entity.name!r}, "
-                f"but {path} does not exist",
-                file=model_path,
-            )
-        delim = delimiter or settings.get("delimiter") or ","
-        enc = encoding or str(settings.get("encoding") or "utf-8")
-        parts.append(
-            _Part(
-                path=path,
-                delimiter=str(delim),
-                header=_bool(settings.get("columnHeaders"), False),
-                encoding=enc,
-            )
-        )
-    return parts
-
-
-def _pick_entity(path: str, entities: list[_CdmEntity], name: str | None) -> _CdmEntity:
-    if name is not None:
-        for e in entities:
-            if e.name == name:
-                return e
-        names = ", ".join(e.name for e in entities)
-        raise InputError(f"model.json has no entity {name!r} (it has: {names})", file=path)
-    if len(entities) == 1:
-        return entities[0]
-    names = ", ".join(e.name for e in entities)
-    raise InputError(
-        f"model.json describes several entities ({names}); name the one to read", file=path
-    )
-
-
-# --- discovery ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SnapshotFile:
-    """One object of a snapshot as listed: identity is (path, size, etag)."""
-
-    path: str
-    size: int
-    etag: str
-
-
-@dataclass(frozen=True)
-class SnapshotRef:
-    """A discovered snapshot: one CSV file, or a CDM ``model.json`` with its partitions."""
-
-    kind: Literal["csv", "cdm"]
-    """``csv``: a plain (possibly gzipped) CSV with a header; ``cdm``: a Customer Insights
-    folder."""
-    path: str
-    """The CSV file, or the ``model.json``."""
-    files: tuple[SnapshotFile, ...]
-    """Everything read: the CSV; or model.json followed by the partitions in model order."""
-    modified: datetime
-    """Latest modification time of any of ``files``."""
-    entity: str | None = None
-    """CDM: the entity (table) read from model.json."""
-
-    @property
-    def identity(self) -> str:
-        """Stable id of exactly these bytes (paths + sizes + etags): equal ids, same snapshot,
-        so a run for an already-processed snapshot can be recognised."""
-        h = hashlib.blake2b(digest_size=16)
-        h.update(f"{self.kind}\0{self.path}\0{self.entity or ''}".encode())
-        for f in self.files:
-            h.update(f"\0{f.path}\0{f.size}\0{f.etag}".encode())
-        return h.hexdigest()
-
-    @property
-    def partitions(self) -> tuple[str, ...]:
-        """The data files, in read order."""
-        return tuple(f.path for f in (self.files[1:] if self.kind == "cdm" else self.files))
-
-
-def _is_snapshot_file(path: str) -> bool:
-    name = path.rpartition("/")[2]
-    if name.startswith((".", "_")):
-        return False
-    return name.lower().endswith(SNAPSHOT_SUFFIXES)
-
-
-def find_snapshots(store: Store, prefix: str) -> list[SnapshotRef]:
-    """Every snapshot under ``prefix`` (e.g. ``snapshots/<segment>/``), oldest first.
-
-    A CDM folder is a ``model.json`` plus the partitions it names (one ref per entity); files
-    below a ``model.json`` folder that it does not name (older timestamp folders) are ignored.
-    Any other ``.csv``/``.csv.gz``/``.tsv``/``.txt``/``.gz`` file is a plain snapshot.
-    Raises :class:`InputError` for a model.json that is malformed or names missing partitions
-    (a broken newest snapshot must not silently fall back to an older one).
-    """
-    infos = {o.path: o for o in store.list(prefix)}
-    existing = set(infos)
-    models = sorted(p for p in infos if p.rpartition("/")[2] == MODEL_JSON)
-    cdm_dirs = tuple(_dirname(m) for m in models)
-    refs: list[SnapshotRef] = []
-    opener = store_opener(store)
-    for model in models:
-        for entity in _load_model(model, opener):
-            parts = _cdm_parts(model, entity, existing, None, None)
-            objs = [infos[model]] + [infos[p.path] for p in parts]
-            refs.append(
-                SnapshotRef(
-                    kind="cdm",
-                    path=model,
-                    files=tuple(SnapshotFile(o.path, o.size, o.etag) for o in objs),
-                    modified=max(o.modified for o in objs),
-                    entity=entity.name,
-                )
-            )
-    for path, o in infos.items():
-        if _is_snapshot_file(path) and not path.startswith(cdm_dirs or ("\0",)):
-            refs.append(
-                SnapshotRef(
-                    kind="csv",
-                    path=path,
-                    files=(SnapshotFile(o.path, o.size, o.etag),),
-                    modified=o.modified,
-                )
-            )
-    refs.sort(key=lambda r: (r.modified, r.path, r.entity or ""))
-    return refs
-
-
-def newest_snapshot(store: Store, prefix: str) -> SnapshotRef:
-    """The most recently modified snapshot under ``prefix``. Raises :class:`NotFoundError`."""
-    refs = find_snapshots(store, prefix)
-    if not refs:
-        raise NotFoundError(f"no snapshot under {prefix}")
-    return refs[-1]
-
-
 # --- openers and listers --------------------------------------------------------------------
 
 
@@ -633,7 +361,7 @@ class SnapshotReader:
     (or call :meth:`close`) to release a file opened for its header.
     """
 
-    def __init__(self, columns: list[str], parts: list[_Part], opener: Opener) -> None:
+    def __init__(self, columns: list[str], parts: list[Part], opener: Opener) -> None:
         self.columns = columns
         """Column names as in the file (or model.json)."""
         self.sources = [p.path for p in parts]
@@ -642,7 +370,7 @@ class SnapshotReader:
         self._opener = opener
         self._first: _CsvFile | None = None
 
-    def _files(self) -> Iterator[tuple[_Part, _CsvFile]]:
+    def _files(self) -> Iterator[tuple[Part, _CsvFile]]:
         """Each partition's open file, in order (the first was opened to read the header)."""
         for i, part in enumerate(self._parts):
             if i == 0 and self._first is not None:
@@ -721,20 +449,20 @@ def open_snapshot(
         paths = set(lister(ref))
         if ref + MODEL_JSON in paths:
             return _open_cdm(ref + MODEL_JSON, opener, paths, delimiter, encoding, entity)
-        csvs = sorted(p for p in paths if _is_snapshot_file(p))
+        csvs = sorted(p for p in paths if is_snapshot_file(p))
         if len(csvs) != 1:
             raise InputError(
                 f"folder has no model.json and {len(csvs)} CSV files; name one file", file=ref
             )
         return _open_plain(csvs[0], opener, delimiter, encoding)
     if ref.rpartition("/")[2] == MODEL_JSON:
-        listed = set(lister(_dirname(ref))) if lister is not None else None
+        listed = set(lister(dirname(ref))) if lister is not None else None
         return _open_cdm(ref, opener, listed, delimiter, encoding, entity)
     return _open_plain(ref, opener, delimiter, encoding)
 
 
 def _open_plain(path: str, opener: Opener, delimiter: str | None, encoding: str) -> SnapshotReader:
-    part = _Part(path=path, delimiter=delimiter, header=True, encoding=encoding)
+    part = Part(path=path, delimiter=delimiter, header=True, encoding=encoding)
     file = _CsvFile(part, opener)
     if file.header is None:
         file.close()
@@ -752,7 +480,7 @@ def _open_cdm(
     encoding: str,
     entity_name: str | None,
 ) -> SnapshotReader:
-    entity = _pick_entity(model, _load_model(model, opener), entity_name)
+    entity = pick_entity(model, load_model(model, opener), entity_name)
     enc = None if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-    parts = _cdm_parts(model, entity, existing, delimiter, enc)
+    parts = cdm_parts(model, entity, existing, delimiter, enc)
     return SnapshotReader(list(entity.columns), parts, opener)

@@ -29,7 +29,7 @@ from exporter.activecampaign.session import ClientFactory
 from exporter.management.config import Export
 from exporter.progress import ProgressCallback, ignore
 from exporter.reading import discovery
-from exporter.reading.snapshot import SnapshotRef
+from exporter.reading.refs import SnapshotRef
 from exporter.run import confirm, finalize, history, pipeline, prepare, push, scheduling
 from exporter.run.context import RunContext
 from exporter.run.records import ChunkSummary, PrepareResult, RunOptions, RunRequest, instance_id

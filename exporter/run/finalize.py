@@ -11,6 +11,7 @@ from typing import Any
 
 from exporter.errors import ConflictError
 from exporter.incremental import state as state_mod
+from exporter.incremental import update as update_mod
 from exporter.run.context import RunContext
 from exporter.run.records import RunRequest
 from exporter.run.rejects import append_api_rejections
@@ -166,7 +167,7 @@ def _commit(ctx: RunContext, req: RunRequest, manifest: Mapping[str, Any], tally
     update = tally.update  # confirmed and uncertain outcomes, recorded while tallying
     for key in _kept_leavers(ctx, req):
         update.drop(key)
-    new_state = state_mod.apply(state, update)
+    new_state = update_mod.apply(state, update)
     runs.write_json(ctx.store, marker, {"digest": _digest(new_state.to_bytes())})
     try:
         state_mod.save(ctx.store, req.export, new_state, if_match=etag)

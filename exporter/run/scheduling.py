@@ -8,8 +8,8 @@ from datetime import datetime
 
 from exporter.errors import ConfigError, InputError
 from exporter.management.schedule import is_due
-from exporter.reading.discovery import newest_snapshot
-from exporter.reading.snapshot import SnapshotRef, find_snapshots
+from exporter.reading.discovery import find_snapshots, newest_snapshot
+from exporter.reading.refs import SnapshotRef
 from exporter.run.context import RunContext
 from exporter.run.records import RunOptions, RunRequest
 from exporter.storage import runs

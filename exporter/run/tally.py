@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.activecampaign import UNAVAILABLE, ConfirmedBatch
-from exporter.incremental import state as state_mod
+from exporter.incremental import update as update_mod
 from exporter.planning.contacts import Batch, PreparedContact
 from exporter.planning.preparer import LEAVERS
 from exporter.run.rejects import API_REJECTED
@@ -70,7 +70,7 @@ class RunTally:
     error: str | None
     failed: Counter[str] = field(default_factory=Counter)
     api_rejections: list[tuple[PreparedContact, str]] = field(default_factory=list)
-    update: state_mod.StateUpdate = field(init=False)
+    update: update_mod.StateUpdate = field(init=False)
     """The next state's changes, recorded batch by batch (compact: no contacts are kept, so
     finalizing a million contacts stays small): confirmed sends and unsubscriptions, and sends
     whose outcome was never learnt — they may have landed, so they are remembered as ours (to
@@ -89,7 +89,7 @@ class RunTally:
         r.timings["prepare"] = float(m.get("prepare_seconds", 0.0))
         r.artefacts.update(m.get("artefacts", {}))
         self.stop_reason = CANCELLED if self.cancelled else RUN_STOPPED
-        self.update = state_mod.StateUpdate(snapshot_count=int(m["snapshot_count"]))
+        self.update = update_mod.StateUpdate(snapshot_count=int(m["snapshot_count"]))
 
     def chunk(
         self,

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter.errors import ConfigError
-from exporter.reading.snapshot import SnapshotFile, SnapshotRef
+from exporter.reading.refs import SnapshotFile, SnapshotRef
 from exporter.storage.store import ObjectNotFound, Store
 
 FINAL_STATUSES = frozenset(
