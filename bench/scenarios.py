@@ -28,7 +28,7 @@ from exporter.activecampaign import ActiveCampaignClient
 from exporter.incremental import state as state_mod
 from exporter.incremental import update as update_mod
 from exporter.management.config import Connection
-from exporter.planning.contacts import decode_batch_line
+from exporter.planning.chunks import decode_batch_line
 from exporter.progress import ProgressEvent
 from exporter.run.engine import Engine, RunRequest
 from exporter.storage import runs

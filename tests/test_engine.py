@@ -14,8 +14,8 @@ import pytest
 from exporter.errors import ConflictError, GuardError, InputError
 from exporter.incremental import state as state_mod
 from exporter.incremental import update as update_mod
-from exporter.planning.contacts import Batch, PreparedContact, decode_batch_line, encode_batch_line
-from exporter.planning.preparer import batch_line
+from exporter.planning.chunks import decode_batch_line
+from exporter.planning.contacts import PreparedContact
 from exporter.run.engine import (
     ChunkSummary,
     PrepareResult,
@@ -43,15 +43,6 @@ def _chunk_contacts(world: World, chunks: list[str]) -> list[PreparedContact]:
         for line in world.store.read_bytes(chunk).decode().splitlines():
             out.extend(decode_batch_line(line).contacts)
     return out
-
-
-def test_batch_line_is_byte_identical_to_the_shared_encoding() -> None:
-    contacts = [
-        PreparedContact(1, 'a "b".csv', "x@example.com", '{"email":"x@example.com"}', 5),
-        PreparedContact(2, "a.csv", "ü@example.com", '{"email":"ü@example.com"}', 2**63, "p-1"),
-    ]
-    batch = Batch(index=3, contacts=contacts)
-    assert batch_line(batch) == encode_batch_line(batch)
 
 
 def test_prepare_dedupes_case_insensitively_first_occurrence_wins(world: World) -> None:

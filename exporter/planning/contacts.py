@@ -3,7 +3,7 @@
 A row of a snapshot becomes either a :class:`PreparedContact` (ready to send) or a
 :class:`Rejection` (with a reason). Prepared contacts are grouped into :class:`Batch` es, each
 one bulk-import request. Chunk files (the hand-over between *prepare* and *push*, on disk or in
-blob storage) hold one batch per line, encoded by :func:`encode_batch_line`.
+blob storage) hold one batch per line: :mod:`exporter.planning.chunks`.
 
 The bulk-import body is built in exactly one place, :func:`encode_bulk_body`, so the batch
 planner measures the very bytes the client sends.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,89 +118,3 @@ def bulk_body_size(payload_sizes: Sequence[int], *, exclude_automations: bool) -
     building it: prefix + payloads + commas between them + suffix."""
     commas = max(len(payload_sizes) - 1, 0)
     return len(_BODY_PREFIX) + sum(payload_sizes) + commas + len(_body_suffix(exclude_automations))
-
-
-def encode_batch_line(batch: Batch) -> str:
-    """One line of a chunk file: the batch with each contact's metadata and raw payload."""
-    parts = [
-        f'{{"row":{c.row},"source":{dumps(c.source)},"key":{dumps(c.key)},'
-        f'"fp":{c.fingerprint},"pid":{dumps(c.profile_id)},"payload":{c.payload}}}'
-        for c in batch.contacts
-    ]
-    return f'{{"batch":{batch.index},"contacts":[{",".join(parts)}]}}'
-
-
-def decode_batch_line(line: str) -> Batch:
-    """Inverse of :func:`encode_batch_line`; payloads come back byte-identical.
-
-    Chunks are read again by push, confirm and finalize, so this is on the hot path of every
-    run. It slices each payload's text out of the line rather than parsing and re-serialising
-    it: contacts are separated by ``},{"row":``, which cannot occur inside a payload (quotes in
-    JSON strings are escaped, and no payload has a ``row`` key). A line that does not have
-    the exact shape the encoder writes is decoded by the general JSON path instead.
-    """
-    fast = _decode_batch_line_fast(line.rstrip("\r\n"))
-    return fast if fast is not None else _decode_batch_line_json(line)
-
-
-_LINE_HEAD = re.compile(r'\{"batch":(\d+),"contacts":\[')
-_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
-_CONTACT_HEAD = re.compile(
-    rf'\{{"row":(\d+),"source":({_JSON_STRING}),"key":({_JSON_STRING}),"fp":(\d+),'
-    rf'"pid":(null|{_JSON_STRING}),"payload":'
-)
-
-
-def _json_string(token: str) -> str:
-    return token[1:-1] if "\\" not in token else str(json.loads(token))
-
-
-def _decode_batch_line_fast(line: str) -> Batch | None:
-    head = _LINE_HEAD.match(line)
-    if head is None:
-        return None
-    body = line[head.end() :]
-    if body == "]}":
-        return Batch(index=int(head[1]), contacts=[])
-    if not body.endswith("}}]}"):
-        return None
-    parts = body[:-3].split('},{"row":')  # [:-3]: the last contact's "}" and the closing "]}"
-    contacts = []
-    for i, part in enumerate(parts):
-        segment = part if i == 0 else '{"row":' + part
-        m = _CONTACT_HEAD.match(segment)
-        if m is None:
-            return None
-        payload = segment[m.end() :]
-        if not (payload.startswith("{") and payload.endswith("}")):
-            return None
-        pid = m[5]
-        contacts.append(
-            PreparedContact(
-                row=int(m[1]),
-                source=_json_string(m[2]),
-                key=_json_string(m[3]),
-                payload=payload,
-                fingerprint=int(m[4]),
-                profile_id=None if pid == "null" else _json_string(pid),
-            )
-        )
-    return Batch(index=int(head[1]), contacts=contacts)
-
-
-def _decode_batch_line_json(line: str) -> Batch:
-    obj = json.loads(line)
-    return Batch(
-        index=int(obj["batch"]),
-        contacts=[
-            PreparedContact(
-                row=int(c["row"]),
-                source=str(c["source"]),
-                key=str(c["key"]),
-                payload=dumps(c["payload"]),
-                fingerprint=int(c["fp"]),
-                profile_id=c["pid"],
-            )
-            for c in obj["contacts"]
-        ],
-    )

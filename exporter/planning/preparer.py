@@ -25,7 +25,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from json.encoder import encode_basestring as _json_str  # what contacts.dumps uses for str
 from typing import IO, Any
 
 from exporter.errors import ConfigError, GuardError
@@ -33,6 +32,7 @@ from exporter.incremental.diff import Change, Differ, DiffResult, check_shrink
 from exporter.incremental.state import ExportState
 from exporter.management.config import Export
 from exporter.planning.batching import BatchPlanner
+from exporter.planning.chunks import encode_batch_line
 from exporter.planning.contacts import Batch, PreparedContact, Rejection
 from exporter.planning.mapping import (
     FIELD_TYPES,
@@ -40,7 +40,6 @@ from exporter.planning.mapping import (
     Mapper,
     MappingSpec,
     leaver_payload,
-    needs_escape,
 )
 from exporter.progress import ProgressCallback, ProgressEvent
 from exporter.reading.snapshot import SnapshotReader
@@ -89,68 +88,6 @@ def mapping_spec(export: Export) -> MappingSpec:
     )
 
 
-def batch_line(batch: Batch) -> str:
-    """:func:`exporter.planning.contacts.encode_batch_line`, byte for byte, without three
-    ``json.dumps`` calls per contact (a third of prepare's time): the source is encoded once
-    per batch, and keys and profile ids only when one of the batch's needs a JSON escape
-    (mapped keys never do: they are validated addresses)."""
-    contacts = batch.contacts
-    sources = {s: _json_str(s) for s in {c.source for c in contacts}}
-    pids = [c.profile_id for c in contacts]
-    keys_plain = not needs_escape("".join([c.key for c in contacts]))
-    pids_plain = not needs_escape("".join([p for p in pids if p is not None]))
-    parts = []
-    for c, pid in zip(contacts, pids, strict=True):
-        key = f'"{c.key}"' if keys_plain else _json_str(c.key)
-        pid_json = "null" if pid is None else f'"{pid}"' if pids_plain else _json_str(pid)
-        parts.append(
-            f'{{"row":{c.row},"source":{sources[c.source]},"key":{key},'
-            f'"fp":{c.fingerprint},"pid":{pid_json},"payload":{c.payload}}}'
-        )
-    return f'{{"batch":{batch.index},"contacts":[{",".join(parts)}]}}'
-
-
-_ENTRY_PLAIN_KEY = b'{"row":%d,"source":%b,"key":"%b","fp":%d,"pid":%b,"payload":%b}'
-_ENTRY = b'{"row":%d,"source":%b,"key":%b,"fp":%d,"pid":%b,"payload":%b}'
-
-
-def batch_bytes(batch: Batch) -> bytes:
-    """``batch_line(batch) + "\\n"`` as UTF-8, built from each payload's bytes when its maker
-    kept them (:attr:`PreparedContact.encoded`): encoding a whole line with non-ASCII text in
-    it cost as much again as building it. One ``bytes %`` call formats the whole batch from
-    per-field columns (no per-contact string formatting in Python)."""
-    contacts = batch.contacts
-    n = len(contacts)
-    if not n:
-        return f'{{"batch":{batch.index},"contacts":[]}}\n'.encode()
-    keys = [c.key for c in contacts]
-    joined = "".join(keys)
-    # (cheaper than the regex over a whole batch; a non-printable key just takes the slow path)
-    if '"' in joined or "\\" in joined or not joined.isprintable():
-        entry = _ENTRY
-        key_column = [_json_str(k).encode() for k in keys]
-    else:  # validated addresses: ASCII, nothing to escape
-        entry = _ENTRY_PLAIN_KEY
-        key_column = [k.encode() for k in keys]
-    sources = {c.source for c in contacts}
-    args: list[object] = [None] * (6 * n + 1)
-    args[0] = batch.index
-    args[1::6] = [c.row for c in contacts]
-    if len(sources) == 1:
-        args[2::6] = [_json_str(sources.pop()).encode()] * n
-    else:
-        encoded_sources = {s: _json_str(s).encode() for s in sources}
-        args[2::6] = [encoded_sources[c.source] for c in contacts]
-    args[3::6] = key_column
-    args[4::6] = [c.fingerprint for c in contacts]
-    args[5::6] = [
-        b"null" if (pid := c.profile_id) is None else _json_str(pid).encode() for c in contacts
-    ]
-    args[6::6] = [c.payload.encode() if (data := c.encoded) is None else data for c in contacts]
-    template = b'{"batch":%d,"contacts":[' + b",".join([entry] * n) + b"]}\n"
-    return template % tuple(args)
-
-
 @dataclass
 class ChunkInfo:
     """One chunk file written by prepare."""
@@ -197,7 +134,7 @@ class _ChunkWriter:
             self._fh = os.fdopen(fd, "wb")
             self._current = ChunkInfo(runs.chunk_path(self._export, self._run_id, n), kind)
         assert self._current is not None
-        self._fh.write(batch_bytes(batch))
+        self._fh.write(encode_batch_line(batch))
         self._current.batches += 1
         self._current.contacts += len(batch.contacts)
 

@@ -20,7 +20,8 @@ from exporter.management.config import Connection, Export
 from exporter.management.hostnames import base_url, check_hostname
 from exporter.management.repository import ConfigRepository
 from exporter.management.secrets import SecretProvider
-from exporter.planning.contacts import Batch, decode_batch_line
+from exporter.planning.chunks import decode_batch_line
+from exporter.planning.contacts import Batch
 from exporter.run.records import ChunkSummary, RunRequest
 from exporter.settings import HostPolicy
 from exporter.storage import runs
