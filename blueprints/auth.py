@@ -28,7 +28,7 @@ from typing import Any
 
 import azure.functions as func
 
-from blueprints.http_util import Unauthenticated
+from exporter.http_errors import Unauthenticated
 from exporter.management.permissions import Caller
 from exporter.settings import FunctionSettings
 

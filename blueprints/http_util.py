@@ -21,17 +21,19 @@ from typing import Any
 import azure.functions as func
 
 from exporter.errors import (
-    ApiError,
-    AuthenticationError,
     ConfigError,
     ConfigErrors,
     ConflictError,
     ExporterError,
     NotFoundError,
-    PermissionDenied,
     RetriableApiError,
-    RunConflict,
-    SecretError,
+)
+from exporter.http_errors import (
+    HttpProblem,
+    PayloadTooLarge,
+    PreconditionFailed,
+    UnsupportedMediaType,
+    http_status,
 )
 
 log = logging.getLogger(__name__)
@@ -46,49 +48,6 @@ _SAFE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
 }
-
-
-# --- errors that only exist at the HTTP edge ---------------------------------------------------
-
-
-class HttpProblem(ExporterError):
-    """A request refused before it reaches the service; ``status`` and ``code`` say why."""
-
-    status: int = HTTPStatus.BAD_REQUEST
-    code: str = "invalid"
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-        self.detail = message
-
-
-class Unauthenticated(HttpProblem):
-    """No (valid) App Service Authentication principal on the request."""
-
-    status = HTTPStatus.UNAUTHORIZED
-    code = "unauthenticated"
-
-
-class PayloadTooLarge(HttpProblem):
-    """The request body exceeds the limit."""
-
-    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-    code = "too_large"
-
-
-class UnsupportedMediaType(HttpProblem):
-    """The request body is not declared as JSON."""
-
-    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
-    code = "unsupported_media_type"
-
-
-class PreconditionFailed(HttpProblem):
-    """A conditional request (``If-Match``/``If-None-Match``) does not hold."""
-
-    status = HTTPStatus.PRECONDITION_FAILED
-    code = "precondition_failed"
 
 
 # --- answers -----------------------------------------------------------------------------------
@@ -117,31 +76,6 @@ def _field_errors(exc: ConfigError) -> list[dict[str, str | None]]:
     return [{"field": exc.field, "message": exc.detail}]
 
 
-def classify(exc: Exception) -> tuple[int, str]:
-    """The HTTP status and error code for an exception (see the module docstring)."""
-    if isinstance(exc, HttpProblem):
-        return exc.status, exc.code
-    if isinstance(exc, PermissionDenied):
-        return HTTPStatus.FORBIDDEN, "forbidden"
-    if isinstance(exc, NotFoundError):
-        return HTTPStatus.NOT_FOUND, "not_found"
-    if isinstance(exc, ConflictError | RunConflict):
-        return HTTPStatus.CONFLICT, "conflict"
-    if isinstance(exc, ConfigError):
-        return HTTPStatus.BAD_REQUEST, "invalid"
-    if isinstance(exc, SecretError):
-        # The vault (or the app's identity on it) failed us: not the caller's request.
-        return HTTPStatus.BAD_GATEWAY, "secret_unavailable"
-    if isinstance(exc, AuthenticationError):
-        # Not 403: the caller's own permissions are fine, ActiveCampaign refused the key.
-        return HTTPStatus.UNPROCESSABLE_ENTITY, "activecampaign_key_rejected"
-    if isinstance(exc, RetriableApiError):
-        return HTTPStatus.SERVICE_UNAVAILABLE, "activecampaign_unavailable"
-    if isinstance(exc, ApiError):
-        return HTTPStatus.BAD_GATEWAY, "activecampaign_error"
-    return HTTPStatus.INTERNAL_SERVER_ERROR, "internal"
-
-
 def error_response(exc: Exception, *, conditional: bool = False) -> func.HttpResponse:
     """The JSON error answer for ``exc``.
 
@@ -150,7 +84,7 @@ def error_response(exc: Exception, *, conditional: bool = False) -> func.HttpRes
     """
     if conditional and isinstance(exc, ConflictError | NotFoundError):
         exc = PreconditionFailed(exc.detail, field=exc.field)
-    status, code = classify(exc)
+    status, code = http_status(exc)
     headers: dict[str, str] = {}
     if isinstance(exc, ConfigError):
         errors = _field_errors(exc)

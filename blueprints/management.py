@@ -45,8 +45,6 @@ import asyncio
 import functools
 import json
 import logging
-import re
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -65,11 +63,14 @@ from blueprints.http_util import (
     read_json_body,
     route_name,
 )
+from blueprints.register import bind
 from blueprints.runtime import get_runtime
 from exporter.errors import ConfigError, ConflictError, ExporterError, SecretError
 from exporter.management.permissions import Caller
+from exporter.management.secret_names import is_generated_key_ref, new_key_ref
 from exporter.management.service import ManagementService, Saved
 from exporter.run.engine import instance_id
+from exporter.run.instances import ACTIVE_INSTANCE_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,6 @@ bp = df.Blueprint()
 
 AUTH_LEVEL = func.AuthLevel.FUNCTION
 """Function keys in front, App Service Authentication's principal for who is calling."""
-
-KEY_SECRET_PREFIX = "ac-"  # noqa: S105 - a name prefix, not a secret
-"""Key Vault secret names made here: ``ac-<connection>-<8 hex digits>``."""
-ACTIVE_RUN_STATUSES = ("Pending", "Running", "Suspended", "ContinuedAsNew")
-"""Durable runtime statuses of a run that deleting its export must stop."""
 
 Handler = Callable[[func.HttpRequest, ManagementService], func.HttpResponse]
 
@@ -152,17 +148,6 @@ def _exists_hint(exc: ConflictError, kind: str) -> ConflictError:
 
 
 # --- API keys ----------------------------------------------------------------------------------
-
-
-def new_key_ref(connection: str) -> str:
-    """A fresh Key Vault reference for a connection's key (see the module docstring)."""
-    return f"keyvault:{KEY_SECRET_PREFIX}{connection}-{secrets.token_hex(4)}"
-
-
-def is_generated_key_ref(ref: object, connection: str) -> bool:
-    """Whether ``ref`` is a reference :func:`new_key_ref` made for ``connection``."""
-    pattern = rf"keyvault:{KEY_SECRET_PREFIX}{re.escape(connection)}-[0-9a-f]{{8}}"
-    return isinstance(ref, str) and re.fullmatch(pattern, ref) is not None
 
 
 def _pop_api_key(body: dict[str, Any]) -> str | None:
@@ -403,7 +388,7 @@ class DurableRunCanceller:
         self._client = client
 
     async def cancel(self, export: str, reason: str) -> Cancelled:
-        statuses = [df.OrchestrationRuntimeStatus(s) for s in ACTIVE_RUN_STATUSES]
+        statuses = [df.OrchestrationRuntimeStatus(s) for s in ACTIVE_INSTANCE_STATUSES]
         prefix = run_instance_prefix(export)
         found = await self._client.get_status_by(runtime_status=statuses, instance_id_prefix=prefix)
         outcome = Cancelled()
@@ -479,18 +464,14 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 def _http(
     name: str, route: str, method: str, *, durable_client: bool = False
 ) -> Callable[[_F], _F]:
-    """Register the function on :data:`bp` as ``method /api/<route>`` named ``name`` (the
-    SDK's decorators are untyped; this keeps the functions' own signatures for callers)."""
-
-    def register(fn: _F) -> _F:
-        builder: Any = fn
-        if durable_client:
-            builder = bp.durable_client_input(client_name="client")(builder)
-        builder = bp.route(route=route, methods=[method], auth_level=AUTH_LEVEL)(builder)
-        bp.function_name(name)(builder)
-        return fn
-
-    return register
+    """Register the function on :data:`bp` as ``method /api/<route>`` named ``name``."""
+    decorators = [
+        bp.function_name(name),
+        bp.route(route=route, methods=[method], auth_level=AUTH_LEVEL),
+    ]
+    if durable_client:
+        decorators.append(bp.durable_client_input(client_name="client"))
+    return bind(*decorators)
 
 
 @_http("connections_put", "connections/{name}", "PUT")

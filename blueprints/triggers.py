@@ -51,11 +51,13 @@ from blueprints.orchestration import (
 )
 from blueprints.register import bind
 from blueprints.runtime import Runtime, get_runtime
-from exporter.errors import ConfigError, ConfigErrors, ExporterError, NotFoundError, RunConflict
+from exporter.errors import ConfigError, ExporterError, NotFoundError, RunConflict
 from exporter.management.permissions import Caller
 from exporter.masking import mask_email
-from exporter.run.engine import RunOptions, RunRequest, instance_id
+from exporter.run.engine import RunRequest, instance_id
+from exporter.run.instances import ACTIVE_INSTANCE_STATUSES, FINISHED_INSTANCE_STATUSES
 from exporter.run.report import RunReport
+from exporter.run.run_body import parse_run_body
 from exporter.settings import SCHEDULE, SNAPSHOT_CONNECTION
 
 log = logging.getLogger(__name__)
@@ -66,19 +68,8 @@ AUTH_LEVEL = func.AuthLevel.FUNCTION
 SNAPSHOT_CONTAINER = "snapshots"
 MAX_RUN_BODY_BYTES = 4_096
 """A run request is four small fields."""
-MAX_SNAPSHOT_PATH = 1_024
 DEFAULT_LIST_LIMIT = 20
 MAX_LIST_LIMIT = 100
-ACTIVE = frozenset({"Pending", "Running", "Suspended"})
-"""Runtime statuses of an instance that is still going: starting it again would fail."""
-FINISHED = frozenset({"Completed", "Failed", "Terminated", "Canceled"})
-RUN_FIELDS: Mapping[str, type] = {
-    "snapshot": str,
-    "dry_run": bool,
-    "full_resync": bool,
-    "allow_shrink": bool,
-}
-"""The body of ``POST /api/exports/{name}/runs`` (every field optional)."""
 
 
 # --- starting runs (shared by all three kinds of trigger) -------------------------------------
@@ -114,7 +105,7 @@ async def start_run(
     """
     iid = instance_id(request.export, request.snapshot_identity)
     before = status_name(await client.get_status(iid))
-    if before in ACTIVE:
+    if before in ACTIVE_INSTANCE_STATUSES:
         raise _already_running(request.export, iid, before)
     if before == "Completed" and not rerun_completed:
         return Started(iid, False, before)
@@ -124,7 +115,7 @@ async def start_run(
         # The Durable client raises a bare Exception; if the instance was started by someone
         # else between our status check and this call, say so like the check would have.
         now = status_name(await client.get_status(iid))
-        if now in ACTIVE:
+        if now in ACTIVE_INSTANCE_STATUSES:
             raise _already_running(request.export, iid, now) from None
         raise
     log.info(
@@ -239,40 +230,6 @@ async def snapshot_blob_trigger(blob: func.InputStream, client: Any) -> None:
 # --- HTTP ---------------------------------------------------------------------------------------
 
 
-def parse_run_body(body: Mapping[str, Any]) -> tuple[RunOptions, str | None]:
-    """The options and snapshot path of a run request; :class:`ConfigErrors` names each bad
-    field."""
-    errors: list[ConfigError] = []
-    for key, value in body.items():
-        expected = RUN_FIELDS.get(key)
-        if expected is None:
-            shown = key if key.isidentifier() and len(key) <= 40 else None
-            known = ", ".join(RUN_FIELDS)
-            errors.append(ConfigError(f"unknown field; expected {known}", field=shown))
-        elif not isinstance(value, expected) and not (key == "snapshot" and value is None):
-            kind = "true or false" if expected is bool else "a store path"
-            errors.append(ConfigError(f"must be {kind}", field=key))
-    snapshot = body.get("snapshot")
-    if isinstance(snapshot, str):
-        snapshot = snapshot.strip()
-        if not snapshot.startswith(SNAPSHOT_CONTAINER + "/") or len(snapshot) > MAX_SNAPSHOT_PATH:
-            errors.append(
-                ConfigError(f"must be a path under {SNAPSHOT_CONTAINER}/", field="snapshot")
-            )
-        elif any(part in ("", ".", "..") for part in snapshot.split("/")[1:-1]):
-            errors.append(
-                ConfigError("must not contain empty, '.' or '..' parts", field="snapshot")
-            )
-    if errors:
-        raise ConfigErrors(errors)
-    options = RunOptions(
-        dry_run=bool(body.get("dry_run", False)),
-        full_resync=bool(body.get("full_resync", False)),
-        allow_shrink=bool(body.get("allow_shrink", False)),
-    )
-    return options, snapshot or None
-
-
 def _run_body(req: func.HttpRequest) -> dict[str, Any]:
     """The JSON body, or ``{}`` when there is none (all fields are optional)."""
     if not (req.get_body() or b"").strip():
@@ -306,7 +263,8 @@ async def start_export_run(req: func.HttpRequest, client: Any) -> func.HttpRespo
     try:
         runtime, caller = _runtime_and_caller(req)
         name = route_name(req)
-        options, snapshot_at = parse_run_body(_run_body(req))
+        run_body = parse_run_body(_run_body(req))
+        options, snapshot_at = run_body.options(), run_body.snapshot
         await asyncio.to_thread(runtime.management.authorize_run, caller, name)
         snapshot = (
             None
@@ -368,7 +326,7 @@ async def _run_status(
     progress = status.custom_status if isinstance(status.custom_status, dict) else {}
     progress = dict(progress)
     group = progress.get("group")
-    if isinstance(group, str) and current in ACTIVE:
+    if isinstance(group, str) and current in ACTIVE_INSTANCE_STATUSES:
         progress = await _with_group_progress(client, progress, group)
     view: dict[str, Any] = {
         "export": name,
@@ -381,7 +339,7 @@ async def _run_status(
         "progress": progress,
         "report": None,
     }
-    if current in FINISHED:
+    if current in FINISHED_INSTANCE_STATUSES:
         try:
             report = await asyncio.to_thread(runtime.engine.get_run, name, run.run_id)
         except NotFoundError:
@@ -445,7 +403,7 @@ async def cancel_export_run(req: func.HttpRequest, client: Any) -> func.HttpResp
         # be cancelled (authorize_run would refuse it for being disabled).
         await asyncio.to_thread(runtime.management.get_export, caller, name)
         view, _run = await _run_status(client, runtime, name, iid)
-        if view["runtime_status"] not in ACTIVE:
+        if view["runtime_status"] not in ACTIVE_INSTANCE_STATUSES:
             raise RunConflict(f"run {iid} is not in progress ({view['runtime_status']})")
         who = _who(caller.principal)
         if force:

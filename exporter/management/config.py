@@ -89,7 +89,9 @@ def _schedule(value: str | None) -> str | None:
         raise ValueError(exc.detail) from None
 
 
-def _segment(value: str) -> str:
+def snapshot_path(value: str) -> str:
+    """A store path under ``snapshots/`` (a segment folder, glob or snapshot file): the one rule
+    for segments and for snapshots named in a run request."""
     rest = value.removeprefix("snapshots/")
     if rest == value or not rest:
         raise ValueError("must be a store path under snapshots/, e.g. snapshots/high-value/")
@@ -207,7 +209,7 @@ class Export(BaseModel):
     name: Slug = Field(description="Identifier used in paths and commands (a slug).")
     display_name: Text = Field(description="A recognisable name shown to users.")
     connection: Slug = Field(description="Name of the connection it sends through.")
-    segment: Annotated[str, AfterValidator(_segment)] = Field(
+    segment: Annotated[str, AfterValidator(snapshot_path)] = Field(
         description="Which snapshot files: a store prefix such as snapshots/high-value/ (every "
         "file under it), one file, or a glob such as snapshots/high-value/*.csv "
         "('*' stays within a folder, '**' crosses folders)."

@@ -3,12 +3,21 @@ summaries (JSON-serialisable; activities receive and return these, never contact
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from exporter.run.instances import instance_id
 from exporter.storage import runs
+
+__all__ = [
+    "ChunkSummary",
+    "PrepareResult",
+    "RunOptions",
+    "RunRequest",
+    "instance_id",
+    "summary_of",
+]
 
 # --- the shapes exchanged between phases (JSON-serialisable) ---------------------------------
 
@@ -80,12 +89,6 @@ class RunRequest:
             requested_by=str(d.get("requested_by", "")),
             requested_at=str(d.get("requested_at", "")),
         )
-
-
-def instance_id(export: str, snapshot_identity: str) -> str:
-    """Deterministic Durable instance id: export + snapshot identity (letters, digits, '-')."""
-    safe = re.sub(r"[^A-Za-z0-9-]", "-", export)
-    return f"{safe}-{re.sub(r'[^A-Za-z0-9]', '', snapshot_identity)[:32]}"
 
 
 @dataclass(frozen=True)

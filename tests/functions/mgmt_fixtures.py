@@ -26,7 +26,7 @@ import azure.functions as func
 import pytest
 
 from blueprints.auth import PRINCIPAL_HEADER, principal_header
-from blueprints.management import Cancelled, new_key_ref
+from blueprints.management import Cancelled
 from exporter.activecampaign.client import ActiveCampaignClient
 from exporter.activecampaign.limiter import RateLimiter
 from exporter.activecampaign.retry import RetryPolicy
@@ -35,6 +35,7 @@ from exporter.management.config import Connection, Consent, Export
 from exporter.management.hostnames import base_url
 from exporter.management.permissions import ADMIN, CONTRIBUTOR
 from exporter.management.repository import ConfigRepository
+from exporter.management.secret_names import new_key_ref
 from exporter.management.service import ManagementService
 from exporter.settings import HostPolicy
 from exporter.storage.store import LocalStore

@@ -16,7 +16,8 @@ from blueprints.auth import (
     caller_from_request,
     principal_header,
 )
-from blueprints.http_util import Unauthenticated, error_response
+from blueprints.http_util import error_response
+from exporter.http_errors import Unauthenticated
 from exporter.management.permissions import ADMIN, CONTRIBUTOR
 
 ROLE_URI = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"

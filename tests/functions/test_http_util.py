@@ -9,8 +9,6 @@ import azure.functions as func
 import pytest
 
 from blueprints.http_util import (
-    PayloadTooLarge,
-    UnsupportedMediaType,
     error_response,
     etag_headers,
     if_match,
@@ -33,6 +31,7 @@ from exporter.errors import (
     RunConflict,
     SecretError,
 )
+from exporter.http_errors import PayloadTooLarge, UnsupportedMediaType
 
 JSON = {"Content-Type": "application/json"}
 

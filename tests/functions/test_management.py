@@ -30,10 +30,10 @@ from blueprints.management import (
     handle_put_connection,
     handle_put_export,
     handle_verify_connection,
-    is_generated_key_ref,
 )
 from blueprints.orchestration import group_instance_id
 from exporter.errors import SecretError
+from exporter.management.secret_names import is_generated_key_ref
 from exporter.run.engine import instance_id
 from exporter.settings import HostPolicy
 from sandbox import Sandbox

@@ -1,0 +1,100 @@
+"""What an exporter error means over HTTP: the one mapping from exception to status and code,
+used by every HTTP handler (the JSON API, the run endpoints and the console).
+
+====================================  =====  ===============================
+exception                             status code
+====================================  =====  ===============================
+:class:`HttpProblem` (and subclasses) its own its own (413, 415, 401, 412)
+:class:`PermissionDenied`             403    ``forbidden``
+:class:`NotFoundError`                404    ``not_found``
+:class:`ConflictError`, RunConflict   409    ``conflict``
+:class:`ConfigError`                  400    ``invalid``
+:class:`SecretError`                  502    ``secret_unavailable``
+:class:`AuthenticationError`          422    ``activecampaign_key_rejected``
+:class:`RetriableApiError`            503    ``activecampaign_unavailable``
+:class:`ApiError`                     502    ``activecampaign_error``
+anything else                         500    ``internal``
+====================================  =====  ===============================
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from exporter.errors import (
+    ApiError,
+    AuthenticationError,
+    ConfigError,
+    ConflictError,
+    ExporterError,
+    NotFoundError,
+    PermissionDenied,
+    RetriableApiError,
+    RunConflict,
+    SecretError,
+)
+
+
+class HttpProblem(ExporterError):
+    """A request refused before it reaches the service; ``status`` and ``code`` say why."""
+
+    status: int = HTTPStatus.BAD_REQUEST
+    code: str = "invalid"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.detail = message
+
+
+class Unauthenticated(HttpProblem):
+    """No (valid) App Service Authentication principal on the request."""
+
+    status = HTTPStatus.UNAUTHORIZED
+    code = "unauthenticated"
+
+
+class PayloadTooLarge(HttpProblem):
+    """The request body exceeds the limit."""
+
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    code = "too_large"
+
+
+class UnsupportedMediaType(HttpProblem):
+    """The request body is not declared as JSON."""
+
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    code = "unsupported_media_type"
+
+
+class PreconditionFailed(HttpProblem):
+    """A conditional request (``If-Match``/``If-None-Match``) does not hold."""
+
+    status = HTTPStatus.PRECONDITION_FAILED
+    code = "precondition_failed"
+
+
+def http_status(exc: Exception) -> tuple[int, str]:
+    """The HTTP status and error code for an exception (see the module docstring)."""
+    if isinstance(exc, HttpProblem):
+        return exc.status, exc.code
+    if isinstance(exc, PermissionDenied):
+        return HTTPStatus.FORBIDDEN, "forbidden"
+    if isinstance(exc, NotFoundError):
+        return HTTPStatus.NOT_FOUND, "not_found"
+    if isinstance(exc, ConflictError | RunConflict):
+        return HTTPStatus.CONFLICT, "conflict"
+    if isinstance(exc, ConfigError):
+        return HTTPStatus.BAD_REQUEST, "invalid"
+    if isinstance(exc, SecretError):
+        # The vault (or the app's identity on it) failed us: not the caller's request.
+        return HTTPStatus.BAD_GATEWAY, "secret_unavailable"
+    if isinstance(exc, AuthenticationError):
+        # Not 403: the caller's own permissions are fine, ActiveCampaign refused the key.
+        return HTTPStatus.UNPROCESSABLE_ENTITY, "activecampaign_key_rejected"
+    if isinstance(exc, RetriableApiError):
+        return HTTPStatus.SERVICE_UNAVAILABLE, "activecampaign_unavailable"
+    if isinstance(exc, ApiError):
+        return HTTPStatus.BAD_GATEWAY, "activecampaign_error"
+    return HTTPStatus.INTERNAL_SERVER_ERROR, "internal"

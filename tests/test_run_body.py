@@ -1,0 +1,74 @@
+"""The run body, the instance vocabulary and the secret names: policy that lives in the core,
+whatever host (HTTP API, console, CLI) calls it."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.errors import ConfigErrors
+from exporter.management.secret_names import is_generated_key_ref, new_key_ref
+from exporter.run.instances import (
+    ACTIVE_INSTANCE_STATUSES,
+    FINISHED_INSTANCE_STATUSES,
+    instance_id,
+)
+from exporter.run.run_body import MAX_SNAPSHOT_PATH, parse_run_body
+
+
+def test_an_empty_body_is_the_default_run() -> None:
+    body = parse_run_body({})
+    assert body.snapshot is None
+    assert body.options().to_dict() == {
+        "dry_run": False,
+        "full_resync": False,
+        "allow_shrink": False,
+    }
+
+
+def test_a_snapshot_is_held_to_the_segment_rule_and_trimmed() -> None:
+    body = parse_run_body({"snapshot": " snapshots/vip/2026-01-01.csv ", "dry_run": True})
+    assert body.snapshot == "snapshots/vip/2026-01-01.csv"
+    assert body.options().dry_run
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"snapshot": "snapshots/.."}, {"snapshot"}),
+        ({"snapshot": "snapshots/../config/x.csv"}, {"snapshot"}),
+        ({"snapshot": "config/exports/x.json"}, {"snapshot"}),
+        ({"snapshot": "snapshots/" + "a" * MAX_SNAPSHOT_PATH}, {"snapshot"}),
+        ({"snapshot": 7}, {"snapshot"}),
+        ({"dry_run": "yes"}, {"dry_run"}),
+        ({"full_resync": 1}, {"full_resync"}),
+        ({"colour": True}, {"colour"}),
+        ({"<script>": True}, {None}),
+    ],
+)
+def test_bad_bodies_name_their_fields(body: dict[str, object], fields: set[str | None]) -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        parse_run_body(body)
+    assert {e.field for e in caught.value.errors} == fields
+
+
+def test_a_body_that_is_not_an_object_is_refused() -> None:
+    with pytest.raises(ConfigErrors):
+        parse_run_body([1, 2])
+
+
+def test_continued_as_new_is_a_live_instance() -> None:
+    assert "ContinuedAsNew" in ACTIVE_INSTANCE_STATUSES
+    assert not ACTIVE_INSTANCE_STATUSES & FINISHED_INSTANCE_STATUSES
+
+
+def test_instance_ids_are_deterministic_and_safe() -> None:
+    assert instance_id("weekly news", "ab:cd") == instance_id("weekly news", "ab:cd")
+    assert instance_id("weekly news", "ab:cd") == "weekly-news-abcd"
+
+
+def test_only_names_made_for_a_connection_are_its_own() -> None:
+    ref = new_key_ref("shop")
+    assert is_generated_key_ref(ref, "shop")
+    assert not is_generated_key_ref(ref, "shop2")
+    assert not is_generated_key_ref("keyvault:operator-key", "shop")
+    assert new_key_ref("shop") != ref  # a fresh suffix every time
