@@ -1,11 +1,9 @@
 """Azure Functions entry point: creates the app and registers the blueprints, nothing else."""
 
-import azure.durable_functions as df
-import azure.functions as func
-
 from blueprints import management, orchestration, triggers
+from blueprints.register import new_app
 
-app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+app = new_app()
 app.register_functions(orchestration.bp)
 app.register_functions(triggers.bp)
 app.register_functions(management.bp)

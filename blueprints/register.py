@@ -24,3 +24,12 @@ def bind(*decorators: Any) -> Callable[[_F], _F]:
         return fn
 
     return register
+
+
+def new_app() -> Any:
+    """The Functions app object (Durable-aware, function keys in front): built here so that
+    ``function_app.py`` only registers blueprints and imports no SDK itself."""
+    import azure.durable_functions as df  # type: ignore[import-untyped, unused-ignore]
+    import azure.functions as func
+
+    return df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)

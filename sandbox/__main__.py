@@ -11,8 +11,8 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from exporter.errors import ConfigError
 from sandbox.config import Faults, SandboxConfig, parse_field_spec, parse_list_spec, unique
+from sandbox.errors import SandboxConfigError
 from sandbox.server import Sandbox
 
 
@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
         config = config_from_args(args)
-    except ConfigError as exc:
+    except SandboxConfigError as exc:
         print(f"sandbox: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()

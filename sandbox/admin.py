@@ -19,9 +19,9 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-from exporter.errors import ConfigError
 from sandbox.api import Response, json_response
 from sandbox.config import Faults
+from sandbox.errors import SandboxConfigError
 
 if TYPE_CHECKING:
     from sandbox.server import Sandbox
@@ -59,9 +59,9 @@ def handle(sandbox: Sandbox, method: str, target: str, token: str | None, body: 
             try:
                 data = json.loads(body or b"{}")
                 if not isinstance(data, dict):
-                    raise ConfigError("expected a JSON object", field="faults")
+                    raise SandboxConfigError("expected a JSON object", field="faults")
                 sandbox.set_faults(Faults.from_mapping(data))
-            except (ValueError, ConfigError) as exc:
+            except (ValueError, SandboxConfigError) as exc:
                 return json_response(400, {"message": str(exc)})
         return json_response(200, {"faults": sandbox.faults().to_mapping()})
     if method == "POST" and path == "/_sandbox/unsubscribe":

@@ -1,7 +1,7 @@
 """What a sandbox account holds and how it misbehaves: :class:`SandboxConfig`, :class:`Field`,
 :class:`Faults`.
 
-Invalid configuration raises :class:`exporter.errors.ConfigError` (the project's one error tree).
+Invalid configuration raises :class:`sandbox.errors.SandboxConfigError`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from exporter.errors import ConfigError
+from sandbox.errors import SandboxConfigError
 
 FIELD_TYPES = frozenset(
     {
@@ -34,7 +34,9 @@ _ID = re.compile(r"^[1-9][0-9]{0,9}$")
 
 def _check_id(value: str, what: str) -> str:
     if not isinstance(value, str) or not _ID.match(value):
-        raise ConfigError(f"{what} id must be a positive integer written as a string", field=what)
+        raise SandboxConfigError(
+            f"{what} id must be a positive integer written as a string", field=what
+        )
     return value
 
 
@@ -55,7 +57,7 @@ class Field:
     def __post_init__(self) -> None:
         _check_id(self.id, "field")
         if self.type not in FIELD_TYPES:
-            raise ConfigError(f"unknown field type {self.type!r}", field="field.type")
+            raise SandboxConfigError(f"unknown field type {self.type!r}", field="field.type")
         if self.perstag is None:
             derived = re.sub(r"[^A-Z0-9]+", "_", self.title.upper()).strip("_")
             object.__setattr__(self, "perstag", derived or f"FIELD_{self.id}")
@@ -110,16 +112,18 @@ class Faults:
         }
         for name, rate in rates.items():
             if not 0.0 <= rate <= 1.0:
-                raise ConfigError("must be between 0 and 1", field=f"faults.{name}")
+                raise SandboxConfigError("must be between 0 and 1", field=f"faults.{name}")
         exclusive = (
             self.http_503_rate + self.http_429_rate + self.reset_rate + self.lost_response_rate
         )
         if exclusive > 1.0:
-            raise ConfigError("503, 429, reset and lost-response rates add up to more than 1")
+            raise SandboxConfigError(
+                "503, 429, reset and lost-response rates add up to more than 1"
+            )
         if self.batch_failed_rate + self.batch_interrupted_rate > 1.0:
-            raise ConfigError("batch failed and interrupted rates add up to more than 1")
+            raise SandboxConfigError("batch failed and interrupted rates add up to more than 1")
         if self.slow_seconds < 0 or self.retry_after < 0:
-            raise ConfigError("delays cannot be negative", field="faults")
+            raise SandboxConfigError("delays cannot be negative", field="faults")
         object.__setattr__(
             self, "failure_emails", frozenset(e.strip().lower() for e in self.failure_emails)
         )
@@ -132,7 +136,9 @@ class Faults:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"unknown fault setting(s): {', '.join(unknown)}", field="faults")
+            raise SandboxConfigError(
+                f"unknown fault setting(s): {', '.join(unknown)}", field="faults"
+            )
         kwargs: dict[str, object] = {}
         for key, value in data.items():
             if key in ("failure_emails", "endpoints"):
@@ -140,11 +146,11 @@ class Faults:
                     kwargs[key] = None
                     continue
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise ConfigError("must be a list of strings", field=f"faults.{key}")
+                    raise SandboxConfigError("must be a list of strings", field=f"faults.{key}")
                 kwargs[key] = frozenset(value)
             else:
                 if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise ConfigError("must be a number", field=f"faults.{key}")
+                    raise SandboxConfigError("must be a number", field=f"faults.{key}")
                 kwargs[key] = float(value)
         return cls(**kwargs)  # type: ignore[arg-type]
 
@@ -198,24 +204,24 @@ class SandboxConfig:
 
     def __post_init__(self) -> None:
         if not self.api_key:
-            raise ConfigError("an API key is required", field="api_key")
+            raise SandboxConfigError("an API key is required", field="api_key")
         for list_id in self.lists:
             _check_id(list_id, "list")
         ids = [f.id for f in self.fields]
         if len(set(ids)) != len(ids):
-            raise ConfigError("field ids must be unique", field="fields")
+            raise SandboxConfigError("field ids must be unique", field="fields")
         if self.time_scale <= 0:
-            raise ConfigError("must be greater than 0", field="time_scale")
+            raise SandboxConfigError("must be greater than 0", field="time_scale")
         for name in ("rate_per_second", "bulk_multi_per_minute", "bulk_single_per_minute"):
             if getattr(self, name) < 1:
-                raise ConfigError("must be at least 1", field=name)
+                raise SandboxConfigError("must be at least 1", field=name)
 
 
 def parse_list_spec(spec: str) -> tuple[str, str]:
     """``ID:NAME`` (the command line's ``--list``)."""
     list_id, sep, name = spec.partition(":")
     if not sep or not name:
-        raise ConfigError(f"expected ID:NAME, got {spec!r}", field="--list")
+        raise SandboxConfigError(f"expected ID:NAME, got {spec!r}", field="--list")
     return _check_id(list_id, "list"), name
 
 
@@ -223,7 +229,9 @@ def parse_field_spec(spec: str) -> Field:
     """``ID:TITLE[:TYPE[:PERSTAG]]`` (the command line's ``--field``)."""
     parts = spec.split(":")
     if len(parts) < 2 or len(parts) > 4 or not parts[1]:
-        raise ConfigError(f"expected ID:TITLE[:TYPE[:PERSTAG]], got {spec!r}", field="--field")
+        raise SandboxConfigError(
+            f"expected ID:TITLE[:TYPE[:PERSTAG]], got {spec!r}", field="--field"
+        )
     return Field(
         id=parts[0],
         title=parts[1],

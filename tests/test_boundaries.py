@@ -1,0 +1,144 @@
+"""The layers hold: every import of the code (module level and inside functions) is walked
+with ``ast`` and checked against the rules of docs/architecture.md.
+
+- ``exporter/`` (the core) never imports the Functions host (``azure.functions``,
+  ``azure.durable_functions``) nor the ``sandbox``;
+- only ``exporter/adapters/`` and ``blueprints/`` import an Azure SDK (``azure.*``);
+- ``sandbox/`` (a separate program, the ActiveCampaign emulator) never imports ``exporter``;
+- ``function_app.py`` only imports blueprints, builds the app and registers them.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = ("azure.functions", "azure.durable_functions")
+
+
+def imports(tree: ast.AST) -> Iterator[str]:
+    """Every module an AST imports, wherever the import statement stands."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+            # ``from azure import functions`` imports azure.functions
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def _under(name: str, *packages: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def violations(root: Path) -> list[str]:
+    """Each broken rule as ``file: what``, for the tree at ``root``."""
+    found: list[str] = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        top = rel.split("/")[0]
+        if top in ("tests", ".venv", "node_modules", ".venv-checkov") or "/." in "/" + rel:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=rel)
+        names = set(imports(tree))
+        in_core = rel.startswith("exporter/")
+        may_use_azure = rel.startswith(("exporter/adapters/", "blueprints/"))
+        for name in sorted(names):
+            if in_core and _under(name, *HOST):
+                found.append(f"{rel}: the core imports the Functions host ({name})")
+            if in_core and _under(name, "sandbox"):
+                found.append(f"{rel}: the core imports the sandbox ({name})")
+            if not may_use_azure and _under(name, "azure"):
+                found.append(f"{rel}: an Azure SDK outside adapters and blueprints ({name})")
+            if top == "sandbox" and _under(name, "exporter"):
+                found.append(f"{rel}: the sandbox imports the exporter ({name})")
+        if rel == "function_app.py":
+            found.extend(f"function_app.py: {p}" for p in _app_problems(tree, names))
+    return found
+
+
+def _app_problems(tree: ast.Module, names: set[str]) -> list[str]:
+    problems = [f"imports {n}" for n in sorted(names) if not _under(n, "blueprints")]
+    for node in tree.body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            continue
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # the docstring
+        if _is_app_assignment(node) or _is_registration(node):
+            continue
+        problems.append(f"line {node.lineno} does more than register blueprints")
+    return problems
+
+
+def _is_app_assignment(node: ast.stmt) -> bool:
+    return (
+        isinstance(node, ast.Assign)
+        and [getattr(t, "id", None) for t in node.targets] == ["app"]
+        and isinstance(node.value, ast.Call)
+        and not node.value.args
+        and not node.value.keywords
+    )
+
+
+def _is_registration(node: ast.stmt) -> bool:
+    if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)):
+        return False
+    call = node.value
+    return (
+        isinstance(call.func, ast.Attribute)
+        and call.func.attr == "register_functions"
+        and isinstance(call.func.value, ast.Name)
+        and call.func.value.id == "app"
+        and len(call.args) == 1
+        and isinstance(call.args[0], ast.Attribute)
+        and call.args[0].attr == "bp"
+    )
+
+
+def test_the_project_keeps_its_boundaries() -> None:
+    assert violations(ROOT) == []
+
+
+PLANTED = [
+    ("exporter/x.py", "import azure.functions as func\n", "the core imports the Functions host"),
+    (
+        "exporter/x.py",
+        "def f():\n    from azure.durable_functions import DFApp\n",
+        "Functions host",
+    ),
+    ("exporter/x.py", "from azure import functions\n", "Functions host"),
+    ("exporter/x.py", "from sandbox import Sandbox\n", "the core imports the sandbox"),
+    ("exporter/x.py", "from azure.storage.blob import BlobClient\n", "Azure SDK outside"),
+    ("bench/x.py", "import azure.identity\n", "Azure SDK outside"),
+    ("sandbox/x.py", "from exporter.errors import ConfigError\n", "the sandbox imports"),
+    ("function_app.py", "import azure.functions\n", "imports azure.functions"),
+    ("function_app.py", "from blueprints import x\nprint('hi')\n", "does more than register"),
+    ("function_app.py", "from blueprints import x\napp = make(1)\n", "does more than register"),
+]
+
+
+@pytest.mark.parametrize(("file", "code", "expected"), PLANTED)
+def test_each_rule_catches_a_planted_violation(
+    tmp_path: Path, file: str, code: str, expected: str
+) -> None:
+    target = tmp_path / file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(code)
+    found = violations(tmp_path)
+    assert any(expected in v for v in found), found
+
+
+def test_adapters_and_blueprints_may_use_the_sdks(tmp_path: Path) -> None:
+    files = {
+        "exporter/adapters/x.py": "import azure.storage.blob\nfrom azure.identity import X\n",
+        "blueprints/x.py": "import azure.functions\nimport azure.durable_functions\n",
+    }
+    for file, code in files.items():
+        target = tmp_path / file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(code)
+    assert violations(tmp_path) == []
