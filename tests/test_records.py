@@ -1,0 +1,90 @@
+"""Stored records are typed and versioned, and a store written before that still works: its
+runs are listed, a finished run re-finalizes to the very report it stored, and a prepared run
+that stopped is resumed and completes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.management.repository import ConfigRepository
+from exporter.management.secrets import LocalSecretProvider
+from exporter.run.engine import Engine
+from exporter.run.records import RunRequest
+from exporter.settings import HostPolicy
+from exporter.storage import runs
+from exporter.storage.store import LocalStore
+from sandbox import Field, Sandbox, SandboxConfig
+from tests.integration.support import CONNECTION, EXPORT, KEY, KEY_VAR, LIST
+
+FIXTURE = Path(__file__).parent / "fixtures" / "runs_v0"
+FINISHED = "20261205T013228Z-e43d489d"
+PREPARED = "20261205T013228Z-5cf9fe4b"
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    fields = [Field("1", "City"), Field("2", "Birthday", "date"), Field("3", "Tier", "dropdown")]
+    config = SandboxConfig(
+        api_key=KEY, lists={LIST: "Newsletter"}, fields=fields, time_scale=50.0, seed=1
+    )
+    with Sandbox(config) as sb:
+        yield sb
+
+
+@pytest.fixture
+def old_store(tmp_path: Path, sandbox: Sandbox) -> LocalStore:
+    home = tmp_path / "home"
+    shutil.copytree(FIXTURE, home)
+    store = LocalStore(home)
+    repo = ConfigRepository(store)
+    connection, etag = repo.get_connection(CONNECTION)
+    moved = connection.model_copy(update={"hostname": f"127.0.0.1:{sandbox.port}"})
+    repo.put_connection(moved, if_match=etag)  # the sandbox listens on another port today
+    return store
+
+
+def engine_over(store: LocalStore) -> Engine:
+    return Engine(
+        store,
+        LocalSecretProvider({KEY_VAR: KEY}),
+        host_policy=HostPolicy(allow_loopback_sandbox=True),
+        time_scale=50.0,
+        chunk_batches=1,
+    )
+
+
+def old_requests() -> dict[str, RunRequest]:
+    data = json.loads((FIXTURE / "requests.json").read_text())
+    return {k: RunRequest.from_dict(v) for k, v in data.items()}
+
+
+def test_old_runs_are_listed(old_store: LocalStore) -> None:
+    listed = {r.run_id: r.status for r in engine_over(old_store).list_runs(EXPORT)}
+    assert listed == {FINISHED: "completed", PREPARED: "running"}
+
+
+def test_an_old_finished_run_refinalizes_to_the_report_it_stored(old_store: LocalStore) -> None:
+    engine = engine_over(old_store)
+    stored = json.loads(old_store.read_bytes(runs.report_path(EXPORT, FINISHED)))
+    old_store.delete(runs.report_path(EXPORT, FINISHED))
+    again = engine.finalize(old_requests()["finished"]).to_dict()
+    for key in ("status", "rows_read", "confirmed", "rejected", "failed", "sent", "batches"):
+        assert again[key] == stored[key], key
+    assert again["status"] == "completed"
+
+
+def test_an_old_prepared_run_resumes_and_completes(old_store: LocalStore, sandbox: Sandbox) -> None:
+    engine = engine_over(old_store)
+    prepared = old_requests()["prepared"]
+    resumed = engine.new_run(EXPORT, snapshot=engine.store_snapshot(prepared.snapshot["path"]))
+    assert resumed.run_id == PREPARED  # found through the old active-run record
+    report = engine.run(resumed)
+    assert report.status == "completed", report.summary()
+    assert report.reconciliation_problems() == []
+    assert report.confirmed == 100
+    assert sandbox.request_counts().get("POST /import/bulk_import", 0) >= 1
