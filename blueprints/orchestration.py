@@ -67,6 +67,7 @@ from blueprints.register import bind
 from blueprints.runtime import get_runtime
 from exporter.errors import ConfigError, ExporterError
 from exporter.run.engine import RunRequest
+from exporter.run.records import ChunkSummary, PrepareResult
 
 log = logging.getLogger(__name__)
 
@@ -213,14 +214,16 @@ class Progress:
     COUNTS = ("chunks_pushed", "chunks_confirmed", "sent", "rejected", "confirmed", "failed")
 
     def pushed(self, summary: Mapping[str, Any]) -> None:
+        s = ChunkSummary.from_dict(summary)
         self.chunks_pushed += 1
-        self.sent += int(summary.get("sent", 0))
-        self.rejected += int(summary.get("rejected", 0))
+        self.sent += s.sent
+        self.rejected += s.rejected
 
     def confirmed_chunk(self, summary: Mapping[str, Any]) -> None:
+        s = ChunkSummary.from_dict(summary)
         self.chunks_confirmed += 1
-        self.confirmed += int(summary.get("confirmed", 0))
-        self.failed += int(summary.get("failed", 0))
+        self.confirmed += s.confirmed
+        self.failed += s.failed
 
     def add(self, other: Mapping[str, Any]) -> None:
         """Add a finished group's counts."""
@@ -319,16 +322,17 @@ def export_run(context: Any) -> Orchestration:
 
     prepare = _call(context, PREPARE_ACTIVITY, {"request": run.request})
     yield context.task_any([prepare, cancel])
+    prepared: PrepareResult | None
     try:
-        prepared = yield prepare
+        prepared = PrepareResult.from_dict((yield prepare))
     except Exception as exc:  # noqa: BLE001 - Durable raises every activity failure as Exception
         error, prepared = failure_text(exc), None
 
     # A guarded run was finalized by prepare; a dry run only plans: neither sends anything.
-    if prepared is not None and not (prepared.get("guarded") or prepared.get("dry_run")):
-        chunks = list(prepared.get("chunks", []))
+    if prepared is not None and not (prepared.guarded or prepared.dry_run):
+        chunks = list(prepared.chunks)
         progress.chunks = len(chunks)
-        progress.contacts_to_send = int(prepared.get("contacts_to_send", 0))
+        progress.contacts_to_send = prepared.contacts_to_send
         progress.phase = "sending"
         context.set_custom_status(progress.to_dict())
         try:

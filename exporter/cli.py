@@ -33,6 +33,7 @@ from exporter.run.engine import Engine, RunOptions
 from exporter.run.report import RunReport
 from exporter.settings import EXPORTER_HOME, HostPolicy
 from exporter.storage import runs
+from exporter.storage.records import ActiveRun, read_record
 from exporter.storage.store import LocalStore
 
 EXIT_OK = 0
@@ -315,11 +316,11 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
             raise InputError(
                 "file not found (nor a store path under snapshots/)", file=args.snapshot
             )
-    active = runs.read_json(ctx.store, runs.active_run_path(args.export))
+    active = read_record(ctx.store, runs.active_run_path(args.export), ActiveRun)
     req = engine.new_run(
         args.export, snapshot=snapshot, options=options, snapshot_location=location
     )
-    resumed = active is not None and active.get("run_id") == req.run_id
+    resumed = active is not None and active.run_id == req.run_id
     ctx.note(
         f"{'resuming' if resumed else 'starting'} run {req.run_id} of export {req.export}"
         + (" (dry run)" if options.dry_run else "")

@@ -268,7 +268,14 @@ def test_new_run_resumes_an_unfinished_run_and_not_a_finished_one(world: World) 
 
 def test_names_and_records_are_json_shapes() -> None:
     assert instance_id("news-letter", "ab/cd+ef") == "news-letter-abcdef"
-    summary = ChunkSummary("runs/x/y/chunks/00000.jsonl", 2, 300, 1, 298, 1)
+    summary = ChunkSummary(
+        chunk="runs/x/y/chunks/00000.jsonl",
+        batches=2,
+        sent=300,
+        rejected=1,
+        confirmed=298,
+        failed=1,
+    )
     assert ChunkSummary.from_dict(summary.to_dict()) == summary
     assert RunOptions.from_dict(RunOptions(dry_run=True).to_dict()) == RunOptions(dry_run=True)
     assert (

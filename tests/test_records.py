@@ -17,6 +17,18 @@ from exporter.run.engine import Engine
 from exporter.run.records import RunRequest
 from exporter.settings import HostPolicy
 from exporter.storage import runs
+from exporter.storage.records import (
+    SCHEMA_VERSION,
+    ActiveRun,
+    CommitMarker,
+    ConfirmedRecord,
+    LastRun,
+    Manifest,
+    RecordError,
+    SentRecord,
+    read_record,
+    write_record,
+)
 from exporter.storage.store import LocalStore
 from sandbox import Field, Sandbox, SandboxConfig
 from tests.integration.support import CONNECTION, EXPORT, KEY, KEY_VAR, LIST
@@ -88,3 +100,56 @@ def test_an_old_prepared_run_resumes_and_completes(old_store: LocalStore, sandbo
     assert report.reconciliation_problems() == []
     assert report.confirmed == 100
     assert sandbox.request_counts().get("POST /import/bulk_import", 0) >= 1
+
+
+# --- the codec ---------------------------------------------------------------------------------
+
+
+def test_records_written_before_versioning_load_as_the_current_version() -> None:
+    manifest = json.loads(
+        (FIXTURE / "runs" / EXPORT / FINISHED / "prepared.json").read_text(encoding="utf-8")
+    )
+    assert "schema_version" not in manifest  # version 0 on disk
+    loaded = Manifest.from_dict(manifest)
+    assert loaded.schema_version == SCHEMA_VERSION
+    assert loaded.counts.rows_read == 601 and loaded.chunks[0].kind == "contacts"
+    assert Manifest.from_dict(loaded.to_dict()) == loaded
+
+
+def test_a_record_from_a_newer_exporter_is_refused_with_its_file_named(
+    old_store: LocalStore,
+) -> None:
+    path = runs.last_run_path(EXPORT)
+    data = json.loads(old_store.read_bytes(path))
+    old_store.write_bytes(path, json.dumps({**data, "schema_version": 99}).encode())
+    with pytest.raises(RecordError, match=r"last_run\.json.*newer exporter"):
+        read_record(old_store, path, LastRun)
+
+
+def test_a_damaged_record_names_its_file_and_field(old_store: LocalStore) -> None:
+    path = runs.sent_path(EXPORT, FINISHED, runs.chunk_path(EXPORT, FINISHED, 0))
+    data = json.loads(old_store.read_bytes(path))
+    del data["batches"][0]["batch_id"]
+    old_store.write_bytes(path, json.dumps(data).encode())
+    with pytest.raises(RecordError, match=r"00000\.json.*batches\.0\.batch_id"):
+        read_record(old_store, path, SentRecord)
+
+
+def test_every_stored_record_round_trips_with_its_version(old_store: LocalStore) -> None:
+    kinds = {
+        runs.manifest_path(EXPORT, FINISHED): Manifest,
+        runs.last_run_path(EXPORT): LastRun,
+        runs.active_run_path(EXPORT): ActiveRun,
+        runs.commit_path(EXPORT, FINISHED): CommitMarker,
+        runs.sent_path(EXPORT, FINISHED, runs.chunk_path(EXPORT, FINISHED, 1)): SentRecord,
+        runs.confirmed_path(EXPORT, FINISHED, runs.chunk_path(EXPORT, FINISHED, 1)): (
+            ConfirmedRecord
+        ),
+    }
+    for path, kind in kinds.items():
+        record = read_record(old_store, path, kind)
+        assert record is not None, path
+        write_record(old_store, path, record)
+        again = json.loads(old_store.read_bytes(path))
+        assert again["schema_version"] == SCHEMA_VERSION
+        assert read_record(old_store, path, kind) == record

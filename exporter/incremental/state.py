@@ -425,12 +425,20 @@ def load(store: Store, export: str) -> tuple[ExportState, str | None]:
     return ExportState.from_bytes(data, source=path), etag
 
 
-def save(store: Store, export: str, state: ExportState, *, if_match: str | None) -> str:
+def save(
+    store: Store,
+    export: str,
+    state: ExportState,
+    *,
+    if_match: str | None,
+    encoded: bytes | bytearray | None = None,
+) -> str:
     """Write the state atomically, only if it is still the version read (``if_match``; ``None``
     means "only if there is none yet"). Returns the new ETag; raises
-    :class:`exporter.storage.store.PreconditionFailed` when another run saved in between."""
+    :class:`exporter.storage.store.PreconditionFailed` when another run saved in between.
+    ``encoded``: :meth:`ExportState.encode` already made by the caller (not encoded twice)."""
     path = state_path(export)
-    data = state.encode()
+    data = state.encode() if encoded is None else encoded
     if if_match is None:
         etag = store.write_bytes(path, data, if_none_match=True)
     else:

@@ -45,6 +45,7 @@ from exporter.progress import ProgressCallback, ProgressEvent
 from exporter.reading.snapshot import SnapshotReader
 from exporter.run.rejects import RejectedRowsWriter
 from exporter.storage import runs
+from exporter.storage.records import Counts, Manifest, ManifestChunk
 from exporter.storage.store import Store
 
 logger = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ class Preparer:
 
     # --- the pass ---------------------------------------------------------------------------
 
-    def run(self, reader: SnapshotReader, source: str) -> dict[str, Any]:
+    def run(self, reader: SnapshotReader, source: str) -> Manifest:
         """Stream ``reader`` to chunk files; returns the manifest's counts and chunk list.
         Raises InputError (bad snapshot) or GuardError (shrink guard) before anything is
         sent."""
@@ -428,7 +429,7 @@ class Preparer:
         kept: int,
         artefacts: dict[str, str],
         seconds: float,
-    ) -> dict[str, Any]:
+    ) -> Manifest:
         c = result.counts
         rejected = sum(self.rejected_by_reason.values())
         counts = {
@@ -446,29 +447,28 @@ class Preparer:
             "email_changes": c.email_changes,
             "collisions": c.collisions,
         }
-        chunks = [ch.to_dict() for ch in self.chunks.chunks]
-        return {
-            "version": 1,
-            "export": self.export.name,
-            "run_id": self.run_id,
-            "counts": counts,
-            "rejected_by_reason": dict(self.rejected_by_reason),
-            "rejected_rows": self.rejects.count,
-            "chunks": chunks,
-            "contacts_to_send": sum(ch["contacts"] for ch in chunks if ch["kind"] == CONTACTS),
-            "leavers_to_unsubscribe": sum(ch["contacts"] for ch in chunks if ch["kind"] == LEAVERS),
-            "snapshot_count": result.snapshot_count,
-            "previous_snapshot_count": self.state.snapshot_count,
-            "guarded": guard is not None,
-            "guard_message": guard,
-            "dry_run": self.dry_run,
-            "full_resync": self.full_resync,
-            "list_id": self.export.list_id,
-            "email_column": self.email_column,
-            "value_columns": self.value_columns,
-            "artefacts": artefacts,
-            "prepare_seconds": round(seconds, 3),
-        }
+        chunks = [ManifestChunk.from_dict(ch.to_dict()) for ch in self.chunks.chunks]
+        return Manifest(
+            export=self.export.name,
+            run_id=self.run_id,
+            counts=Counts.from_dict(counts),
+            rejected_by_reason=dict(self.rejected_by_reason),
+            rejected_rows=self.rejects.count,
+            chunks=chunks,
+            contacts_to_send=sum(ch.contacts for ch in chunks if ch.kind == CONTACTS),
+            leavers_to_unsubscribe=sum(ch.contacts for ch in chunks if ch.kind == LEAVERS),
+            snapshot_count=result.snapshot_count,
+            previous_snapshot_count=self.state.snapshot_count,
+            guarded=guard is not None,
+            guard_message=guard,
+            dry_run=self.dry_run,
+            full_resync=self.full_resync,
+            list_id=self.export.list_id,
+            email_column=self.email_column,
+            value_columns=self.value_columns,
+            artefacts=artefacts,
+            prepare_seconds=round(seconds, 3),
+        )
 
 
 @contextlib.contextmanager

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
 
 from exporter.errors import ConflictError
 from exporter.incremental import state as state_mod
@@ -18,6 +17,16 @@ from exporter.run.rejects import append_api_rejections
 from exporter.run.report import RunReport
 from exporter.run.tally import RunTally
 from exporter.storage import runs
+from exporter.storage.records import (
+    ActiveRun,
+    CommitMarker,
+    ConfirmedRecord,
+    LastRun,
+    Manifest,
+    SentRecord,
+    read_record,
+    write_record,
+)
 from exporter.storage.store import ObjectNotFound, PreconditionFailed
 
 logger = logging.getLogger(__name__)
@@ -35,12 +44,12 @@ def finalize(
     existing = runs.read_json(ctx.store, runs.report_path(req.export, req.run_id))
     if existing is not None and existing.get("status") in runs.FINAL_STATUSES:
         return RunReport.from_dict(existing)
-    manifest = runs.read_json(ctx.store, runs.manifest_path(req.export, req.run_id))
+    manifest = read_record(ctx.store, runs.manifest_path(req.export, req.run_id), Manifest)
     report = RunReport(
         export=req.export,
         run_id=req.run_id,
         snapshot=req.snapshot_identity,
-        started_at=(manifest or {}).get("started_at") or req.requested_at,
+        started_at=(manifest.started_at if manifest else "") or req.requested_at,
         dry_run=req.options.dry_run,
         full_resync=req.options.full_resync,
     )
@@ -52,7 +61,7 @@ def finalize(
         tally = RunTally(report, manifest, cancelled=cancelled, error=error)
         _tally_chunks(ctx, req, manifest, tally)
         tally.finish()
-        if not (manifest["dry_run"] or manifest["guarded"]):
+        if not (manifest.dry_run or manifest.guarded):
             try:
                 _commit(ctx, req, manifest, tally)
             except ConflictError as exc:
@@ -101,8 +110,8 @@ def _close_run(
         )
     runs.write_json(ctx.store, runs.report_path(req.export, req.run_id), report.to_dict())
     _record_last_run(ctx, req, report, prepared)
-    active = runs.read_json(ctx.store, runs.active_run_path(req.export))
-    if active is not None and active.get("run_id") == req.run_id:
+    active = read_record(ctx.store, runs.active_run_path(req.export), ActiveRun)
+    if active is not None and active.run_id == req.run_id:
         ctx.store.delete(runs.active_run_path(req.export))
     if conflict is not None:
         raise conflict
@@ -116,24 +125,24 @@ def _record_last_run(ctx: RunContext, req: RunRequest, report: RunReport, prepar
     attempts = 1
     if previous is not None and previous.snapshot_identity == req.snapshot_identity:
         attempts = previous.attempts + 1
-    last = runs.LastRun(
-        req.run_id,
-        req.snapshot_identity,
-        report.status,
-        report.finished_at or "",  # set by _close_run just before
+    last = LastRun(
+        run_id=req.run_id,
+        snapshot_identity=req.snapshot_identity,
+        status=report.status,
+        finished_at=report.finished_at or "",  # set by _close_run just before
         attempts=attempts,
         retry=prepared and report.status == "failed" and not req.options.dry_run,
     )
-    runs.write_json(ctx.store, runs.last_run_path(req.export), last.to_dict())
+    write_record(ctx.store, runs.last_run_path(req.export), last)
 
 
-def _tally_chunks(
-    ctx: RunContext, req: RunRequest, manifest: Mapping[str, Any], tally: RunTally
-) -> None:
-    for info in manifest["chunks"]:
-        chunk = info["path"]
-        confirmed = runs.read_json(ctx.store, runs.confirmed_path(req.export, req.run_id, chunk))
-        sent = runs.read_json(ctx.store, runs.sent_path(req.export, req.run_id, chunk))
+def _tally_chunks(ctx: RunContext, req: RunRequest, manifest: Manifest, tally: RunTally) -> None:
+    for info in manifest.chunks:
+        chunk = info.path
+        confirmed = read_record(
+            ctx.store, runs.confirmed_path(req.export, req.run_id, chunk), ConfirmedRecord
+        )
+        sent = read_record(ctx.store, runs.sent_path(req.export, req.run_id, chunk), SentRecord)
         if confirmed is not None or sent is not None:
             batches = {b.index: b for b in ctx.read_chunk(chunk)}
         else:
@@ -141,7 +150,7 @@ def _tally_chunks(
         tally.chunk(info, sent, confirmed, batches)
 
 
-def _commit(ctx: RunContext, req: RunRequest, manifest: Mapping[str, Any], tally: RunTally) -> None:
+def _commit(ctx: RunContext, req: RunRequest, manifest: Manifest, tally: RunTally) -> None:
     """Save the next state: confirmed sends and unsubscriptions, kept leavers dropped."""
     path = state_mod.state_path(req.export)
     try:
@@ -149,9 +158,9 @@ def _commit(ctx: RunContext, req: RunRequest, manifest: Mapping[str, Any], tally
     except ObjectNotFound:
         current, etag = b"", None
     marker = runs.commit_path(req.export, req.run_id)
-    if etag != manifest["state_etag"]:
-        recorded = runs.read_json(ctx.store, marker)
-        if recorded is not None and recorded["digest"] == _digest(current):
+    if etag != manifest.state_etag:
+        recorded = read_record(ctx.store, marker, CommitMarker)
+        if recorded is not None and recorded.digest == _digest(current):
             return  # this very run committed it before it was interrupted
         raise ConflictError(
             f"the state of export {req.export!r} changed since run {req.run_id} was "
@@ -167,10 +176,13 @@ def _commit(ctx: RunContext, req: RunRequest, manifest: Mapping[str, Any], tally
     update = tally.update  # confirmed and uncertain outcomes, recorded while tallying
     for key in _kept_leavers(ctx, req):
         update.drop(key)
-    new_state = update_mod.apply(state, update)
-    runs.write_json(ctx.store, marker, {"digest": _digest(new_state.to_bytes())})
+    # The old state and the update are spent column by column (bounded memory at 10M).
+    new_state = update_mod.apply(state, update, consume=True)
+    del state
+    encoded = new_state.encode()
+    write_record(ctx.store, marker, CommitMarker(digest=_digest(encoded)))
     try:
-        state_mod.save(ctx.store, req.export, new_state, if_match=etag)
+        state_mod.save(ctx.store, req.export, new_state, if_match=etag, encoded=encoded)
     except PreconditionFailed:
         raise ConflictError(
             f"the state of export {req.export!r} was changed by another run while this one "
@@ -187,5 +199,5 @@ def _kept_leavers(ctx: RunContext, req: RunRequest) -> Iterator[str]:
     return (line for line in data.decode().split("\n") if line)
 
 
-def _digest(data: bytes) -> str:
+def _digest(data: bytes | bytearray) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()

@@ -8,6 +8,7 @@ import contextlib
 from exporter.errors import NotFoundError
 from exporter.run.report import RunReport
 from exporter.storage import runs
+from exporter.storage.records import Manifest, read_record
 from exporter.storage.store import Store
 
 
@@ -32,23 +33,23 @@ def get_run(store: Store, export: str, run_id: str) -> RunReport:
     data = runs.read_json(store, runs.report_path(export, run_id))
     if data is not None:
         return RunReport.from_dict(data)
-    manifest = runs.read_json(store, runs.manifest_path(export, run_id))
+    manifest = read_record(store, runs.manifest_path(export, run_id), Manifest)
     if manifest is None:
         raise NotFoundError(f"export {export!r} has no run {run_id}")
-    counts = manifest["counts"]
+    counts = manifest.counts
     return RunReport(
         export=export,
         run_id=run_id,
-        snapshot=str(manifest.get("snapshot_identity", "")),
-        started_at=str(manifest.get("started_at", "")),
+        snapshot=manifest.snapshot_identity,
+        started_at=manifest.started_at,
         status="running",
-        dry_run=bool(manifest["dry_run"]),
-        full_resync=bool(manifest.get("full_resync", False)),
-        rows_read=counts["rows_read"],
-        valid=counts["valid"],
-        duplicates=counts["duplicates"],
-        new=counts["new"],
-        changed=counts["changed"],
-        unchanged=counts["unchanged"],
-        left=counts["left"],
+        dry_run=manifest.dry_run,
+        full_resync=manifest.full_resync,
+        rows_read=counts.rows_read,
+        valid=counts.valid,
+        duplicates=counts.duplicates,
+        new=counts.new,
+        changed=counts.changed,
+        unchanged=counts.unchanged,
+        left=counts.left,
     )

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from exporter.errors import GuardError
 from exporter.incremental import state as state_mod
@@ -21,6 +20,7 @@ from exporter.run.context import RunContext
 from exporter.run.finalize import finalize
 from exporter.run.records import PrepareResult, RunRequest
 from exporter.storage import runs
+from exporter.storage.records import ActiveRun, Manifest, read_record, write_record
 
 logger = logging.getLogger(__name__)
 
@@ -39,28 +39,24 @@ def prepare(
     (after writing a ``guarded`` report) when the shrink guard trips; nothing has been sent
     either way. With ``raise_guard=False`` a guarded run returns ``guarded=True`` instead.
     """
-    manifest = runs.read_json(ctx.store, runs.manifest_path(req.export, req.run_id))
+    manifest = read_record(ctx.store, runs.manifest_path(req.export, req.run_id), Manifest)
     if manifest is None:
         manifest = _prepare(ctx, req, progress)
     result = PrepareResult.from_manifest(manifest)
     if result.guarded:
         finalize(ctx, req)
         if raise_guard:
-            raise GuardError(str(manifest.get("guard_message") or "shrink guard"))
+            raise GuardError(manifest.guard_message or "shrink guard")
     return result
 
 
-def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> dict[str, Any]:
+def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> Manifest:
     export, _connection = ctx.export_config(req.export)
     started = ctx.now()
-    runs.write_json(
+    write_record(
         ctx.store,
         runs.active_run_path(export.name),
-        {
-            "run_id": req.run_id,
-            "snapshot_identity": req.snapshot_identity,
-            "request": req.to_dict(),
-        },
+        ActiveRun(run_id=req.run_id, snapshot_identity=req.snapshot_identity, request=req),
     )
     state, etag = state_mod.load(ctx.store, export.name)
     ref, location = runs.snapshot_from_dict(req.snapshot)
@@ -79,27 +75,28 @@ def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> di
         chunk_batches=ctx.chunk_batches,
         progress=progress,
     )
-    manifest = preparer.run(reader, ref.path)
-    manifest.update(
-        snapshot_identity=req.snapshot_identity,
-        state_etag=etag,
-        started_at=started.isoformat(),
-        prepared_at=ctx.now().isoformat(),
-        exclude_automations=export.exclude_automations,
-        connection=export.connection,
+    manifest = preparer.run(reader, ref.path).model_copy(
+        update={
+            "snapshot_identity": req.snapshot_identity,
+            "state_etag": etag,
+            "started_at": started.isoformat(),
+            "prepared_at": ctx.now().isoformat(),
+            "exclude_automations": export.exclude_automations,
+            "connection": export.connection,
+        }
     )
-    runs.write_json(ctx.store, runs.manifest_path(req.export, req.run_id), manifest)
-    counts = manifest["counts"]
+    write_record(ctx.store, runs.manifest_path(req.export, req.run_id), manifest)
+    counts = manifest.counts
     logger.info(
         "prepared run %s of export %s: %d rows, %d to send, %d leavers to unsubscribe, "
         "%d rejected, %d duplicates, %d unchanged",
         req.run_id,
         req.export,
-        counts["rows_read"],
-        manifest["contacts_to_send"],
-        manifest["leavers_to_unsubscribe"],
-        counts["rejected"],
-        counts["duplicates"],
-        counts["unchanged"],
+        counts.rows_read,
+        manifest.contacts_to_send,
+        manifest.leavers_to_unsubscribe,
+        counts.rejected,
+        counts.duplicates,
+        counts.unchanged,
     )
     return manifest

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Any
 
 from exporter.activecampaign import BulkSender, SentBatch
 from exporter.activecampaign.session import ApiSession
@@ -13,6 +12,7 @@ from exporter.planning.contacts import Batch
 from exporter.run.context import RunContext
 from exporter.run.records import ChunkSummary, RunRequest, summary_of
 from exporter.storage import runs
+from exporter.storage.records import SentBatchEntry, SentRecord, read_record, write_record
 
 
 def push_chunk(ctx: RunContext, req: RunRequest, chunk: str, *, share: float = 1.0) -> ChunkSummary:
@@ -23,7 +23,7 @@ def push_chunk(ctx: RunContext, req: RunRequest, chunk: str, *, share: float = 1
 
 
 def _sent_summary(ctx: RunContext, req: RunRequest, chunk: str) -> ChunkSummary | None:
-    record = runs.read_json(ctx.store, runs.sent_path(req.export, req.run_id, chunk))
+    record = read_record(ctx.store, runs.sent_path(req.export, req.run_id, chunk), SentRecord)
     return None if record is None else summary_of(record)
 
 
@@ -33,31 +33,29 @@ def push(ctx: RunContext, req: RunRequest, chunk: str, session: ApiSession) -> C
         return done
     started = time.monotonic()
     batches = ctx.read_chunk(chunk)
-    records: list[dict[str, Any]] = []
+    entries: list[SentBatchEntry] = []
     for batch in batches:
 
         def send(sender: BulkSender, b: Batch = batch) -> SentBatch:
             return sender.send(b)
 
         sent: SentBatch = session.call(send)
-        entry: dict[str, Any] = {
-            "index": batch.index,
-            "batch_id": sent.batch_id,
-            "contacts": len(batch.contacts),
-            "sent": 0 if sent.unavailable else len(sent.sent),
-            "rejected": [[c.key, reason] for c, reason in sent.rejected],
-        }
-        if sent.unavailable:
-            entry["unavailable"] = sent.unavailable
-        records.append(entry)
-    record = {
-        "chunk": chunk,
-        "batches": records,
-        "sent": sum(r["sent"] for r in records),
-        "rejected": sum(len(r["rejected"]) for r in records),
-        "confirmed": 0,
-        "failed": 0,
-        "seconds": round(time.monotonic() - started, 3),
-    }
-    runs.write_json(ctx.store, runs.sent_path(req.export, req.run_id, chunk), record)
+        entries.append(
+            SentBatchEntry(
+                index=batch.index,
+                batch_id=sent.batch_id,
+                contacts=len(batch.contacts),
+                sent=0 if sent.unavailable else len(sent.sent),
+                rejected=[(c.key, reason) for c, reason in sent.rejected],
+                unavailable=sent.unavailable or None,
+            )
+        )
+    record = SentRecord(
+        chunk=chunk,
+        batches=entries,
+        sent=sum(e.sent for e in entries),
+        rejected=sum(len(e.rejected) for e in entries),
+        seconds=round(time.monotonic() - started, 3),
+    )
+    write_record(ctx.store, runs.sent_path(req.export, req.run_id, chunk), record)
     return summary_of(record)

@@ -17,11 +17,12 @@ import io
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from typing import IO, Any
+from typing import IO
 
 from exporter.planning.contacts import PreparedContact, Rejection
 from exporter.run.records import RunRequest
 from exporter.storage import runs
+from exporter.storage.records import Manifest
 from exporter.storage.store import ObjectNotFound, Store
 
 BASE_COLUMNS = ("row", "source", "reason", "message", "column")
@@ -118,15 +119,15 @@ API_REJECTED = "api_rejected"
 def append_api_rejections(
     store: Store,
     req: RunRequest,
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     rejections: list[tuple[PreparedContact, str]],
 ) -> None:
     """rejected.csv = prepare's rows (exactly as many as it wrote) + the API's refusals:
     rebuilt from the same inputs every time, so a repeated finalize writes the same file."""
     path = runs.rejected_path(req.export, req.run_id)
-    keep = int(manifest["rejected_rows"])
-    email_column = str(manifest["email_column"])
-    columns = list(manifest["value_columns"])
+    keep = manifest.rejected_rows
+    email_column = manifest.email_column
+    columns = list(manifest.value_columns)
     with tempfile.TemporaryDirectory(prefix="exporter-fin-") as tmp:
         out_path = os.path.join(tmp, "rejected.csv")
         with open(out_path, "wb") as out:

@@ -13,6 +13,7 @@ from exporter.reading.refs import SnapshotRef
 from exporter.run.context import RunContext
 from exporter.run.records import RunOptions, RunRequest
 from exporter.storage import runs
+from exporter.storage.records import ActiveRun, read_record
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +39,9 @@ def new_run(
     if snapshot is None:
         snapshot, snapshot_location = newest_snapshot(ctx.store, exp), runs.STORE
     identity = snapshot.identity
-    active = runs.read_json(ctx.store, runs.active_run_path(exp.name))
-    if active is not None and active.get("snapshot_identity") == identity:
-        previous = RunRequest.from_dict(active["request"])
+    active = read_record(ctx.store, runs.active_run_path(exp.name), ActiveRun)
+    if active is not None and active.snapshot_identity == identity:
+        previous = active.request
         if previous.options == options and not _finished(ctx, exp.name, previous.run_id):
             logger.info("resuming unfinished run %s of export %s", previous.run_id, exp.name)
             return previous

@@ -12,7 +12,6 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from exporter.activecampaign import UNAVAILABLE, ConfirmedBatch
 from exporter.incremental import update as update_mod
@@ -20,6 +19,14 @@ from exporter.planning.contacts import Batch, PreparedContact
 from exporter.planning.preparer import LEAVERS
 from exporter.run.rejects import API_REJECTED
 from exporter.run.report import BatchRecord, RunReport
+from exporter.storage.records import (
+    ConfirmedBatchEntry,
+    ConfirmedRecord,
+    Manifest,
+    ManifestChunk,
+    SentBatchEntry,
+    SentRecord,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +53,18 @@ def failure_code(status: str) -> str:
     return f"import_{status}"
 
 
-def confirmed_record(outcome: ConfirmedBatch, batches: Mapping[int, Batch]) -> dict[str, Any]:
+def confirmed_record(outcome: ConfirmedBatch, batches: Mapping[int, Batch]) -> ConfirmedBatchEntry:
     code = failure_code(outcome.status)
-    return {
-        "index": outcome.batch_index,
-        "batch_id": outcome.batch_id,
-        "status": outcome.status,
-        "resubmits": outcome.resubmits,
-        "contacts": len(batches[outcome.batch_index].contacts),
-        "confirmed": len(outcome.confirmed),
-        "failed": [[c.key, code] for c, _reason in outcome.failed],
-        "rejected": [[c.key, reason] for c, reason in outcome.rejected],
-    }
+    return ConfirmedBatchEntry(
+        index=outcome.batch_index,
+        batch_id=outcome.batch_id,
+        status=outcome.status,
+        resubmits=outcome.resubmits,
+        contacts=len(batches[outcome.batch_index].contacts),
+        confirmed=len(outcome.confirmed),
+        failed=[(c.key, code) for c, _reason in outcome.failed],
+        rejected=[(c.key, reason) for c, reason in outcome.rejected],
+    )
 
 
 @dataclass
@@ -65,7 +72,7 @@ class RunTally:
     """Adds up a run's chunk records into its report."""
 
     report: RunReport
-    manifest: Mapping[str, Any]
+    manifest: Manifest
     cancelled: bool
     error: str | None
     failed: Counter[str] = field(default_factory=Counter)
@@ -81,93 +88,93 @@ class RunTally:
 
     def __post_init__(self) -> None:
         r, m = self.report, self.manifest
-        c = m["counts"]
-        r.rows_read, r.valid, r.duplicates = c["rows_read"], c["valid"], c["duplicates"]
-        r.new, r.changed, r.unchanged = c["new"], c["changed"], c["unchanged"]
-        r.left, r.email_changes = c["left"], c["email_changes"]
-        r.add_rejections(dict(m["rejected_by_reason"]))
-        r.timings["prepare"] = float(m.get("prepare_seconds", 0.0))
-        r.artefacts.update(m.get("artefacts", {}))
+        c = m.counts
+        r.rows_read, r.valid, r.duplicates = c.rows_read, c.valid, c.duplicates
+        r.new, r.changed, r.unchanged = c.new, c.changed, c.unchanged
+        r.left, r.email_changes = c.left, c.email_changes
+        r.add_rejections(dict(m.rejected_by_reason))
+        r.timings["prepare"] = m.prepare_seconds
+        r.artefacts.update(m.artefacts)
         self.stop_reason = CANCELLED if self.cancelled else RUN_STOPPED
-        self.update = update_mod.StateUpdate(snapshot_count=int(m["snapshot_count"]))
+        self.update = update_mod.StateUpdate(snapshot_count=m.snapshot_count)
 
     def chunk(
         self,
-        info: Mapping[str, Any],
-        sent: Mapping[str, Any] | None,
-        confirmed: Mapping[str, Any] | None,
+        info: ManifestChunk,
+        sent: SentRecord | None,
+        confirmed: ConfirmedRecord | None,
         batches: Mapping[int, Batch],
     ) -> None:
-        leavers = info["kind"] == LEAVERS
+        leavers = info.kind == LEAVERS
         if sent is not None:
-            self.push_seconds += float(sent.get("seconds", 0.0))
-            self.report.sent += int(sent["sent"])
+            self.push_seconds += sent.seconds
+            self.report.sent += sent.sent
         if confirmed is not None:
-            self.confirm_seconds += float(confirmed.get("seconds", 0.0))
-            for b in confirmed["batches"]:
-                self._confirmed_batch(b, batches[b["index"]], leavers)
+            self.confirm_seconds += confirmed.seconds
+            for b in confirmed.batches:
+                self._confirmed_batch(b, batches[b.index], leavers)
         elif sent is not None:
-            for b in sent["batches"]:
-                self._unconfirmed_batch(b, batches[b["index"]], leavers)
+            for s in sent.batches:
+                self._unconfirmed_batch(s, batches[s.index], leavers)
         else:
-            n = int(info["contacts"])
+            n = info.contacts
             if leavers:
                 self.report.leavers_failed += n
             else:
                 self.failed[self.stop_reason] += n
 
-    def _confirmed_batch(self, b: Mapping[str, Any], batch: Batch, leavers: bool) -> None:
-        bad = {key for key, _ in b["failed"]} | {key for key, _ in b["rejected"]}
-        ok = [c for c in batch.contacts if c.key not in bad] if b["status"] == "completed" else []
-        if len(ok) != b["confirmed"]:
-            logger.error("batch %d: record and chunk disagree", b["index"])
+    def _confirmed_batch(self, b: ConfirmedBatchEntry, batch: Batch, leavers: bool) -> None:
+        bad = {key for key, _ in b.failed} | {key for key, _ in b.rejected}
+        ok = [c for c in batch.contacts if c.key not in bad] if b.status == "completed" else []
+        if len(ok) != b.confirmed:
+            logger.error("batch %d: record and chunk disagree", b.index)
         by_key = {c.key: c for c in batch.contacts}
-        self.bulk_requests += (1 if b["batch_id"] else 0) + int(b["resubmits"])
+        self.bulk_requests += (1 if b.batch_id else 0) + b.resubmits
         self.report.batches.append(
             BatchRecord(
-                index=int(b["index"]),
-                batch_id=b["batch_id"],
-                contacts=int(b["contacts"]),
-                status=str(b["status"]),
-                resubmits=int(b["resubmits"]),
+                index=b.index,
+                batch_id=b.batch_id,
+                contacts=b.contacts,
+                status=b.status,
+                resubmits=b.resubmits,
                 confirmed=len(ok),
-                failed=len(b["failed"]),
+                failed=len(b.failed),
             )
         )
-        unknown = {key for key, code in b["failed"] if code in OUTCOME_UNKNOWN}
+        unknown = {key for key, code in b.failed if code in OUTCOME_UNKNOWN}
         if leavers:
             for c in ok:
                 self.update.confirm_left(c.key)
             for key in unknown:
                 self.update.mark_uncertain_left(key)
             self.report.leavers_unsubscribed += len(ok)
-            self.report.leavers_failed += len(b["failed"]) + len(b["rejected"])
+            self.report.leavers_failed += len(b.failed) + len(b.rejected)
             return
         for c in ok:
             self.update.confirm_sent(c)
         for key in unknown:
             self.update.mark_uncertain(by_key[key])
         self.report.confirmed += len(ok)
-        for _key, code in b["failed"]:
+        for _key, code in b.failed:
             self.failed[code] += 1
-        for key, reason in b["rejected"]:
+        for key, reason in b.rejected:
             self.api_rejections.append((by_key[key], reason))
 
-    def _unconfirmed_batch(self, b: Mapping[str, Any], batch: Batch, leavers: bool) -> None:
+    def _unconfirmed_batch(self, b: SentBatchEntry, batch: Batch, leavers: bool) -> None:
         by_key = {c.key: c for c in batch.contacts}
-        unsent = len(batch.contacts) - len(b["rejected"])  # queued or not, none confirmed
-        self.bulk_requests += 1 if b["batch_id"] else 0
+        unsent = len(batch.contacts) - len(b.rejected)  # queued or not, none confirmed
+        self.bulk_requests += 1 if b.batch_id else 0
         self.report.batches.append(
             BatchRecord(
-                index=int(b["index"]),
-                batch_id=b["batch_id"],
-                contacts=int(b["contacts"]),
+                index=b.index,
+                batch_id=b.batch_id,
+                contacts=b.contacts,
                 status="not_confirmed",
                 failed=unsent,
             )
         )
-        if b["batch_id"] or b.get("unavailable"):  # outcome never learnt: it may have landed
-            refused = {key for key, _ in b["rejected"]}
+        if b.batch_id or b.unavailable:  # outcome never learnt: it may have landed
+            refused = {key for key, _ in b.rejected}
             queued = [c for c in batch.contacts if c.key not in refused]
             if leavers:
                 for c in queued:
@@ -179,32 +186,32 @@ class RunTally:
             self.report.leavers_failed += len(batch.contacts)
             return
         self.failed[self.stop_reason] += unsent
-        for key, reason in b["rejected"]:
+        for key, reason in b.rejected:
             self.api_rejections.append((by_key[key], reason))
 
     def finish(self) -> None:
         r, m = self.report, self.manifest
-        c = m["counts"]
-        if m["dry_run"]:
-            r.planned = c["planned"]
-            r.leavers_kept = c["kept"]
-            r.leavers_failed = c["to_unsubscribe"]  # would be unsubscribed: nothing was sent
+        c = m.counts
+        if m.dry_run:
+            r.planned = c.planned
+            r.leavers_kept = c.kept
+            r.leavers_failed = c.to_unsubscribe  # would be unsubscribed: nothing was sent
             r.status = "dry_run"
-        elif m["guarded"]:
-            unsent = c["new"] + c["changed"] - m["rejected_by_reason"].get("too_large", 0)
+        elif m.guarded:
+            unsent = c.new + c.changed - m.rejected_by_reason.get("too_large", 0)
             self.failed[SHRINK_GUARD] += unsent
             r.leavers_failed = r.left
             r.status = "guarded"
-            r.error = m.get("guard_message")
+            r.error = m.guard_message
         else:
-            r.leavers_kept = c["kept"]
+            r.leavers_kept = c.kept
         r.add_failures(self.failed)
         if self.api_rejections:
             r.add_rejections(Counter({API_REJECTED: len(self.api_rejections)}))
         r.timings["push"] = round(self.push_seconds, 3)
         r.timings["confirm"] = round(self.confirm_seconds, 3)
         r.requests = {"bulk_import": self.bulk_requests}
-        if m["dry_run"] or m["guarded"]:
+        if m.dry_run or m.guarded:
             return
         if self.cancelled:
             r.status = "cancelled"

@@ -21,12 +21,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from exporter.errors import ConfigError
 from exporter.reading.refs import SnapshotFile, SnapshotRef
+from exporter.storage.records import LastRun, read_record
 from exporter.storage.store import ObjectNotFound, Store
 
 FINAL_STATUSES = frozenset(
@@ -171,45 +171,6 @@ MAX_TIMER_ATTEMPTS = 3
 :attr:`LastRun.retry`); after that it waits for a new snapshot (the alert has fired each time)."""
 
 
-@dataclass(frozen=True)
-class LastRun:
-    """The last finished run of an export (what the timer compares with)."""
-
-    run_id: str
-    snapshot_identity: str
-    status: str
-    finished_at: str
-    attempts: int = 1
-    """Runs in a row over this same snapshot (this one included)."""
-    retry: bool = False
-    """The run stopped after its snapshot was prepared (ActiveCampaign unavailable, the key
-    refused, another run's commit in the way): something the snapshot does not carry, so the
-    timer runs the same snapshot again at its next tick, up to :data:`MAX_TIMER_ATTEMPTS`
-    runs in a row. A snapshot that could not be read, or a shrink guard, is not retried."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "snapshot_identity": self.snapshot_identity,
-            "status": self.status,
-            "finished_at": self.finished_at,
-            "attempts": self.attempts,
-            "retry": self.retry,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> LastRun:
-        return cls(
-            run_id=str(d["run_id"]),
-            snapshot_identity=str(d["snapshot_identity"]),
-            status=str(d["status"]),
-            finished_at=str(d["finished_at"]),
-            attempts=int(d.get("attempts", 1)),
-            retry=bool(d.get("retry", False)),
-        )
-
-
 def read_last_run(store: Store, export: str) -> LastRun | None:
     """The export's last finished run, or ``None``."""
-    data = read_json(store, last_run_path(export))
-    return None if data is None else LastRun.from_dict(data)
+    return read_record(store, last_run_path(export), LastRun)

@@ -22,6 +22,7 @@ from exporter.errors import ConfigError
 from exporter.management.permissions import ADMIN, CONTRIBUTOR
 from exporter.run.engine import RunRequest, instance_id
 from exporter.storage import runs
+from exporter.storage.records import LastRun
 from exporter.storage.store import LocalStore
 from tests.functions.app_functions import registered
 from tests.functions.fake_durable import (
@@ -391,11 +392,11 @@ def test_the_timer_runs_a_snapshot_again_after_a_run_stopped_after_prepare(
     identity = runtime.engine.store_snapshot(SNAPSHOT).identity
 
     def last_run(status: str, *, retry: bool, attempts: int) -> None:
-        last = runs.LastRun(
-            "20260101T000000Z-00000001",
-            identity,
-            status,
-            "2026-01-01T00:00:00+00:00",
+        last = LastRun(
+            run_id="20260101T000000Z-00000001",
+            snapshot_identity=identity,
+            status=status,
+            finished_at="2026-01-01T00:00:00+00:00",
             attempts=attempts,
             retry=retry,
         )
