@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from exporter import __version__
+from exporter.activecampaign.ledger import FileLedger
 from exporter.errors import ConfigError, ExporterError, GuardError, InputError
 from exporter.management.config import CONSENT_STATEMENT, Connection
 from exporter.management.permissions import Caller
@@ -71,7 +72,16 @@ class Context:
     err: IO[str]
 
     def engine(self) -> Engine:
-        return Engine(self.store, self.secrets, host_policy=self.hosts, time_scale=self.time_scale)
+        # Every process using this store folder shares each account's budget through a
+        # ledger file beside the store's data (cron jobs, a second terminal, a verify).
+        budget = self.store.root / "budget"
+        return Engine(
+            self.store,
+            self.secrets,
+            host_policy=self.hosts,
+            time_scale=self.time_scale,
+            ledger_for=lambda hostname: FileLedger.for_account(budget, hostname),
+        )
 
     def service(self) -> ManagementService:
         engine = self.engine()

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from exporter import __version__
-from exporter.errors import ConfigError, FatalApiError
+from exporter.errors import ConfigError, FatalApiError, RetriableApiError
 from exporter.masking import mask_email
 from exporter.planning.contacts import dumps, encode_bulk_body
 
@@ -31,6 +31,10 @@ from .limiter import RateLimiter, RequestKind
 from .retry import RetryPolicy
 from .status import raise_for_status
 from .transport import RequestsTransport, Transport
+
+THROTTLED = frozenset({429, 400})
+"""Statuses of a throttle answer (429, and the bulk "Rate limit exceeded." 400): their wait
+holds back the whole account."""
 
 logger = logging.getLogger(__name__)
 
@@ -184,15 +188,21 @@ class ActiveCampaignClient:
                 timeout=self.timeout,
             )
             logger.debug("%s %s -> %d", method, path, response.status)
-            raise_for_status(
-                response,
-                method=method,
-                path=path,
-                bulk=kind is not RequestKind.OTHER,
-                secrets=(self._api_key,),
-                wall_clock=self._wall_clock,
-                bulk_throttle_pause=60.0 / self.limiter.time_scale,
-            )
+            try:
+                raise_for_status(
+                    response,
+                    method=method,
+                    path=path,
+                    bulk=kind is not RequestKind.OTHER,
+                    secrets=(self._api_key,),
+                    wall_clock=self._wall_clock,
+                    bulk_throttle_pause=60.0 / self.limiter.time_scale,
+                )
+            except RetriableApiError as error:
+                if error.status in THROTTLED and error.retry_after is not None:
+                    # The account is over budget: every run on it waits, not only this one.
+                    self.limiter.block_until(self.limiter.clock() + error.retry_after)
+                raise
             try:
                 return response.json() if response.body.strip() else {}
             except (ValueError, UnicodeDecodeError):

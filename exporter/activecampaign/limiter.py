@@ -30,22 +30,37 @@ every 60.4 s (99.3%).
 A thread that wakes more than half the allowance after its reserved start (a stalled process:
 a garbage collection, a busy core) gives the slot back and reserves again from the moment it
 really starts, so a late request never lands in a window that is already full.
+
+**Shared with other processes.** Given a :class:`~exporter.activecampaign.ledger.BudgetLedger`
+(the command line passes one file per account in its store folder), the reservations live in
+the ledger, read and written under its lock at every reservation, so every process using the
+account draws on one budget (each then holds ``share`` 1: the ledger does the sharing). The
+clock is then the wall clock, which processes share.
+
+**A server's wait is for everyone.** :meth:`RateLimiter.block_until` (called by the client when
+ActiveCampaign answers 429 or the bulk throttle with a wait) holds back every request of the
+account — in this process and, through the ledger, in every other.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import enum
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from exporter.activecampaign.ledger import Book, BudgetLedger
 
-def default_allowance(time_scale: float) -> float:
-    """Real seconds added to every window: 0.1 s unscaled, never below 0.025 s."""
-    return max(0.025, 0.1 / time_scale)
+
+def default_allowance(time_scale: float, *, shared: bool = False) -> float:
+    """Real seconds added to every window: 0.1 s unscaled, never below 0.025 s — or 0.05 s
+    when processes share the budget (their requests also queue behind each other's on the
+    way out and at the server, a jitter compressed time does not shrink)."""
+    return max(0.05 if shared else 0.025, 0.1 / time_scale)
 
 
 class RequestKind(enum.Enum):
@@ -67,6 +82,7 @@ class Budget:
 
 
 ACCOUNT_BUDGET = Budget(limit=5, period=1.0)
+"""Every request, per account."""
 BULK_MULTI_BUDGET = Budget(limit=100, period=60.0)
 BULK_SINGLE_BUDGET = Budget(limit=20, period=60.0)
 
@@ -78,8 +94,17 @@ class SlidingWindow:
     an earlier slot in front of them: no request waits behind another's budget."""
 
     def __init__(
-        self, budget: Budget, *, share: float, time_scale: float, slack: float, allowance: float
+        self,
+        budget: Budget,
+        *,
+        share: float,
+        time_scale: float,
+        slack: float,
+        allowance: float,
+        name: str = "",
     ) -> None:
+        self.name = name
+        """The budget's key in a shared ledger."""
         allowed = budget.limit * share
         if allowed >= 1:
             self.limit = math.floor(allowed + 1e-9)
@@ -114,6 +139,14 @@ class SlidingWindow:
                 return False
         return True
 
+    @property
+    def starts(self) -> list[float]:
+        return self._starts
+
+    def load(self, starts: list[float]) -> None:
+        """Take the reservations of a shared ledger as this window's."""
+        self._starts = sorted(starts)
+
     def record(self, start: float) -> None:
         bisect.insort(self._starts, start)
 
@@ -134,18 +167,21 @@ class RateLimiter:
         time_scale: float = 1.0,
         slack: float = 0.005,
         allowance: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         account: Budget = ACCOUNT_BUDGET,
         bulk_multi: Budget = BULK_MULTI_BUDGET,
         bulk_single: Budget = BULK_SINGLE_BUDGET,
+        ledger: BudgetLedger | None = None,
     ) -> None:
+        """``clock`` defaults to the monotonic clock, or the wall clock with a ``ledger``
+        (shared by processes)."""
         if not 0.0 < share <= 1.0:
             raise ValueError("share must be within (0, 1]")
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         if allowance is None:
-            allowance = default_allowance(time_scale)
+            allowance = default_allowance(time_scale, shared=ledger is not None)
         if slack < 0 or allowance < 0:
             raise ValueError("slack and allowance must not be negative")
         self.share = share
@@ -154,36 +190,74 @@ class RateLimiter:
         """Seconds a start may lag its reservation before the slot is given back."""
         self.rereserved = 0
         """How many late starts gave their slot back and reserved again."""
-        self._clock = clock
+        self._clock = clock or (time.time if ledger is not None else time.monotonic)
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._ledger = ledger
+        self._blocked_until = float("-inf")
 
-        def window(budget: Budget) -> SlidingWindow:
+        def window(budget: Budget, name: str) -> SlidingWindow:
             return SlidingWindow(
-                budget, share=share, time_scale=time_scale, slack=slack, allowance=allowance
+                budget,
+                share=share,
+                time_scale=time_scale,
+                slack=slack,
+                allowance=allowance,
+                name=name,
             )
 
-        self._account = window(account)
+        self._account = window(account, "account")
+        multi, single = window(bulk_multi, "bulk_multi"), window(bulk_single, "bulk_single")
+        self._windows = (self._account, multi, single)
         self._by_kind = {
             RequestKind.OTHER: (self._account,),
-            RequestKind.BULK_MULTI: (self._account, window(bulk_multi)),
-            RequestKind.BULK_SINGLE: (self._account, window(bulk_single)),
+            RequestKind.BULK_MULTI: (self._account, multi),
+            RequestKind.BULK_SINGLE: (self._account, single),
         }
+        self._longest = max(w.period for w in self._windows)
 
     def reserve(self, kind: RequestKind = RequestKind.OTHER) -> float:
         """Reserve the earliest allowed start for a request of ``kind``; returns that time
         (on ``clock``). The caller must not start the request before it."""
         windows = self._by_kind[kind]
-        with self._lock:
+        with self._lock, self._shared() as book:
             now = self._clock()
             for w in windows:
                 w.prune(now)
-            options = sorted({now, *(c for w in windows for c in w.candidates() if c > now)})
+            earliest = max(now, self._blocked_until, book.blocked_until if book else now)
+            options = sorted(
+                {earliest, *(c for w in windows for c in w.candidates() if c > earliest)}
+            )
             # The last option (after every start has left its window) always fits.
             start = next(t for t in options if all(w.fits(t) for w in windows))
             for w in windows:
                 w.record(start)
             return start
+
+    @contextlib.contextmanager
+    def _shared(self) -> Iterator[Book | None]:
+        """With a ledger: its book, locked, loaded into the windows and saved from them after.
+        Without one: nothing (the windows are this process's own)."""
+        if self._ledger is None:
+            yield None
+            return
+        with self._ledger.locked(keep_after=self._clock() - self._longest) as book:
+            for w in self._windows:
+                w.load(book.starts.get(w.name, []))
+            yield book
+            book.starts = {w.name: list(w.starts) for w in self._windows}
+
+    def block_until(self, until: float) -> None:
+        """No request of the account starts before ``until`` (on :attr:`clock`): the server
+        asked for a wait. Shared through the ledger with every process on the account."""
+        with self._lock, self._shared() as book:
+            self._blocked_until = max(self._blocked_until, until)
+            if book is not None:
+                book.blocked_until = max(book.blocked_until, until)
+
+    def clock(self) -> float:
+        """The limiter's clock (the wall clock when shared through a ledger)."""
+        return self._clock()
 
     def acquire(self, kind: RequestKind = RequestKind.OTHER) -> float:
         """Wait until a request of ``kind`` may start; returns the seconds waited. A start
@@ -200,7 +274,7 @@ class RateLimiter:
             self._release(kind, start)
 
     def _release(self, kind: RequestKind, start: float) -> None:
-        with self._lock:
+        with self._lock, self._shared():
             for w in self._by_kind[kind]:
                 w.release(start)
             self.rereserved += 1

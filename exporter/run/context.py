@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter.activecampaign import ActiveCampaignClient, PollPolicy, RateLimiter, RetryPolicy
+from exporter.activecampaign.ledger import BudgetLedger
 from exporter.activecampaign.session import ApiSession, ClientFactory
 from exporter.errors import ConfigError, NotFoundError
 from exporter.management.config import Connection, Export
@@ -45,7 +46,11 @@ class RunContext:
         clock: Callable[[], datetime] = _utcnow,
         chunk_batches: int = 40,
         time_scale: float = 1.0,
+        ledger_for: Callable[[str], BudgetLedger] | None = None,
     ) -> None:
+        """``ledger_for``: the budget ledger of the account at a hostname, shared with other
+        processes (the command line: a file in the store folder); ``None`` keeps each
+        client's budget in memory."""
         if chunk_batches < 1:
             raise ValueError("chunk_batches must be at least 1")
         if time_scale <= 0:
@@ -58,6 +63,7 @@ class RunContext:
         self.clock = clock
         self.chunk_batches = chunk_batches
         self.time_scale = time_scale
+        self.ledger_for = ledger_for
         self.poll = PollPolicy(
             initial_interval=1.0 / time_scale,
             max_interval=15.0 / time_scale,
@@ -87,13 +93,16 @@ class RunContext:
         return export, connection
 
     def default_client(self, connection: Connection, api_key: str, share: float = 1.0) -> Any:
-        """The real client: the connection's host, its own limiter with ``share`` of the
-        account budget, and waits scaled by ``time_scale``."""
+        """The real client: the connection's host, a limiter with ``share`` of the account
+        budget (or the whole account's, shared through its ledger), and waits scaled by
+        ``time_scale``."""
         ts = self.time_scale
+        ledger = self.ledger_for(connection.hostname) if self.ledger_for else None
+        limiter = RateLimiter(share=1.0 if ledger else share, time_scale=ts, ledger=ledger)
         return ActiveCampaignClient(
             base_url(connection.hostname),
             api_key,
-            limiter=RateLimiter(share=share, time_scale=ts),
+            limiter=limiter,
             retry=RetryPolicy(initial_backoff=1.0 / ts, max_backoff=30.0 / ts, deadline=600.0 / ts),
         )
 

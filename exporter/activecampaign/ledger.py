@@ -1,0 +1,112 @@
+"""One account's API budget shared by every process on a machine: a ledger file.
+
+ActiveCampaign's limits (5 requests/s, 100 multi-contact bulk imports a minute) belong to the
+*account*, so two runs on one account — a cron job and a second terminal, two exports scheduled
+at the same minute, ``connections add --verify`` just before a run — must draw on one budget.
+A :class:`~exporter.activecampaign.limiter.RateLimiter` given a :class:`FileLedger` keeps its
+reservations there instead of in memory: every reservation is made under an exclusive
+``flock`` on the account's ledger file, after reading every other process's reservations, so
+the processes together stay within every window.
+
+The file (``<store folder>/budget/<api hostname>.json``) holds reserved start times on the wall
+clock (shared by processes, unlike a monotonic clock) per budget, and ``blocked_until``: when
+ActiveCampaign answers 429 (or a bulk "Rate limit exceeded.") with a wait, the next request of
+*every* run on the account waits for it, not only the one that was told. Entries older than any
+window are dropped on every write, so the file stays a few kilobytes.
+
+A process that dies leaves its future reservations behind; they expire with their window (at
+most a minute of budget not used). A damaged file is treated as empty (and rewritten): the
+ledger is a pacing aid, never the record of anything sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass
+class Book:
+    """The ledger's content while it is locked."""
+
+    starts: dict[str, list[float]] = field(default_factory=dict)
+    """Reserved start times (wall clock, seconds) per budget name, ascending."""
+    blocked_until: float = 0.0
+    """No request of the account may start before this (wall clock): the server's last wait."""
+
+
+class BudgetLedger(Protocol):
+    """Where an account's reservations live while a limiter holds its lock."""
+
+    def locked(self, keep_after: float) -> contextlib.AbstractContextManager[Book]:
+        """The book, exclusively, for one reservation; written back on exit. Entries before
+        ``keep_after`` may be dropped."""
+        ...
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9.-]")
+
+
+class FileLedger:
+    """A :class:`BudgetLedger` in one file, shared through ``flock`` (same machine)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def for_account(cls, folder: str | os.PathLike[str], hostname: str) -> FileLedger:
+        """The ledger of the account at ``hostname`` in ``folder`` (one file per account)."""
+        return cls(Path(folder) / f"{_SAFE.sub('_', hostname.lower())}.json")
+
+    @contextlib.contextmanager
+    def locked(self, keep_after: float) -> Iterator[Book]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            book = _parse(_read_all(fd))
+            yield book
+            _write_all(fd, _dump(book, keep_after))
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    os.lseek(fd, 0, os.SEEK_SET)
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.ftruncate(fd, 0)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _parse(data: bytes) -> Book:
+    try:
+        raw = json.loads(data) if data.strip() else {}
+        starts = {
+            str(name): sorted(float(t) for t in times)
+            for name, times in dict(raw.get("starts", {})).items()
+        }
+        return Book(starts=starts, blocked_until=float(raw.get("blocked_until", 0.0)))
+    except (ValueError, TypeError, AttributeError):
+        return Book()  # a pacing aid, not a record: start afresh
+
+
+def _dump(book: Book, keep_after: float) -> bytes:
+    starts = {name: [t for t in times if t > keep_after] for name, times in book.starts.items()}
+    blocked = book.blocked_until if book.blocked_until > keep_after else 0.0
+    return json.dumps({"starts": starts, "blocked_until": blocked}).encode()
