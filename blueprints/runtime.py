@@ -20,6 +20,7 @@ from exporter.adapters.keyvault import KeyVaultSecretProvider
 from exporter.management.config import Connection
 from exporter.management.hostnames import base_url
 from exporter.management.repository import ConfigRepository
+from exporter.management.schedule import shortest_interval
 from exporter.management.secrets import LocalSecretProvider, SecretProvider
 from exporter.management.service import ManagementService
 from exporter.run.engine import Engine
@@ -57,7 +58,13 @@ def build_runtime(settings: FunctionSettings, env: Mapping[str, str]) -> Runtime
         else LocalSecretProvider(env)
     )
     engine = Engine(store, secrets, host_policy=settings.hosts)
-    management = ManagementService(ConfigRepository(store), secrets, client_factory, settings.hosts)
+    management = ManagementService(
+        ConfigRepository(store),
+        secrets,
+        client_factory,
+        settings.hosts,
+        schedule_tick=shortest_interval(settings.schedule),
+    )
     return Runtime(settings, store, secrets, engine, management)
 
 

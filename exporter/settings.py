@@ -27,7 +27,8 @@ KEYVAULT_URL = "EXPORTER_KEYVAULT_URL"
 AZURE_CLIENT_ID = "AZURE_CLIENT_ID"
 """Functions: client id of the app's user-assigned managed identity (DefaultAzureCredential)."""
 SCHEDULE = "EXPORTER_TIMER_SCHEDULE"
-"""Functions: NCRONTAB of the timer that starts due exports (default daily, 02:00 UTC)."""
+"""Functions: NCRONTAB of the timer that looks for due exports (default every 5 minutes);
+its interval is the finest schedule an export may have."""
 HOSTNAME_ALLOWLIST = "EXPORTER_HOSTNAME_ALLOWLIST"
 """Extra ActiveCampaign API hostnames (comma-separated, ``*.`` wildcards) keys may be sent to."""
 ALLOW_LOOPBACK_SANDBOX = "EXPORTER_ALLOW_LOOPBACK_SANDBOX"
@@ -55,7 +56,7 @@ APP_SETTING_NAMES: tuple[str, ...] = (
 )
 """Every setting the deployed app reads (the Bicep must set each; tests check it)."""
 
-DEFAULT_SCHEDULE = "0 0 2 * * *"
+DEFAULT_SCHEDULE = "0 */5 * * * *"
 
 
 def _flag(value: str | None) -> bool:

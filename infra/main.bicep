@@ -59,8 +59,8 @@ param storageSkuName string = 'Standard_GRS'
 ])
 param keyVaultPublicNetworkAccess string = 'Enabled'
 
-@description('NCRONTAB (6 fields, UTC) of the timer that starts due exports.')
-param timerSchedule string = '0 0 2 * * *'
+@description('NCRONTAB (6 fields, UTC) of the timer that looks for due exports; its interval is the finest export schedule accepted.')
+param timerSchedule string = '0 */5 * * * *'
 
 @description('Extra ActiveCampaign API host names (comma-separated, *. wildcards) API keys may be sent to.')
 param hostnameAllowlist string = ''

@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from exporter.errors import ConfigError
-from exporter.management.schedule import is_due, next_after, validate
+from exporter.management.schedule import (
+    check_not_finer_than,
+    is_due,
+    latest_slot,
+    next_after,
+    shortest_interval,
+    validate,
+)
 
 
 def at(*args: int) -> datetime:
@@ -85,3 +92,26 @@ def test_is_due_when_a_scheduled_time_falls_in_the_half_open_window() -> None:
 
 def test_never_run_is_not_due_without_a_reference_point() -> None:
     assert not is_due("* * * * * *", None, at(2024, 1, 1))
+
+
+# --- schedules to the tick ----------------------------------------------------------------------
+
+
+def test_the_shortest_interval_of_a_schedule() -> None:
+    assert shortest_interval("0 */5 * * * *") == timedelta(minutes=5)
+    assert shortest_interval("0 0 * * * *") == timedelta(hours=1)
+    assert shortest_interval("0 0,1 * * * *") == timedelta(minutes=1)  # uneven: its finest gap
+
+
+def test_a_schedule_finer_than_the_tick_is_refused_with_the_field_named() -> None:
+    with pytest.raises(ConfigError, match="more often than the app looks") as caught:
+        check_not_finer_than("0 * * * * *", timedelta(minutes=5))
+    assert caught.value.field == "schedule"
+    assert check_not_finer_than("0 */5 * * * *", timedelta(minutes=5)) == "0 */5 * * * *"
+
+
+def test_missed_slots_collapse_into_the_latest() -> None:
+    after = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
+    assert latest_slot("0 0 * * * *", after, after + timedelta(minutes=59)) is None
+    now = after + timedelta(hours=5, minutes=3)
+    assert latest_slot("0 0 * * * *", after, now) == after + timedelta(hours=5)

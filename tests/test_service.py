@@ -655,3 +655,15 @@ def test_a_stale_etag_is_refused_before_the_key_is_written(world: World) -> None
             ADMIN_CALLER, "shop-ac", {"display_name": "x"}, if_match='"stale"', api_key="e" * 72
         )
     assert world.secrets.values["keyvault:shop-key"] == KEY
+
+
+def test_a_schedule_finer_than_the_timer_tick_is_refused_when_saved(world: World) -> None:
+    world.service.create_connection(ADMIN_CALLER, conn_payload())
+    with pytest.raises(ConfigErrors) as info:
+        world.service.create_export(ADMIN_CALLER, export_payload(schedule="0 * * * * *"))
+    assert field_names(info.value) == {"schedule"}
+    assert "every 5 min" in str(info.value)
+    world.service.create_export(ADMIN_CALLER, export_payload(schedule="0 */5 * * * *"))
+    with pytest.raises(ConfigErrors) as info:
+        world.service.update_export(ADMIN_CALLER, "high-value", {"schedule": "*/30 * * * * *"})
+    assert field_names(info.value) == {"schedule"}

@@ -8,7 +8,8 @@ reservations there instead of in memory: every reservation is made under an excl
 ``flock`` on the account's ledger file, after reading every other process's reservations, so
 the processes together stay within every window.
 
-The file (``<store folder>/budget/<api hostname>.json``) holds reserved start times on the wall
+The file (``<store folder>/budget/<api hostname>.json``, replaced atomically under the lock of
+``<api hostname>.lock`` beside it) holds reserved start times on the wall
 clock (shared by processes, unlike a monotonic clock) per budget, and ``blocked_until``: when
 ActiveCampaign answers 429 (or a bulk "Rate limit exceeded.") with a wait, the next request of
 *every* run on the account waits for it, not only the one that was told. Entries older than any
@@ -68,30 +69,21 @@ class FileLedger:
     @contextlib.contextmanager
     def locked(self, keep_after: float) -> Iterator[Book]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        # The lock is a file of its own, so the ledger can be replaced atomically (a process
+        # killed mid-write never leaves half a ledger behind) while the lock stays put.
+        lock = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            book = _parse(_read_all(fd))
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                book = _parse(self.path.read_bytes())
+            except FileNotFoundError:
+                book = Book()
             yield book
-            _write_all(fd, _dump(book, keep_after))
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_bytes(_dump(book, keep_after))
+            os.replace(tmp, self.path)
         finally:
-            os.close(fd)  # closing releases the lock
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    os.lseek(fd, 0, os.SEEK_SET)
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.ftruncate(fd, 0)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+            os.close(lock)  # closing releases the lock
 
 
 def _parse(data: bytes) -> Book:

@@ -13,7 +13,8 @@ Fields are validated here (so an error names the part that is wrong); croniter c
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 from croniter import croniter
 
@@ -106,3 +107,56 @@ def is_due(expr: str, last_run: datetime | None, now: datetime) -> bool:
     if last_run is None:
         return False
     return next_after(expr, last_run) <= _utc(now)
+
+
+DEFAULT_TICK = timedelta(minutes=5)
+"""How often the app's timer looks for due exports by default (``0 */5 * * * *``): the finest
+schedule an export may have."""
+_SAMPLE = 240
+"""Occurrences looked at to find a schedule's shortest gap (a day of a 6-minute schedule)."""
+_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def shortest_interval(expr: str) -> timedelta:
+    """The shortest time between two occurrences of ``expr`` (over its next occurrences from a
+    fixed date, so the answer does not depend on today)."""
+    it = croniter(validate(expr), _EPOCH, second_at_beginning=True, day_or=False)
+    times = [_utc(it.get_next(datetime)) for _ in range(_SAMPLE)]
+    return min(b - a for a, b in pairwise(times))
+
+
+def check_not_finer_than(expr: str, tick: timedelta, *, field: str = FIELD) -> str:
+    """``expr``, or a :class:`ConfigError` when it runs more often than the timer ticks (it
+    would silently run less often than it says)."""
+    gap = shortest_interval(expr)
+    if gap < tick:
+        raise _error(
+            f"runs every {_span(gap)} at times, more often than the app looks for due exports "
+            f"(every {_span(tick)}); choose a schedule at least {_span(tick)} apart",
+            field,
+        )
+    return expr
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
+def latest_slot(
+    expr: str, after: datetime, now: datetime, *, limit: int = 100_000
+) -> datetime | None:
+    """The latest scheduled time in ``(after, now]``, or ``None``: the slot a timer tick acts
+    on. Slots missed while the app was stopped collapse into this one (one run, not many)."""
+    it = croniter(validate(expr), _utc(after), second_at_beginning=True, day_or=False)
+    found: datetime | None = None
+    for _ in range(limit):
+        t = _utc(it.get_next(datetime))
+        if t > _utc(now):
+            return found
+        found = t
+    return found

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from exporter.errors import (
@@ -23,6 +23,7 @@ from exporter.errors import (
     ExporterError,
     NotFoundError,
 )
+from exporter.management import schedule as schedule_mod
 from exporter.management.config import (
     Connection,
     Consent,
@@ -224,6 +225,37 @@ def _match_field(wanted: str, fields: list[Mapping[str, Any]]) -> list[Mapping[s
     return [f for f in fields if str(f.get("title") or "").casefold() == key.casefold()]
 
 
+def _hostname(data: dict[str, Any], errors: list[ConfigError], policy: HostPolicy) -> list[str]:
+    """Normalise the ``hostname`` of a connection payload in place; notes for the caller."""
+    raw = data.get("hostname")
+    if not isinstance(raw, str):
+        return []
+    try:
+        data["hostname"], notes = normalise_hostname(raw, policy)
+    except ConfigError as exc:
+        errors.append(exc)
+        data.pop("hostname")
+        return []
+    return notes
+
+
+def _parse_connection(data: dict[str, Any], errors: list[ConfigError]) -> Connection:
+    """The connection, with every field error at once (the ones found before included)."""
+    try:
+        connection = parse_connection(data)
+    except ConfigErrors as exc:
+        taken = {e.field for e in errors}
+        errors.extend(e for e in exc.errors if e.field not in taken)
+        _raise_all(errors)
+        raise
+    _raise_all(errors)
+    return connection
+
+
+def _consent(caller: Caller, now: datetime) -> dict[str, Any]:
+    return Consent(agreed=True, by=caller.principal, at=now).model_dump(mode="json")
+
+
 class ManagementService:
     """Connections and exports for a caller, with the permission rules applied."""
 
@@ -234,8 +266,12 @@ class ManagementService:
         client_factory: ClientFactory,
         host_policy: HostPolicy,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        schedule_tick: timedelta = schedule_mod.DEFAULT_TICK,
     ) -> None:
+        """``schedule_tick``: how often the host looks for due exports; a finer schedule is
+        refused when an export is saved (it would run less often than it says)."""
         self.repo = repo
+        self.schedule_tick = schedule_tick
         self.secrets = secrets
         self.client_factory = client_factory
         self.host_policy = host_policy
@@ -260,33 +296,6 @@ class ManagementService:
         except NotFoundError:
             return _MissingConnection(export.connection)
 
-    def _hostname(self, data: dict[str, Any], errors: list[ConfigError]) -> list[str]:
-        raw = data.get("hostname")
-        if not isinstance(raw, str):
-            return []
-        try:
-            data["hostname"], notes = normalise_hostname(raw, self.host_policy)
-        except ConfigError as exc:
-            errors.append(exc)
-            data.pop("hostname")
-            return []
-        return notes
-
-    @staticmethod
-    def _parse_connection(data: dict[str, Any], errors: list[ConfigError]) -> Connection:
-        try:
-            connection = parse_connection(data)
-        except ConfigErrors as exc:
-            taken = {e.field for e in errors}
-            errors.extend(e for e in exc.errors if e.field not in taken)
-            _raise_all(errors)
-            raise
-        _raise_all(errors)
-        return connection
-
-    def _consent(self, caller: Caller, now: datetime) -> dict[str, Any]:
-        return Consent(agreed=True, by=caller.principal, at=now).model_dump(mode="json")
-
     # --- connections -------------------------------------------------------------------------
 
     def create_connection(
@@ -304,15 +313,15 @@ class ManagementService:
         authorize(caller, Action.CREATE_CONNECTION)
         data = _as_dict(payload)
         errors = _check_api_key(api_key)
-        notes = self._hostname(data, errors)
+        notes = _hostname(data, errors, self.host_policy)
         now = self._now()
         if _agreed(data.pop("consent", None)):
-            data["consent"] = self._consent(caller, now)
+            data["consent"] = _consent(caller, now)
         else:
             errors.append(missing_consent())
         data.update(created_by=caller.principal, created_at=now)
         data.update(updated_by=caller.principal, updated_at=now)
-        connection = self._parse_connection(data, errors)
+        connection = _parse_connection(data, errors)
         if self.repo.connection_exists(connection.name):
             raise ConflictError(
                 f"a connection named {connection.name!r} exists already", field="name"
@@ -353,7 +362,7 @@ class ManagementService:
         errors = _check_api_key(api_key)
         if changes.get("name", name) != name:
             errors.append(ConfigError("a connection cannot be renamed", field="name"))
-        notes = self._hostname(changes, errors)
+        notes = _hostname(changes, errors, self.host_policy)
         now = self._now()
         data = existing.model_dump(mode="json") | changes
         if "consent" in changes and changes["consent"] != data_consent(existing):
@@ -363,7 +372,7 @@ class ManagementService:
                         "consent cannot be withdrawn; delete the connection", field="consent"
                     )
                 )
-            data["consent"] = self._consent(caller, now)
+            data["consent"] = _consent(caller, now)
         elif changes.get("hostname", existing.hostname) != existing.hostname:
             errors.append(
                 ConfigError(
@@ -372,7 +381,7 @@ class ManagementService:
                 )
             )
         data.update(updated_by=caller.principal, updated_at=now)
-        connection = self._parse_connection(data, errors)
+        connection = _parse_connection(data, errors)
         # The key first: should the vault refuse, the stored connection must not already point
         # at a secret that was never written. (A lost ETag race after this leaves the new key in
         # place under the reference the caller asked for, which is what they wanted anyway.)
@@ -466,7 +475,7 @@ class ManagementService:
         now = self._now()
         data.update(created_by=caller.principal, created_at=now)
         data.update(updated_by=caller.principal, updated_at=now)
-        export = parse_export(data)
+        export = self._tick_checked(parse_export(data))
         connection = self._usable_connection(caller, export.connection, Action.CREATE_EXPORT)
         if self.repo.export_exists(export.name):
             raise ConflictError(f"an export named {export.name!r} exists already", field="name")
@@ -493,7 +502,7 @@ class ManagementService:
             raise ConfigErrors([ConfigError("an export cannot be renamed", field="name")])
         data = existing.model_dump(mode="json") | changes
         data.update(updated_by=caller.principal, updated_at=self._now())
-        export = parse_export(data)
+        export = self._tick_checked(parse_export(data))
         connection = self._usable_connection(caller, export.connection, Action.UPDATE_EXPORT)
         recheck = ("connection", "list_id", "fields")
         if any(getattr(export, k) != getattr(existing, k) for k in recheck):
@@ -501,6 +510,14 @@ class ManagementService:
         new_etag = self.repo.put_export(export, if_match=if_match or etag)
         log.info("export %s changed by %s", name, _who(caller))
         return Saved(export.to_public_dict(), new_etag)
+
+    def _tick_checked(self, export: Export) -> Export:
+        if export.schedule:
+            try:
+                schedule_mod.check_not_finer_than(export.schedule, self.schedule_tick)
+            except ConfigError as exc:
+                raise ConfigErrors([exc]) from None
+        return export
 
     def get_export(self, caller: Caller, name: str) -> Fetched:
         """An export the caller may see, and its ETag."""

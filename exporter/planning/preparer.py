@@ -246,7 +246,7 @@ class Preparer:
                 plan_file.close()
                 self.store.write_file(runs.plan_path(self.export.name, self.run_id), plan_file.name)
                 artefacts["plan"] = runs.plan_path(self.export.name, self.run_id)
-        return self._manifest(result, guard, kept, artefacts, time.perf_counter() - started)
+        return _manifest(self, result, guard, kept, artefacts, time.perf_counter() - started)
 
     def _stream(self, blocks: Iterator[tuple[str, int, list[list[str]]]], mapper: Mapper) -> None:
         # The hot loop: keep it free of anything a row does not need.
@@ -422,53 +422,55 @@ class Preparer:
         self.store.write_file(runs.kept_path(self.export.name, self.run_id), path)
         return n
 
-    def _manifest(
-        self,
-        result: DiffResult,
-        guard: str | None,
-        kept: int,
-        artefacts: dict[str, str],
-        seconds: float,
-    ) -> Manifest:
-        c = result.counts
-        rejected = sum(self.rejected_by_reason.values())
-        counts = {
-            "rows_read": self.rows_read,
-            "valid": result.snapshot_count,
-            "rejected": rejected,
-            "duplicates": self.duplicates,
-            "new": c.new,
-            "changed": c.changed,
-            "unchanged": c.unchanged,
-            "planned": self.planned,
-            "left": c.left,
-            "to_unsubscribe": c.to_unsubscribe,
-            "kept": kept,
-            "email_changes": c.email_changes,
-            "collisions": c.collisions,
-        }
-        chunks = [ManifestChunk.from_dict(ch.to_dict()) for ch in self.chunks.chunks]
-        return Manifest(
-            export=self.export.name,
-            run_id=self.run_id,
-            counts=Counts.from_dict(counts),
-            rejected_by_reason=dict(self.rejected_by_reason),
-            rejected_rows=self.rejects.count,
-            chunks=chunks,
-            contacts_to_send=sum(ch.contacts for ch in chunks if ch.kind == CONTACTS),
-            leavers_to_unsubscribe=sum(ch.contacts for ch in chunks if ch.kind == LEAVERS),
-            snapshot_count=result.snapshot_count,
-            previous_snapshot_count=self.state.snapshot_count,
-            guarded=guard is not None,
-            guard_message=guard,
-            dry_run=self.dry_run,
-            full_resync=self.full_resync,
-            list_id=self.export.list_id,
-            email_column=self.email_column,
-            value_columns=self.value_columns,
-            artefacts=artefacts,
-            prepare_seconds=round(seconds, 3),
-        )
+
+def _manifest(
+    p: Preparer,
+    result: DiffResult,
+    guard: str | None,
+    kept: int,
+    artefacts: dict[str, str],
+    seconds: float,
+) -> Manifest:
+    """The manifest of a finished pass (counts, chunks, the mapping used)."""
+    c = result.counts
+    rejected = sum(p.rejected_by_reason.values())
+    counts = {
+        "rows_read": p.rows_read,
+        "valid": result.snapshot_count,
+        "rejected": rejected,
+        "duplicates": p.duplicates,
+        "new": c.new,
+        "changed": c.changed,
+        "unchanged": c.unchanged,
+        "planned": p.planned,
+        "left": c.left,
+        "to_unsubscribe": c.to_unsubscribe,
+        "kept": kept,
+        "email_changes": c.email_changes,
+        "collisions": c.collisions,
+    }
+    chunks = [ManifestChunk.from_dict(ch.to_dict()) for ch in p.chunks.chunks]
+    return Manifest(
+        export=p.export.name,
+        run_id=p.run_id,
+        counts=Counts.from_dict(counts),
+        rejected_by_reason=dict(p.rejected_by_reason),
+        rejected_rows=p.rejects.count,
+        chunks=chunks,
+        contacts_to_send=sum(ch.contacts for ch in chunks if ch.kind == CONTACTS),
+        leavers_to_unsubscribe=sum(ch.contacts for ch in chunks if ch.kind == LEAVERS),
+        snapshot_count=result.snapshot_count,
+        previous_snapshot_count=p.state.snapshot_count,
+        guarded=guard is not None,
+        guard_message=guard,
+        dry_run=p.dry_run,
+        full_resync=p.full_resync,
+        list_id=p.export.list_id,
+        email_column=p.email_column,
+        value_columns=p.value_columns,
+        artefacts=artefacts,
+        prepare_seconds=round(seconds, 3),
+    )
 
 
 @contextlib.contextmanager

@@ -7,13 +7,14 @@ import logging
 from datetime import datetime
 
 from exporter.errors import ConfigError, InputError
-from exporter.management.schedule import is_due
+from exporter.management.config import Export
+from exporter.management.schedule import latest_slot
 from exporter.reading.discovery import find_snapshots, newest_snapshot
 from exporter.reading.refs import SnapshotRef
 from exporter.run.context import RunContext
 from exporter.run.records import RunOptions, RunRequest
 from exporter.storage import runs
-from exporter.storage.records import ActiveRun, read_record
+from exporter.storage.records import ActiveRun, ScheduleSlot, read_record, write_record
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +79,7 @@ def due_runs(ctx: RunContext, now: datetime) -> list[RunRequest]:
         if not export.enabled or not export.schedule:
             continue
         last = runs.read_last_run(ctx.store, export.name)
-        reference = (
-            datetime.fromisoformat(last.finished_at)
-            if last is not None
-            else (export.updated_at or export.created_at)
-        )
-        if not is_due(export.schedule, reference, now):
+        if _take_slot(ctx, export, now) is None:
             continue
         try:
             ref = newest_snapshot(ctx.store, export)
@@ -103,6 +99,26 @@ def due_runs(ctx: RunContext, now: datetime) -> list[RunRequest]:
         except (ConfigError, InputError) as exc:
             logger.warning("export %s is due but cannot run: %s", export.name, exc)
     return requests
+
+
+def _take_slot(ctx: RunContext, export: Export, now: datetime) -> datetime | None:
+    """The export's scheduled time that this tick acts on, recorded so it is acted on once:
+    the latest schedule time after the last slot taken (or after the export was saved: saving
+    never runs it) and at or before ``now``. ``None``: nothing due."""
+    if not export.schedule:
+        return None
+    path = runs.schedule_path(export.name)
+    taken = read_record(ctx.store, path, ScheduleSlot)
+    saved = export.updated_at or export.created_at
+    after = datetime.fromisoformat(taken.slot) if taken is not None else saved
+    if after is None:
+        return None
+    if taken is not None and saved is not None and saved > after:
+        after = saved  # a changed schedule starts from the change
+    slot = latest_slot(export.schedule, after, now)
+    if slot is not None:
+        write_record(ctx.store, path, ScheduleSlot(slot=slot.isoformat()))
+    return slot
 
 
 def runs_for_blob(ctx: RunContext, path: str) -> list[RunRequest]:

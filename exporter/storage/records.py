@@ -20,6 +20,7 @@ record                    where                                   written by
 :class:`CommitMarker`     ``runs/<e>/<run>/commit.json``          finalize (before the state)
 :class:`ActiveRun`        ``state/<e>/active_run.json``           prepare (removed by finalize)
 :class:`LastRun`          ``state/<e>/last_run.json``             finalize
+:class:`ScheduleSlot`     ``state/<e>/schedule.json``             the timer
 :class:`RunRequest`       inside ActiveRun; orchestration input   the triggers / CLI
 ========================  ======================================  ==========================
 """
@@ -304,3 +305,10 @@ class LastRun(Record):
     refused, another run's commit in the way): something the snapshot does not carry, so the
     timer runs the same snapshot again at its next tick, up to ``MAX_TIMER_ATTEMPTS`` runs in
     a row. A snapshot that could not be read, or a shrink guard, is not retried."""
+
+
+class ScheduleSlot(Record):
+    """The last scheduled time the timer acted on for an export (each slot runs once)."""
+
+    slot: str
+    """ISO 8601 UTC."""

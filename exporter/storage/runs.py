@@ -88,6 +88,11 @@ def last_run_path(export: str) -> str:
     return f"state/{export}/last_run.json"
 
 
+def schedule_path(export: str) -> str:
+    """Where the timer keeps the export's last scheduled slot."""
+    return f"state/{export}/schedule.json"
+
+
 def active_run_path(export: str) -> str:
     return f"state/{export}/active_run.json"
 

@@ -42,8 +42,8 @@ param applicationInsightsConnectionString string
 @description('Key Vault URI for connections\' API keys.')
 param keyVaultUri string
 
-@description('NCRONTAB (6 fields, UTC) of the timer that starts due exports.')
-param timerSchedule string = '0 0 2 * * *'
+@description('NCRONTAB (6 fields, UTC) of the timer that looks for due exports; its interval is the finest export schedule accepted.')
+param timerSchedule string = '0 */5 * * * *'
 
 @description('Extra ActiveCampaign API host names (comma-separated, *. wildcards) API keys may be sent to.')
 param hostnameAllowlist string = ''

@@ -8,6 +8,8 @@ import random
 import time
 from pathlib import Path
 
+import pytest
+
 from exporter.activecampaign import ActiveCampaignClient, RetryPolicy
 from exporter.activecampaign.ledger import FileLedger
 from exporter.activecampaign.limiter import RateLimiter, RequestKind, default_allowance
@@ -90,6 +92,7 @@ def _worker(path: str, n: int, out: multiprocessing.Queue) -> None:  # type: ign
     out.put(starts)
 
 
+@pytest.mark.serial
 def test_processes_on_one_ledger_stay_within_the_account_budget(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("fork")
     out: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]

@@ -131,6 +131,11 @@ def test_the_timer_starts_each_due_export_once(
     assert (run.wave_width, run.export, run.request["requested_by"]) == (3, "weekly", "timer")
     assert run.request["snapshot"]["path"] == SNAPSHOT
 
+    # The same tick again finds no new scheduled time: nothing is started.
+    asyncio.run(triggers.export_timer(TimerRequest(past_due=False), client))
+    assert len(client.started()) == 1
+    # The next scheduled time comes while the run still runs: still one instance.
+    runtime.store.delete(runs.schedule_path("weekly"))
     client.set(iid, "Running")
     with caplog.at_level(logging.INFO, logger="blueprints.triggers"):
         asyncio.run(triggers.export_timer(TimerRequest(past_due=False), client))
@@ -413,6 +418,7 @@ def test_the_timer_runs_a_snapshot_again_after_a_run_stopped_after_prepare(
         client.calls.clear()
         client.set(iid, "Failed" if status == "failed" else "Completed")  # the previous run
         last_run(status, retry=retry, attempts=attempts)
+        store.delete(runs.schedule_path("weekly"))  # the export's next scheduled time is due
         asyncio.run(triggers.export_timer(TimerRequest(), client))
         started = [i for _, i, _ in client.started()]
         assert started == ([iid] if starts else []), (status, retry, attempts)
