@@ -59,6 +59,8 @@ from exporter.run.instances import ACTIVE_INSTANCE_STATUSES, FINISHED_INSTANCE_S
 from exporter.run.report import RunReport
 from exporter.run.run_body import parse_run_body
 from exporter.settings import SCHEDULE, SNAPSHOT_CONNECTION
+from exporter.storage import runs
+from exporter.storage.records import ActiveRun, read_record
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +256,19 @@ def run_url(req: func.HttpRequest, export: str, iid: str) -> str:
     return f"{_origin(req)}/api/exports/{quote(export, safe='')}/runs/{quote(iid, safe='')}"
 
 
+def _conflict_response(req: func.HttpRequest, export: str, exc: RunConflict) -> func.HttpResponse:
+    """409 naming the run in progress and where to follow it (one run per export at a time)."""
+    response = error_response(exc)
+    if exc.run_id is None:
+        return response
+    body = json.loads(response.get_body())
+    body["run_id"] = exc.run_id
+    active = read_record(get_runtime().store, runs.active_run_path(export), ActiveRun)
+    if active is not None and active.run_id == exc.run_id:
+        body["status_url"] = run_url(req, export, instance_id(export, active.snapshot_identity))
+    return json_response(body, 409)
+
+
 @bind(
     bp.route(route="exports/{name}/runs", methods=["POST"], auth_level=AUTH_LEVEL),
     bp.durable_client_input(client_name="client"),
@@ -281,6 +296,8 @@ async def start_export_run(req: func.HttpRequest, client: Any) -> func.HttpRespo
         outcome = await start_run(
             client, request, runtime.settings.push_wave_width, rerun_completed=True
         )
+    except RunConflict as exc:
+        return _conflict_response(req, name, exc)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer
         return error_response(exc)
     own = run_url(req, name, outcome.instance_id)

@@ -121,9 +121,14 @@ class StateCorrupt(ExporterError):
 
 
 class RunConflict(ExporterError):
-    """A run with the same identity is already in progress."""
+    """A run of the export is already in progress (the same snapshot, or another one: one run
+    per export at a time). ``run_id`` names the running run when known."""
 
     exit_code = 1
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 class ApiError(ExporterError):

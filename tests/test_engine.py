@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.errors import ConflictError, GuardError, InputError
+from exporter.errors import ConflictError, GuardError, InputError, RunConflict
 from exporter.incremental import state as state_mod
 from exporter.incremental import update as update_mod
 from exporter.planning.chunks import decode_batch_line
@@ -261,9 +261,12 @@ def test_new_run_resumes_an_unfinished_run_and_not_a_finished_one(world: World) 
     req = world.request(path)
     world.engine.prepare(req)
     assert world.request(path).run_id == req.run_id  # unfinished: resumed
-    assert world.request(path, dry_run=True).run_id != req.run_id  # other options: new run
+    with pytest.raises(RunConflict) as other_options:  # one run per export at a time
+        world.request(path, dry_run=True)
+    assert other_options.value.run_id == req.run_id
     world.engine.finalize(req, error="stopped")
     assert world.request(path).run_id != req.run_id
+    assert world.request(path, dry_run=True).run_id != req.run_id
 
 
 def test_names_and_records_are_json_shapes() -> None:

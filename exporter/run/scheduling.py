@@ -4,17 +4,23 @@ timer finds due, and the exports a new snapshot blob concerns."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from exporter.errors import ConfigError, InputError
+from exporter.errors import ConfigError, InputError, RunConflict
 from exporter.management.config import Export
 from exporter.management.schedule import latest_slot
-from exporter.reading.discovery import find_snapshots, newest_snapshot
+from exporter.reading.discovery import find_snapshots, newest_snapshot, store_snapshot
 from exporter.reading.refs import SnapshotRef
 from exporter.run.context import RunContext
 from exporter.run.records import RunOptions, RunRequest
 from exporter.storage import runs
-from exporter.storage.records import ActiveRun, ScheduleSlot, read_record, write_record
+from exporter.storage.records import (
+    ActiveRun,
+    PendingSnapshot,
+    ScheduleSlot,
+    read_record,
+    write_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +53,8 @@ def new_run(
             logger.info("resuming unfinished run %s of export %s", previous.run_id, exp.name)
             return previous
     now = ctx.now()
+    if active is not None:
+        _refuse_while_live(ctx, exp.name, active, now)
     run_id = runs.new_run_id(now, identity)
     n = 1
     while ctx.store.exists(runs.manifest_path(exp.name, run_id)) or ctx.store.exists(
@@ -65,6 +73,41 @@ def new_run(
     )
 
 
+LEASE_TTL = timedelta(hours=2)
+"""An unfinished run that wrote nothing for this long is taken to be gone (its host died): a run
+of another snapshot may then start. Longer than any silence of a healthy run (the longest is
+one import's poll deadline, 30 minutes)."""
+
+
+def _refuse_while_live(ctx: RunContext, export: str, active: ActiveRun, now: datetime) -> None:
+    """One run per export at a time: raise :class:`RunConflict` while another run of the
+    export is unfinished and alive. Two runs over different snapshots would otherwise
+    interleave their sends and their state commits (a leaver one unsubscribes, the other
+    records as confirmed)."""
+    if _finished(ctx, export, active.run_id):
+        return
+    last = _last_activity(ctx, export, active.run_id)
+    if last is not None and now - last > LEASE_TTL:
+        logger.warning(
+            "export %s: run %s wrote nothing since %s; taking it as gone",
+            export,
+            active.run_id,
+            last.isoformat(),
+        )
+        return
+    raise RunConflict(
+        f"export {export!r} is already running run {active.run_id} (over another snapshot); "
+        "one run per export at a time: the newer snapshot runs after it",
+        run_id=active.run_id,
+    )
+
+
+def _last_activity(ctx: RunContext, export: str, run_id: str) -> datetime | None:
+    """When the run last wrote anything (its folder's newest object), or ``None``."""
+    times = [o.modified for o in ctx.store.list(runs.run_dir(export, run_id) + "/")]
+    return max(times) if times else None
+
+
 def _finished(ctx: RunContext, export: str, run_id: str) -> bool:
     report = runs.read_json(ctx.store, runs.report_path(export, run_id))
     return report is not None and report.get("status") in runs.FINAL_STATUSES
@@ -76,7 +119,13 @@ def due_runs(ctx: RunContext, now: datetime) -> list[RunRequest]:
     prepare (see :attr:`runs.LastRun.retry`), up to ``MAX_TIMER_ATTEMPTS`` runs in a row."""
     requests = []
     for export in ctx.repo.list_exports():
-        if not export.enabled or not export.schedule:
+        if not export.enabled:
+            continue
+        pending = _pending_request(ctx, export)
+        if pending is not None:
+            requests.append(pending)
+            continue
+        if not export.schedule:
             continue
         last = runs.read_last_run(ctx.store, export.name)
         if _take_slot(ctx, export, now) is None:
@@ -95,10 +144,51 @@ def due_runs(ctx: RunContext, now: datetime) -> list[RunRequest]:
                     last.attempts + 1,
                     runs.MAX_TIMER_ATTEMPTS,
                 )
-            requests.append(new_run(ctx, export.name, snapshot=ref, requested_by="timer"))
+            requests.append(_run_or_pend(ctx, export.name, ref, "timer"))
+        except RunConflict as exc:
+            logger.info("export %s is due: %s", export.name, exc)
         except (ConfigError, InputError) as exc:
             logger.warning("export %s is due but cannot run: %s", export.name, exc)
     return requests
+
+
+def _run_or_pend(ctx: RunContext, export: str, ref: SnapshotRef, source: str) -> RunRequest:
+    """A run over ``ref`` — or, while another run of the export is going, ``ref`` recorded as
+    the export's pending snapshot (latest wins) and the :class:`RunConflict` raised on."""
+    try:
+        return new_run(ctx, export, snapshot=ref, requested_by=source)
+    except RunConflict:
+        path = runs.pending_path(export)
+        known = read_record(ctx.store, path, PendingSnapshot)
+        if known is None or known.identity != ref.identity:  # the same one keeps its requester
+            pending = PendingSnapshot(
+                path=ref.path, identity=ref.identity, requested_by=source, at=ctx.now().isoformat()
+            )
+            write_record(ctx.store, path, pending)
+        raise
+
+
+def _pending_request(ctx: RunContext, export: Export) -> RunRequest | None:
+    """The run of the export's pending snapshot once no other run is going; ``None`` while
+    one is (or when nothing is pending). The pending record is removed when its run is made."""
+    path = runs.pending_path(export.name)
+    pending = read_record(ctx.store, path, PendingSnapshot)
+    if pending is None:
+        return None
+    try:
+        ref = store_snapshot(ctx.store, pending.path)
+        request = new_run(ctx, export.name, snapshot=ref, requested_by=pending.requested_by)
+    except RunConflict:
+        return None  # still running: the pending snapshot waits for the next tick
+    except (ConfigError, InputError) as exc:
+        logger.warning(
+            "export %s: pending snapshot %s cannot run: %s", export.name, pending.path, exc
+        )
+        ctx.store.delete(path)
+        return None
+    ctx.store.delete(path)
+    logger.info("export %s: running the pending snapshot %s", export.name, pending.path)
+    return request
 
 
 def _take_slot(ctx: RunContext, export: Export, now: datetime) -> datetime | None:
@@ -136,7 +226,9 @@ def runs_for_blob(ctx: RunContext, path: str) -> list[RunRequest]:
             last = runs.read_last_run(ctx.store, export.name)
             if last is not None and last.snapshot_identity == ref.identity:
                 continue
-            requests.append(new_run(ctx, export.name, snapshot=ref, requested_by="blob"))
+            requests.append(_run_or_pend(ctx, export.name, ref, "blob"))
+        except RunConflict as exc:
+            logger.info("snapshot %s for export %s waits: %s", path, export.name, exc)
         except (ConfigError, InputError) as exc:
             logger.warning("snapshot %s for export %s cannot run: %s", path, export.name, exc)
     return requests

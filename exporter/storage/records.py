@@ -21,6 +21,7 @@ record                    where                                   written by
 :class:`ActiveRun`        ``state/<e>/active_run.json``           prepare (removed by finalize)
 :class:`LastRun`          ``state/<e>/last_run.json``             finalize
 :class:`ScheduleSlot`     ``state/<e>/schedule.json``             the timer
+:class:`PendingSnapshot`  ``state/<e>/pending.json``              a trigger while a run runs
 :class:`RunRequest`       inside ActiveRun; orchestration input   the triggers / CLI
 ========================  ======================================  ==========================
 """
@@ -312,3 +313,15 @@ class ScheduleSlot(Record):
 
     slot: str
     """ISO 8601 UTC."""
+
+
+class PendingSnapshot(Record):
+    """The newest snapshot a trigger found while another run of the export was going: it runs
+    when that run has ended (latest wins: a newer one replaces it)."""
+
+    path: str
+    """Store path of the snapshot (a CSV, a model.json, or a folder)."""
+    identity: str
+    requested_by: str
+    at: str
+    """ISO 8601 UTC, when it was recorded."""

@@ -88,6 +88,11 @@ def last_run_path(export: str) -> str:
     return f"state/{export}/last_run.json"
 
 
+def pending_path(export: str) -> str:
+    """Where a trigger leaves the snapshot to run after the export's current run."""
+    return f"state/{export}/pending.json"
+
+
 def schedule_path(export: str) -> str:
     """Where the timer keeps the export's last scheduled slot."""
     return f"state/{export}/schedule.json"

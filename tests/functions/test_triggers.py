@@ -422,3 +422,53 @@ def test_the_timer_runs_a_snapshot_again_after_a_run_stopped_after_prepare(
         asyncio.run(triggers.export_timer(TimerRequest(), client))
         started = [i for _, i, _ in client.started()]
         assert started == ([iid] if starts else []), (status, retry, attempts)
+
+
+# --- one run per export at a time ----------------------------------------------------------------
+
+
+def test_one_run_per_export_http_409_blob_waits_and_the_timer_runs_it_after(
+    runtime: Runtime, store: LocalStore, client: FakeDurableClient
+) -> None:
+    """Run A (the first snapshot) is prepared and unfinished when a second snapshot lands: the
+    blob trigger starts nothing and leaves it pending, a person's run now gets 409 naming run A
+    and where to follow it, and once A has ended the next timer tick runs the pending one."""
+    engine = runtime.engine
+    first = engine.new_run("weekly", snapshot=engine.store_snapshot(SNAPSHOT))
+    engine.prepare(first)
+    second = "snapshots/high-value/2026-01-06.csv"
+    store.write_bytes(second, snapshot_csv(6))
+
+    blob = func.blob.InputStream(data=b"", name=second, length=0)
+    asyncio.run(triggers.snapshot_blob_trigger(blob, client))
+    assert client.started() == []
+    assert store.exists(runs.pending_path("weekly"))
+
+    resp = start(client, {"snapshot": second})
+    assert resp.status_code == 409
+    body = answer(resp)
+    assert body["run_id"] == first.run_id
+    assert body["status_url"].endswith(f"/runs/{expected_instance(runtime)}")
+    asyncio.run(triggers.export_timer(TimerRequest(), client))
+    assert client.started() == [], "the pending snapshot waits while run A is unfinished"
+
+    engine.finalize(first, error="stopped for the test")
+    asyncio.run(triggers.export_timer(TimerRequest(), client))
+    [(_, iid, data)] = client.started()
+    assert iid == expected_instance(runtime, second)
+    assert data["request"]["requested_by"] == "blob"
+    assert not store.exists(runs.pending_path("weekly"))
+
+
+def test_a_newer_pending_snapshot_replaces_an_older_one(
+    runtime: Runtime, store: LocalStore, client: FakeDurableClient
+) -> None:
+    engine = runtime.engine
+    engine.prepare(engine.new_run("weekly", snapshot=engine.store_snapshot(SNAPSHOT)))
+    for day in ("06", "07"):
+        path = f"snapshots/high-value/2026-01-{day}.csv"
+        store.write_bytes(path, snapshot_csv(int(day)))
+        blob = func.blob.InputStream(data=b"", name=path, length=0)
+        asyncio.run(triggers.snapshot_blob_trigger(blob, client))
+    pending = json.loads(store.read_bytes(runs.pending_path("weekly")))
+    assert pending["path"] == "snapshots/high-value/2026-01-07.csv"  # latest wins
