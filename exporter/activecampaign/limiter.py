@@ -57,10 +57,11 @@ from exporter.activecampaign.ledger import Book, BudgetLedger
 
 
 def default_allowance(time_scale: float, *, shared: bool = False) -> float:
-    """Real seconds added to every window: 0.1 s unscaled, never below 0.025 s — or 0.05 s
-    when processes share the budget (their requests also queue behind each other's on the
-    way out and at the server, a jitter compressed time does not shrink)."""
-    return max(0.05 if shared else 0.025, 0.1 / time_scale)
+    """Real seconds added to every window: 0.1 s unscaled, never below 0.025 s — and never
+    below 0.1 s when processes share the budget: their requests also queue behind each other's
+    on the way out and at the server, in real seconds of a busy machine's scheduling, which
+    compressed time does not shrink."""
+    return max(0.1 if shared else 0.025, 0.1 / time_scale)
 
 
 class RequestKind(enum.Enum):
