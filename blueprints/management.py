@@ -26,13 +26,9 @@ explicit (412 if taken). Answers carry the new ``ETag``.
 
 **API keys.** A connection body may carry ``api_key``. It is taken out of the body before
 anything else sees it and written to Key Vault (``set_secret``) by the service; it is never
-stored elsewhere, logged or returned. Without an ``api_key_ref`` the secret name is made here:
-``ac-<connection>-<8 random hex digits>``. The random part matters in a soft-delete vault: a
-deleted secret's name stays reserved until it is purged (90 days by default), so a connection
-deleted with ``?delete_secret=true`` and created again under the same name must not reuse the
-old secret name, and this app's identity is not given purge rights. A new key for an existing
-connection becomes a new version of the same secret, unless the connection's reference is not
-one made here (it may be shared with other connections): then a fresh name is made.
+stored elsewhere, logged or returned. Without an ``api_key_ref`` the Key Vault secret name comes
+from :mod:`exporter.management.secret_names` (``ac-<connection>-<8 random hex digits>``; its
+docstring says why the random part, and when a new key reuses the connection's secret).
 
 **Deleting an export** is always possible for someone allowed on it: its configuration goes
 (so its schedule and blob triggers find nothing to run), its Pending/Running/Suspended
@@ -47,7 +43,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -63,11 +59,12 @@ from blueprints.http_util import (
     read_json_body,
     route_name,
 )
-from blueprints.register import bind
+from blueprints.register import http_function
 from blueprints.runtime import get_runtime
 from exporter.errors import ConfigError, ConflictError, ExporterError, SecretError
+from exporter.http_errors import http_status
 from exporter.management.permissions import Caller
-from exporter.management.secret_names import is_generated_key_ref, new_key_ref
+from exporter.management.secret_names import ref_for_new_key
 from exporter.management.service import ManagementService, Saved
 from exporter.run.engine import instance_id
 from exporter.run.instances import ACTIVE_INSTANCE_STATUSES
@@ -75,9 +72,6 @@ from exporter.run.instances import ACTIVE_INSTANCE_STATUSES
 log = logging.getLogger(__name__)
 
 bp = df.Blueprint()
-
-AUTH_LEVEL = func.AuthLevel.FUNCTION
-"""Function keys in front, App Service Authentication's principal for who is calling."""
 
 Handler = Callable[[func.HttpRequest, ManagementService], func.HttpResponse]
 
@@ -191,7 +185,7 @@ def _create_connection(
 ) -> func.HttpResponse:
     _name_in_body(body, name)
     if api_key is not None and "api_key_ref" not in body:
-        body["api_key_ref"] = new_key_ref(name)
+        body["api_key_ref"] = ref_for_new_key(name)
     try:
         saved = service.create_connection(caller, body, api_key, verify=verify)
     except ConflictError as exc:
@@ -209,8 +203,9 @@ def _replace_connection(
 ) -> func.HttpResponse:
     if api_key is not None and "api_key_ref" not in body:
         current = service.get_connection(caller, name).view.get("api_key_ref")
-        if not is_generated_key_ref(current, name):
-            body["api_key_ref"] = new_key_ref(name)
+        ref = ref_for_new_key(name, current)
+        if ref != current:
+            body["api_key_ref"] = ref
     saved = service.update_connection(
         caller, name, body, if_match=None if match == "*" else match, api_key=api_key
     )
@@ -264,12 +259,13 @@ def handle_delete_connection(
     except SecretError as exc:
         # The service deletes the connection before its key: only the key is left over.
         log.warning("connection %s deleted, its key was not: %s", name, exc)
+        status, code = http_status(exc)
         return json_response(
             {
                 "name": name,
                 "deleted": True,
                 "secret_deleted": False,
-                "code": "secret_unavailable",
+                "code": code,
                 "errors": [
                     {
                         "field": "delete_secret",
@@ -277,7 +273,7 @@ def handle_delete_connection(
                     }
                 ],
             },
-            502,
+            status,
         )
     return json_response(
         {
@@ -458,71 +454,56 @@ async def handle_delete_export(
 
 # --- the registered functions ------------------------------------------------------------------
 
-_F = TypeVar("_F", bound=Callable[..., Any])
 
-
-def _http(
-    name: str, route: str, method: str, *, durable_client: bool = False
-) -> Callable[[_F], _F]:
-    """Register the function on :data:`bp` as ``method /api/<route>`` named ``name``."""
-    decorators = [
-        bp.function_name(name),
-        bp.route(route=route, methods=[method], auth_level=AUTH_LEVEL),
-    ]
-    if durable_client:
-        decorators.append(bp.durable_client_input(client_name="client"))
-    return bind(*decorators)
-
-
-@_http("connections_put", "connections/{name}", "PUT")
+@http_function(bp, "connections/{name}", "PUT")
 def connections_put(req: func.HttpRequest) -> func.HttpResponse:
     """``PUT /api/connections/{name}``."""
     return _serve(req, handle_put_connection)
 
 
-@_http("connections_get", "connections/{name}", "GET")
+@http_function(bp, "connections/{name}", "GET")
 def connections_get(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/connections/{name}``."""
     return _serve(req, handle_get_connection)
 
 
-@_http("connections_list", "connections", "GET")
+@http_function(bp, "connections", "GET")
 def connections_list(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/connections``."""
     return _serve(req, handle_list_connections)
 
 
-@_http("connections_verify", "connections/{name}/verify", "POST")
+@http_function(bp, "connections/{name}/verify", "POST")
 def connections_verify(req: func.HttpRequest) -> func.HttpResponse:
     """``POST /api/connections/{name}/verify``."""
     return _serve(req, handle_verify_connection)
 
 
-@_http("connections_delete", "connections/{name}", "DELETE")
+@http_function(bp, "connections/{name}", "DELETE")
 def connections_delete(req: func.HttpRequest) -> func.HttpResponse:
     """``DELETE /api/connections/{name}``."""
     return _serve(req, handle_delete_connection)
 
 
-@_http("exports_put", "exports/{name}", "PUT")
+@http_function(bp, "exports/{name}", "PUT")
 def exports_put(req: func.HttpRequest) -> func.HttpResponse:
     """``PUT /api/exports/{name}``."""
     return _serve(req, handle_put_export)
 
 
-@_http("exports_get", "exports/{name}", "GET")
+@http_function(bp, "exports/{name}", "GET")
 def exports_get(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/exports/{name}``."""
     return _serve(req, handle_get_export)
 
 
-@_http("exports_list", "exports", "GET")
+@http_function(bp, "exports", "GET")
 def exports_list(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/exports``."""
     return _serve(req, handle_list_exports)
 
 
-@_http("exports_delete", "exports/{name}", "DELETE", durable_client=True)
+@http_function(bp, "exports/{name}", "DELETE", durable_client=True)
 async def exports_delete(req: func.HttpRequest, client: Any) -> func.HttpResponse:
     """``DELETE /api/exports/{name}``: the export goes, its active runs are terminated."""
     try:

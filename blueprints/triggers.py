@@ -49,11 +49,13 @@ from blueprints.orchestration import (
     RunInput,
     run_input,
 )
-from blueprints.register import bind
+from blueprints.register import bind, http_function
 from blueprints.runtime import Runtime, get_runtime
 from exporter.errors import ConfigError, ExporterError, NotFoundError, RunConflict
+from exporter.management.config import SNAPSHOTS
 from exporter.management.permissions import Caller
 from exporter.masking import mask_email
+from exporter.reading.discovery import blob_snapshot_path
 from exporter.run.engine import RunRequest, instance_id
 from exporter.run.instances import ACTIVE_INSTANCE_STATUSES, FINISHED_INSTANCE_STATUSES
 from exporter.run.report import RunReport
@@ -66,8 +68,8 @@ log = logging.getLogger(__name__)
 
 bp = df.Blueprint()
 
-AUTH_LEVEL = func.AuthLevel.FUNCTION
-SNAPSHOT_CONTAINER = "snapshots"
+SNAPSHOT_CONTAINER = SNAPSHOTS.rstrip("/")
+"""The container the blob trigger watches."""
 MAX_RUN_BODY_BYTES = 4_096
 """A run request is four small fields."""
 DEFAULT_LIST_LIMIT = 20
@@ -192,19 +194,6 @@ async def export_timer(timer: func.TimerRequest, client: Any) -> None:
     log.info("timer: %d export(s) due, %d started", len(requests), started)
 
 
-def snapshot_path(blob_name: str, container_prefix: str = "") -> str:
-    """The store path of a blob the trigger reports (``<container>/<name>``).
-
-    ``container_prefix`` is the store's container prefix (empty in a deployed app).
-    """
-    name = blob_name.lstrip("/")
-    if container_prefix and name.startswith(container_prefix + SNAPSHOT_CONTAINER + "/"):
-        name = name[len(container_prefix) :]
-    if not name.startswith(SNAPSHOT_CONTAINER + "/") or name == SNAPSHOT_CONTAINER + "/":
-        raise ConfigError(f"{blob_name!r} is not a blob in the {SNAPSHOT_CONTAINER} container")
-    return name
-
-
 @bind(
     bp.blob_trigger(
         arg_name="blob",
@@ -220,7 +209,7 @@ async def snapshot_blob_trigger(blob: func.InputStream, client: Any) -> None:
     Only the blob's name is used; the run reads the snapshot itself, streaming."""
     runtime = get_runtime()
     prefix = str(getattr(runtime.store, "container_prefix", ""))
-    path = snapshot_path(blob.name or "", prefix)
+    path = blob_snapshot_path(blob.name or "", prefix)
     requests = await asyncio.to_thread(runtime.engine.runs_for_blob, path)
     if not requests:
         log.info("blob %s: no enabled export needs it (or it was exported already)", path)
@@ -269,10 +258,7 @@ def _conflict_response(req: func.HttpRequest, export: str, exc: RunConflict) -> 
     return json_response(body, 409)
 
 
-@bind(
-    bp.route(route="exports/{name}/runs", methods=["POST"], auth_level=AUTH_LEVEL),
-    bp.durable_client_input(client_name="client"),
-)
+@http_function(bp, "exports/{name}/runs", "POST", durable_client=True)
 async def start_export_run(req: func.HttpRequest, client: Any) -> func.HttpResponse:
     """``POST /api/exports/{name}/runs``: start a run now; 202 with where to follow it."""
     try:
@@ -384,10 +370,7 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else None
 
 
-@bind(
-    bp.route(route="exports/{name}/runs/{instance_id}", methods=["GET"], auth_level=AUTH_LEVEL),
-    bp.durable_client_input(client_name="client"),
-)
+@http_function(bp, "exports/{name}/runs/{instance_id}", "GET", durable_client=True)
 async def get_export_run(req: func.HttpRequest, client: Any) -> func.HttpResponse:
     """``GET /api/exports/{name}/runs/{instance_id}``: status, progress, report when done."""
     try:
@@ -401,12 +384,7 @@ async def get_export_run(req: func.HttpRequest, client: Any) -> func.HttpRespons
     return json_response(view)
 
 
-@bind(
-    bp.route(
-        route="exports/{name}/runs/{instance_id}/cancel", methods=["POST"], auth_level=AUTH_LEVEL
-    ),
-    bp.durable_client_input(client_name="client"),
-)
+@http_function(bp, "exports/{name}/runs/{instance_id}/cancel", "POST", durable_client=True)
 async def cancel_export_run(req: func.HttpRequest, client: Any) -> func.HttpResponse:
     """``POST .../runs/{instance_id}/cancel``: stop after the wave in flight, confirm what was
     pushed and write the report (``cancelled``); ``?force=true`` terminates at once instead
@@ -464,7 +442,7 @@ def _limit(req: func.HttpRequest) -> int:
     return int(raw)
 
 
-@bind(bp.route(route="exports/{name}/runs", methods=["GET"], auth_level=AUTH_LEVEL))
+@http_function(bp, "exports/{name}/runs", "GET")
 def list_export_runs(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/exports/{name}/runs``: the export's recent runs, newest first."""
     try:

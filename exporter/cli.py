@@ -24,7 +24,12 @@ from typing import IO, Any
 from exporter import __version__
 from exporter.activecampaign.ledger import FileLedger
 from exporter.errors import ConfigError, ExporterError, GuardError, InputError
-from exporter.management.config import CONSENT_STATEMENT, Connection
+from exporter.management.config import (
+    CONSENT_STATEMENT,
+    SNAPSHOTS,
+    Connection,
+    check_snapshot_path,
+)
 from exporter.management.permissions import Caller
 from exporter.management.repository import ConfigRepository
 from exporter.management.secrets import LocalSecretProvider
@@ -320,8 +325,9 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     if args.snapshot:
         if os.path.exists(args.snapshot):
             snapshot, location = Engine.local_snapshot(args.snapshot), runs.LOCAL
-        elif args.snapshot.startswith("snapshots/"):
-            snapshot = engine.store_snapshot(args.snapshot)
+        elif args.snapshot.startswith(SNAPSHOTS):
+            # The one rule for snapshot paths, before the store is asked.
+            snapshot = engine.store_snapshot(check_snapshot_path(args.snapshot, field="--snapshot"))
         else:
             raise InputError(
                 "file not found (nor a store path under snapshots/)", file=args.snapshot

@@ -75,26 +75,30 @@ class PreconditionFailed(HttpProblem):
     code = "precondition_failed"
 
 
+HTTP_ERRORS: tuple[tuple[type[Exception], HTTPStatus, str], ...] = (
+    (PermissionDenied, HTTPStatus.FORBIDDEN, "forbidden"),
+    (NotFoundError, HTTPStatus.NOT_FOUND, "not_found"),
+    (ConflictError, HTTPStatus.CONFLICT, "conflict"),
+    (RunConflict, HTTPStatus.CONFLICT, "conflict"),
+    (ConfigError, HTTPStatus.BAD_REQUEST, "invalid"),
+    # The vault (or the app's identity on it) failed us: not the caller's request.
+    (SecretError, HTTPStatus.BAD_GATEWAY, "secret_unavailable"),
+    # Not 403: the caller's own permissions are fine, ActiveCampaign refused the key.
+    (AuthenticationError, HTTPStatus.UNPROCESSABLE_ENTITY, "activecampaign_key_rejected"),
+    (RetriableApiError, HTTPStatus.SERVICE_UNAVAILABLE, "activecampaign_unavailable"),
+    (ApiError, HTTPStatus.BAD_GATEWAY, "activecampaign_error"),
+)
+"""Exception class → (status, code), first match wins: a subclass comes before its base
+(``NotFoundError`` before ``ConfigError``). :class:`HttpProblem` carries its own."""
+INTERNAL = (HTTPStatus.INTERNAL_SERVER_ERROR, "internal")
+"""Anything not in the table: not ours to explain."""
+
+
 def http_status(exc: Exception) -> tuple[int, str]:
-    """The HTTP status and error code for an exception (see the module docstring)."""
+    """The HTTP status and error code for an exception (see :data:`HTTP_ERRORS`)."""
     if isinstance(exc, HttpProblem):
         return exc.status, exc.code
-    if isinstance(exc, PermissionDenied):
-        return HTTPStatus.FORBIDDEN, "forbidden"
-    if isinstance(exc, NotFoundError):
-        return HTTPStatus.NOT_FOUND, "not_found"
-    if isinstance(exc, ConflictError | RunConflict):
-        return HTTPStatus.CONFLICT, "conflict"
-    if isinstance(exc, ConfigError):
-        return HTTPStatus.BAD_REQUEST, "invalid"
-    if isinstance(exc, SecretError):
-        # The vault (or the app's identity on it) failed us: not the caller's request.
-        return HTTPStatus.BAD_GATEWAY, "secret_unavailable"
-    if isinstance(exc, AuthenticationError):
-        # Not 403: the caller's own permissions are fine, ActiveCampaign refused the key.
-        return HTTPStatus.UNPROCESSABLE_ENTITY, "activecampaign_key_rejected"
-    if isinstance(exc, RetriableApiError):
-        return HTTPStatus.SERVICE_UNAVAILABLE, "activecampaign_unavailable"
-    if isinstance(exc, ApiError):
-        return HTTPStatus.BAD_GATEWAY, "activecampaign_error"
-    return HTTPStatus.INTERNAL_SERVER_ERROR, "internal"
+    for kind, status, code in HTTP_ERRORS:
+        if isinstance(exc, kind):
+            return status, code
+    return INTERNAL

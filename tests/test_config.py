@@ -198,6 +198,15 @@ def test_segment_must_be_under_snapshots(segment: str) -> None:
     assert set(fields_of(info.value)) == {"segment"}
 
 
+def test_a_segment_is_a_snapshot_path_in_a_narrower_alphabet() -> None:
+    """A segment is typed by a person and may be a glob: it follows the snapshot-path rule
+    and a conservative character set on top (a snapshot named in a run may use any)."""
+    with pytest.raises(ConfigErrors) as info:
+        parse_export(export(segment="snapshots/high (value)/"))
+    assert "not allowed in a segment" in fields_of(info.value)["segment"]
+    assert parse_export(export(segment="snapshots/high value/*.csv")).segment
+
+
 @pytest.mark.parametrize(
     ("segment", "path", "matches"),
     [

@@ -1,12 +1,14 @@
-"""The run body, the instance vocabulary and the secret names: policy that lives in the core,
-whatever host (HTTP API, console, CLI) calls it."""
+"""The run body, the snapshot-path rule, the instance vocabulary and the secret names: policy
+that lives in the core, whatever host (HTTP API, console, CLI, blob trigger) calls it."""
 
 from __future__ import annotations
 
 import pytest
 
-from exporter.errors import ConfigErrors
-from exporter.management.secret_names import is_generated_key_ref, new_key_ref
+from exporter.errors import ConfigError, ConfigErrors
+from exporter.management.config import check_snapshot_path, snapshot_path
+from exporter.management.secret_names import is_generated_key_ref, new_key_ref, ref_for_new_key
+from exporter.reading.discovery import blob_snapshot_path
 from exporter.run.instances import (
     ACTIVE_INSTANCE_STATUSES,
     FINISHED_INSTANCE_STATUSES,
@@ -72,3 +74,61 @@ def test_only_names_made_for_a_connection_are_its_own() -> None:
     assert not is_generated_key_ref(ref, "shop2")
     assert not is_generated_key_ref("keyvault:operator-key", "shop")
     assert new_key_ref("shop") != ref  # a fresh suffix every time
+
+
+READABLE = [
+    "snapshots/vip/2026-01-01.csv",
+    "snapshots/vip/",
+    "snapshots/vip/*.csv",
+    "snapshots/vip/Export (2).csv",
+    "snapshots/clients été/2026-01-01T00:00:00Z/model.json",
+]
+UNREADABLE = [
+    "snapshots/",
+    "snapshots",
+    "snapshot/vip/a.csv",
+    "config/exports/x.json",
+    "snapshots//vip/a.csv",
+    "snapshots/vip/./a.csv",
+    "snapshots/vip/..",
+    "snapshots/../config/x.json",
+    "snapshots/vip\\a.csv",
+    "snapshots/vip/a\n.csv",
+    "snapshots/vip/a\x00.csv",
+]
+
+
+@pytest.mark.parametrize("path", READABLE)
+def test_every_host_accepts_a_path_the_store_can_read(path: str) -> None:
+    assert snapshot_path(path) == path
+    assert check_snapshot_path(path) == path
+    assert blob_snapshot_path(path) == path
+    assert parse_run_body({"snapshot": path}).snapshot == path
+
+
+@pytest.mark.parametrize("path", UNREADABLE)
+def test_every_host_refuses_the_same_paths(path: str) -> None:
+    with pytest.raises(ValueError):
+        snapshot_path(path)
+    with pytest.raises(ConfigError) as checked:
+        check_snapshot_path(path, field="--snapshot")
+    assert checked.value.field == "--snapshot"
+    with pytest.raises(ConfigError):
+        blob_snapshot_path(path)
+    with pytest.raises(ConfigErrors) as body:
+        parse_run_body({"snapshot": path})
+    assert {e.field for e in body.value.errors} == {"snapshot"}
+
+
+def test_a_blob_name_loses_the_store_container_prefix_only() -> None:
+    assert blob_snapshot_path("/t1-snapshots/vip/a.csv", "t1-") == "snapshots/vip/a.csv"
+    with pytest.raises(ConfigError, match="t2-snapshots"):
+        blob_snapshot_path("t2-snapshots/vip/a.csv", "t1-")
+
+
+def test_only_names_made_for_a_connection_are_reused_for_a_new_key() -> None:
+    own = new_key_ref("shop")
+    assert ref_for_new_key("shop", own) == own, "a new version of the connection's own secret"
+    for foreign in (None, "keyvault:operator-key", new_key_ref("shop2"), "env:AC_KEY", 7):
+        fresh = ref_for_new_key("shop", foreign)
+        assert fresh != foreign and is_generated_key_ref(fresh, "shop")

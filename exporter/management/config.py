@@ -89,16 +89,43 @@ def _schedule(value: str | None) -> str | None:
         raise ValueError(exc.detail) from None
 
 
+SNAPSHOTS = "snapshots/"
+"""Where snapshots live in the store (the ``snapshots`` container)."""
+
+
 def snapshot_path(value: str) -> str:
-    """A store path under ``snapshots/`` (a segment folder, glob or snapshot file): the one rule
-    for segments and for snapshots named in a run request."""
-    rest = value.removeprefix("snapshots/")
+    """A store path under ``snapshots/``: the one rule for every snapshot path a host hands
+    the core (an export's segment, a snapshot named in a run request, a blob the trigger
+    reports). It is the store's own path rule, so a path it accepts is one the store can read:
+    no empty, ``.`` or ``..`` parts (a trailing ``/`` names a folder), no backslash, no control
+    character. Raises :class:`ValueError` (a validator); :func:`check_snapshot_path` raises
+    :class:`ConfigError`."""
+    rest = value.removeprefix(SNAPSHOTS)
     if rest == value or not rest:
         raise ValueError("must be a store path under snapshots/, e.g. snapshots/high-value/")
-    if not _SEGMENT_CHARS.fullmatch(rest) or "//" in value or "\\" in value:
-        raise ValueError("contains characters that are not allowed in a store path")
-    if any(part in (".", "..") for part in rest.split("/")):
-        raise ValueError("must not contain '.' or '..' path segments")
+    if "\\" in value or not value.isprintable():
+        raise ValueError("contains a backslash or a control character")
+    parts = rest.split("/")
+    if any(part in ("", ".", "..") for part in parts[:-1]) or parts[-1] in (".", ".."):
+        raise ValueError("must not contain empty, '.' or '..' path segments")
+    return value
+
+
+def check_snapshot_path(value: str, *, field: str | None = "snapshot") -> str:
+    """:func:`snapshot_path` for callers outside a model: :class:`ConfigError` naming ``field``
+    (the message never repeats the path: it is user input)."""
+    try:
+        return snapshot_path(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field=field) from None
+
+
+def _segment(value: str) -> str:
+    # A segment is typed by a person and may be a glob: besides the path rule, a conservative
+    # character set keeps patterns readable and free of characters that mean something else.
+    snapshot_path(value)
+    if not _SEGMENT_CHARS.fullmatch(value.removeprefix(SNAPSHOTS)):
+        raise ValueError("contains characters that are not allowed in a segment")
     return value
 
 
@@ -209,7 +236,7 @@ class Export(BaseModel):
     name: Slug = Field(description="Identifier used in paths and commands (a slug).")
     display_name: Text = Field(description="A recognisable name shown to users.")
     connection: Slug = Field(description="Name of the connection it sends through.")
-    segment: Annotated[str, AfterValidator(snapshot_path)] = Field(
+    segment: Annotated[str, AfterValidator(_segment)] = Field(
         description="Which snapshot files: a store prefix such as snapshots/high-value/ (every "
         "file under it), one file, or a glob such as snapshots/high-value/*.csv "
         "('*' stays within a folder, '**' crosses folders)."

@@ -6,8 +6,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from exporter.errors import InputError, NotFoundError
-from exporter.management.config import Export
+from exporter.errors import ConfigError, InputError, NotFoundError
+from exporter.management.config import SNAPSHOTS, Export, snapshot_path
 from exporter.reading.cdm import cdm_parts, dirname, load_model
 from exporter.reading.refs import MODEL_JSON, SnapshotFile, SnapshotRef, is_snapshot_file
 from exporter.reading.snapshot import (
@@ -46,6 +46,23 @@ def store_snapshot(store: Store, path: str) -> SnapshotRef:
         if ref.path == path:
             return ref
     raise NotFoundError(f"{path} is not a snapshot (a .csv file or a model.json)")
+
+
+def blob_snapshot_path(blob_name: str, container_prefix: str = "") -> str:
+    """The store path of a blob a trigger reports (``snapshots/<name>``), held to the rule of
+    every snapshot path (:func:`~exporter.management.config.snapshot_path`).
+
+    ``container_prefix`` is the store's container prefix (empty in a deployed app). Raises
+    :class:`ConfigError` naming the blob (a blob name is not a secret, and the operator needs
+    it) when it is not a readable path under ``snapshots/``.
+    """
+    name = blob_name.lstrip("/")
+    if container_prefix and name.startswith(container_prefix + SNAPSHOTS):
+        name = name[len(container_prefix) :]
+    try:
+        return snapshot_path(name)
+    except ValueError as exc:
+        raise ConfigError(f"blob {blob_name!r} is not a snapshot path: {exc}") from None
 
 
 def local_snapshot(path: str | os.PathLike[str]) -> SnapshotRef:

@@ -20,6 +20,7 @@ from blueprints.auth import principal_header
 from blueprints.runtime import Runtime, use_runtime
 from exporter.errors import ConfigError
 from exporter.management.permissions import ADMIN, CONTRIBUTOR
+from exporter.reading.discovery import blob_snapshot_path
 from exporter.run.engine import RunRequest, instance_id
 from exporter.storage import runs
 from exporter.storage.records import LastRun
@@ -190,10 +191,26 @@ def test_a_blob_no_export_reads_starts_nothing(runtime: Runtime, client: FakeDur
 
 
 def test_blob_names_map_to_store_paths() -> None:
-    assert triggers.snapshot_path("snapshots/a/b.csv") == "snapshots/a/b.csv"
-    assert triggers.snapshot_path("t1-snapshots/a/b.csv", "t1-") == "snapshots/a/b.csv"
+    assert blob_snapshot_path("snapshots/a/b.csv") == "snapshots/a/b.csv"
+    assert blob_snapshot_path("t1-snapshots/a/b.csv", "t1-") == "snapshots/a/b.csv"
     with pytest.raises(ConfigError):
-        triggers.snapshot_path("config/a.json")
+        blob_snapshot_path("config/a.json")
+
+
+def test_a_blob_named_like_any_export_file_runs_and_a_dotted_one_is_refused(
+    runtime: Runtime, client: FakeDurableClient
+) -> None:
+    """The trigger holds blob names to the one snapshot-path rule: a name a segment folder
+    contains (spaces, parentheses) still starts its export; '..' never reaches the store."""
+    odd = "snapshots/high-value/2026-01-06 (1).csv"
+    runtime.store.write_bytes(odd, snapshot_csv(2))
+    asyncio.run(triggers.snapshot_blob_trigger(func.blob.InputStream(data=b"", name=odd), client))
+    [(_, _iid, data)] = client.started()
+    assert data["request"]["snapshot"]["path"] == odd
+    dotted = func.blob.InputStream(data=b"", name="snapshots/high-value/../x.csv")
+    with pytest.raises(ConfigError, match=r"'\.\.'"):
+        asyncio.run(triggers.snapshot_blob_trigger(dotted, client))
+    assert len(client.started()) == 1
 
 
 # --- HTTP: start ------------------------------------------------------------------------------
@@ -257,6 +274,16 @@ def test_a_named_snapshot_is_used(runtime: Runtime, client: FakeDurableClient) -
     assert resp.status_code == 202
     assert answer(resp)["snapshot"] == older
     assert answer(resp)["instance_id"] == expected_instance(runtime, older)
+
+
+def test_a_named_snapshot_may_have_any_name_the_store_can_read(
+    runtime: Runtime, client: FakeDurableClient
+) -> None:
+    named = "snapshots/high-value/Export (2) – été.csv"
+    runtime.store.write_bytes(named, snapshot_csv(3))
+    resp = start(client, {"snapshot": named})
+    assert resp.status_code == 202, answer(resp)
+    assert answer(resp)["snapshot"] == named
 
 
 @pytest.mark.parametrize(
