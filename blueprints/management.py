@@ -66,8 +66,7 @@ from exporter.http_errors import http_status
 from exporter.management.permissions import Caller
 from exporter.management.secret_names import ref_for_new_key
 from exporter.management.service import ManagementService, Saved
-from exporter.run.engine import instance_id
-from exporter.run.instances import ACTIVE_INSTANCE_STATUSES
+from exporter.run.instances import ACTIVE_INSTANCE_STATUSES, instance_prefix
 
 log = logging.getLogger(__name__)
 
@@ -328,16 +327,6 @@ def handle_list_exports(req: func.HttpRequest, service: ManagementService) -> fu
 # --- deleting an export: its runs go too -------------------------------------------------------
 
 
-def run_instance_prefix(export: str) -> str:
-    """The prefix of every orchestration instance id of an export's runs, sub-orchestrations
-    included (:func:`exporter.run.engine.instance_id` with an empty snapshot identity).
-
-    Names may extend each other (``weekly`` and ``weekly-extra``), so a prefix match is only a
-    candidate: :class:`DurableRunCanceller` checks the export named in the instance's input.
-    """
-    return instance_id(export, "")
-
-
 def export_of_input(value: object) -> str | None:
     """The export named in an orchestration input: a run's ``{"request": {"export": ...}}`` or
     a group's ``{"run": {"request": ...}}`` (the host may pass either as a JSON string)."""
@@ -375,9 +364,9 @@ class DurableRunCanceller:
     """Terminates an export's Pending/Running/Suspended orchestration instances.
 
     ``client`` is the Durable client binding (``DurableOrchestrationClient``). Candidates are
-    listed by the export's instance-id prefix (:func:`run_instance_prefix`) and active status;
-    each is terminated only if its input names the export. Sub-orchestrations are terminated
-    too: terminating a parent does not stop its children.
+    listed by the export's instance-id prefix (:func:`~exporter.run.instances.instance_prefix`)
+    and active status; each is terminated only if its input names the export.
+    Sub-orchestrations are terminated too: terminating a parent does not stop its children.
     """
 
     def __init__(self, client: Any) -> None:
@@ -385,7 +374,7 @@ class DurableRunCanceller:
 
     async def cancel(self, export: str, reason: str) -> Cancelled:
         statuses = [df.OrchestrationRuntimeStatus(s) for s in ACTIVE_INSTANCE_STATUSES]
-        prefix = run_instance_prefix(export)
+        prefix = instance_prefix(export)
         found = await self._client.get_status_by(runtime_status=statuses, instance_id_prefix=prefix)
         outcome = Cancelled()
         for status in found:

@@ -66,8 +66,8 @@ import azure.durable_functions as df  # type: ignore[import-untyped, unused-igno
 from blueprints.register import bind
 from blueprints.runtime import get_runtime
 from exporter.errors import ConfigError, ExporterError
-from exporter.run.engine import RunRequest
 from exporter.run.records import ChunkSummary, PrepareResult
+from exporter.storage.records import RunRequest
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class RunInput:
     the setting never changes how a running orchestration replays."""
 
     request: dict[str, Any]
-    """The :class:`~exporter.run.engine.RunRequest` as a dict (references only, a few hundred
+    """The :class:`~exporter.storage.records.RunRequest` as a dict (references only, a few hundred
     bytes)."""
     wave_width: int = 4
     """Push activities in flight at most (``EXPORTER_PUSH_WAVE_WIDTH``, clamped to 1..5)."""

@@ -10,12 +10,13 @@ blob ``snapshots/{name}`` (Event Grid)                 every export reading that
 =====================================================  ==========================================
 
 **One run per snapshot.** A run's orchestration instance id is derived from the export and the
-snapshot's identity (:func:`exporter.run.engine.instance_id`), so the timer, the blob trigger and a
-person pressing "run" all name the same instance for the same snapshot. Before starting, the
-instance's status is read: while it is Pending or Running nothing new is started (HTTP answers
-409; the timer and blob trigger log it), and if ``start_new`` loses a race anyway its error is
-turned into the same answer. A Completed instance is not run again by the timer or blob trigger
-(Event Grid delivers at least once); a person asking explicitly runs it again.
+snapshot's identity (:func:`exporter.run.instances.instance_id`), so the timer, the blob
+trigger and a person pressing "run" all name the same instance for the same snapshot. Before
+starting, the instance's status is read: while it is live
+(:data:`~exporter.run.instances.ACTIVE_INSTANCE_STATUSES`) nothing new is started (HTTP
+answers 409; the timer and blob trigger log it), and if ``start_new`` loses a race anyway its
+error is turned into the same answer. A Completed instance is not run again by the timer or
+blob trigger (Event Grid delivers at least once); a person asking explicitly runs it again.
 
 The Durable client cannot work without the Functions host, so every function here takes it as
 a parameter: the registered function receives the real client, tests pass a fake.
@@ -56,13 +57,16 @@ from exporter.management.config import SNAPSHOTS
 from exporter.management.permissions import Caller
 from exporter.masking import mask_email
 from exporter.reading.discovery import blob_snapshot_path
-from exporter.run.engine import RunRequest, instance_id
-from exporter.run.instances import ACTIVE_INSTANCE_STATUSES, FINISHED_INSTANCE_STATUSES
+from exporter.run.instances import (
+    ACTIVE_INSTANCE_STATUSES,
+    FINISHED_INSTANCE_STATUSES,
+    instance_id,
+)
 from exporter.run.report import RunReport
 from exporter.run.run_body import parse_run_body
 from exporter.settings import SCHEDULE, SNAPSHOT_CONNECTION
 from exporter.storage import runs
-from exporter.storage.records import ActiveRun, read_record
+from exporter.storage.records import ActiveRun, RunRequest, read_record
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from exporter.run.instances import (
     ACTIVE_INSTANCE_STATUSES,
     FINISHED_INSTANCE_STATUSES,
     instance_id,
+    instance_prefix,
 )
 from exporter.run.run_body import MAX_SNAPSHOT_PATH, parse_run_body
 
@@ -66,6 +67,13 @@ def test_continued_as_new_is_a_live_instance() -> None:
 def test_instance_ids_are_deterministic_and_safe() -> None:
     assert instance_id("weekly news", "ab:cd") == instance_id("weekly news", "ab:cd")
     assert instance_id("weekly news", "ab:cd") == "weekly-news-abcd"
+
+
+def test_every_run_of_an_export_shares_its_instance_prefix() -> None:
+    assert instance_id("weekly news", "snap-1").startswith(instance_prefix("weekly news"))
+    assert not instance_id("daily", "snap-1").startswith(instance_prefix("weekly"))
+    # Only a candidate: a longer name shares the prefix, so listers check the input too.
+    assert instance_id("weekly-extra", "x").startswith(instance_prefix("weekly"))
 
 
 def test_only_names_made_for_a_connection_are_its_own() -> None:

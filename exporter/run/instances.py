@@ -18,3 +18,13 @@ def instance_id(export: str, snapshot_identity: str) -> str:
     """Deterministic Durable instance id: export + snapshot identity (letters, digits, '-')."""
     safe = re.sub(r"[^A-Za-z0-9-]", "-", export)
     return f"{safe}-{re.sub(r'[^A-Za-z0-9]', '', snapshot_identity)[:32]}"
+
+
+def instance_prefix(export: str) -> str:
+    """The prefix of every orchestration instance id of an export's runs, sub-orchestrations
+    included (:func:`instance_id` with an empty snapshot identity).
+
+    Names may extend each other (``weekly`` and ``weekly-extra``), so a prefix match is only a
+    candidate: whoever lists by it must check the export named in the instance's input.
+    """
+    return instance_id(export, "")
