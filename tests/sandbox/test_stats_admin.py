@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from sandbox.config import Faults
+from sandbox.errors import SandboxConfigError
 from tests.sandbox.conftest import Env, complete, person
 
 
@@ -40,3 +44,20 @@ def test_admin_routes_expose_members_contacts_stats_and_unsubscribe(sb: Env) -> 
     assert stats["contacts"] == 1 and stats["request_counts"]["POST /import/bulk_import"] == 1
     assert client.session.post(f"{admin}/reset_stats", timeout=10).status_code == 200
     assert sandbox.request_counts() == {}
+
+
+def test_bad_fault_settings_are_the_sandboxs_own_error_and_a_400_over_http(sb: Env) -> None:
+    """The sandbox is a separate program: its configuration errors are its own class (not the
+    exporter's), name the setting, and come back over the admin route as 400s."""
+    with pytest.raises(SandboxConfigError) as caught:
+        Faults(http_503_rate=2.0)
+    assert caught.value.field == "faults.http_503_rate"
+    assert not any(c.__module__.startswith("exporter") for c in type(caught.value).__mro__)
+
+    sandbox, client, _clock = sb
+    admin = f"{sandbox.base_url}/_sandbox/faults"
+    for bad in ({"http_503_rate": 2.0}, {"colour": 1}, [1]):
+        answer = client.session.post(admin, json=bad, timeout=10)
+        assert answer.status_code == 400, bad
+        assert "faults" in answer.json()["message"]
+    assert client.session.get(admin, timeout=10).json()["faults"]["http_503_rate"] == 0.0
