@@ -11,6 +11,7 @@ from datetime import datetime
 from exporter.errors import ConflictError
 from exporter.incremental import state as state_mod
 from exporter.incremental import update as update_mod
+from exporter.run import lease
 from exporter.run.context import RunContext
 from exporter.run.records import RunRequest
 from exporter.run.rejects import append_api_rejections
@@ -18,7 +19,6 @@ from exporter.run.report import RunReport
 from exporter.run.tally import RunTally
 from exporter.storage import runs
 from exporter.storage.records import (
-    ActiveRun,
     CommitMarker,
     ConfirmedRecord,
     LastRun,
@@ -110,9 +110,7 @@ def _close_run(
         )
     runs.write_json(ctx.store, runs.report_path(req.export, req.run_id), report.to_dict())
     _record_last_run(ctx, req, report, prepared)
-    active = read_record(ctx.store, runs.active_run_path(req.export), ActiveRun)
-    if active is not None and active.run_id == req.run_id:
-        ctx.store.delete(runs.active_run_path(req.export))
+    lease.release(ctx, req)
     if conflict is not None:
         raise conflict
     return report

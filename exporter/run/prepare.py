@@ -16,11 +16,12 @@ from exporter.reading.snapshot import (
     store_lister,
     store_opener,
 )
+from exporter.run import lease
 from exporter.run.context import RunContext
 from exporter.run.finalize import finalize
 from exporter.run.records import PrepareResult, RunRequest
 from exporter.storage import runs
-from exporter.storage.records import ActiveRun, Manifest, read_record, write_record
+from exporter.storage.records import Manifest, read_record, write_record
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +54,7 @@ def prepare(
 def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> Manifest:
     export, _connection = ctx.export_config(req.export)
     started = ctx.now()
-    write_record(
-        ctx.store,
-        runs.active_run_path(export.name),
-        ActiveRun(run_id=req.run_id, snapshot_identity=req.snapshot_identity, request=req),
-    )
+    lease.take(ctx, req)  # before anything is read: the loser of a race reads nothing
     state, etag = state_mod.load(ctx.store, export.name)
     ref, location = runs.snapshot_from_dict(req.snapshot)
     if location == runs.LOCAL:

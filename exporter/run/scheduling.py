@@ -4,13 +4,14 @@ timer finds due, and the exports a new snapshot blob concerns."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from exporter.errors import ConfigError, InputError, RunConflict
 from exporter.management.config import Export
 from exporter.management.schedule import latest_slot
 from exporter.reading.discovery import find_snapshots, newest_snapshot, store_snapshot
 from exporter.reading.refs import SnapshotRef
+from exporter.run import lease
 from exporter.run.context import RunContext
 from exporter.run.records import RunOptions, RunRequest
 from exporter.storage import runs
@@ -49,12 +50,12 @@ def new_run(
     active = read_record(ctx.store, runs.active_run_path(exp.name), ActiveRun)
     if active is not None and active.snapshot_identity == identity:
         previous = active.request
-        if previous.options == options and not _finished(ctx, exp.name, previous.run_id):
+        if previous.options == options and not lease.finished(ctx, exp.name, previous.run_id):
             logger.info("resuming unfinished run %s of export %s", previous.run_id, exp.name)
             return previous
     now = ctx.now()
     if active is not None:
-        _refuse_while_live(ctx, exp.name, active, now)
+        lease.refuse_while_live(ctx, exp.name, active, now)
     run_id = runs.new_run_id(now, identity)
     n = 1
     while ctx.store.exists(runs.manifest_path(exp.name, run_id)) or ctx.store.exists(
@@ -71,46 +72,6 @@ def new_run(
         requested_by=requested_by,
         requested_at=now.isoformat(),
     )
-
-
-LEASE_TTL = timedelta(hours=2)
-"""An unfinished run that wrote nothing for this long is taken to be gone (its host died): a run
-of another snapshot may then start. Longer than any silence of a healthy run (the longest is
-one import's poll deadline, 30 minutes)."""
-
-
-def _refuse_while_live(ctx: RunContext, export: str, active: ActiveRun, now: datetime) -> None:
-    """One run per export at a time: raise :class:`RunConflict` while another run of the
-    export is unfinished and alive. Two runs over different snapshots would otherwise
-    interleave their sends and their state commits (a leaver one unsubscribes, the other
-    records as confirmed)."""
-    if _finished(ctx, export, active.run_id):
-        return
-    last = _last_activity(ctx, export, active.run_id)
-    if last is not None and now - last > LEASE_TTL:
-        logger.warning(
-            "export %s: run %s wrote nothing since %s; taking it as gone",
-            export,
-            active.run_id,
-            last.isoformat(),
-        )
-        return
-    raise RunConflict(
-        f"export {export!r} is already running run {active.run_id} (over another snapshot); "
-        "one run per export at a time: the newer snapshot runs after it",
-        run_id=active.run_id,
-    )
-
-
-def _last_activity(ctx: RunContext, export: str, run_id: str) -> datetime | None:
-    """When the run last wrote anything (its folder's newest object), or ``None``."""
-    times = [o.modified for o in ctx.store.list(runs.run_dir(export, run_id) + "/")]
-    return max(times) if times else None
-
-
-def _finished(ctx: RunContext, export: str, run_id: str) -> bool:
-    report = runs.read_json(ctx.store, runs.report_path(export, run_id))
-    return report is not None and report.get("status") in runs.FINAL_STATUSES
 
 
 def due_runs(ctx: RunContext, now: datetime) -> list[RunRequest]:
@@ -158,13 +119,7 @@ def _run_or_pend(ctx: RunContext, export: str, ref: SnapshotRef, source: str) ->
     try:
         return new_run(ctx, export, snapshot=ref, requested_by=source)
     except RunConflict:
-        path = runs.pending_path(export)
-        known = read_record(ctx.store, path, PendingSnapshot)
-        if known is None or known.identity != ref.identity:  # the same one keeps its requester
-            pending = PendingSnapshot(
-                path=ref.path, identity=ref.identity, requested_by=source, at=ctx.now().isoformat()
-            )
-            write_record(ctx.store, path, pending)
+        lease.pend(ctx, export, ref.path, ref.identity, source)
         raise
 
 

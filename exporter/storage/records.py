@@ -112,10 +112,18 @@ def read_record(store: Store, path: str, kind: type[R]) -> R | None:
         raise RecordError(f"{path}: not a valid {kind.__name__} record ({problems})") from None
 
 
-def write_record(store: Store, path: str, record: Record) -> str:
-    """Write ``record`` atomically (the store guarantees it); returns the ETag."""
+def write_record(
+    store: Store,
+    path: str,
+    record: Record,
+    *,
+    if_match: str | None = None,
+    if_none_match: bool = False,
+) -> str:
+    """Write ``record`` atomically (the store guarantees it); returns the ETag. The conditions
+    are the store's (:meth:`Store.write_bytes`): a failed one raises ``PreconditionFailed``."""
     data = json.dumps(record.to_dict(), separators=(",", ":")).encode()
-    return store.write_bytes(path, data)
+    return store.write_bytes(path, data, if_match=if_match, if_none_match=if_none_match)
 
 
 # --- what a run is asked to do ----------------------------------------------------------------

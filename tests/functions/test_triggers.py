@@ -18,7 +18,7 @@ from blueprints import orchestration as orch
 from blueprints import triggers
 from blueprints.auth import principal_header
 from blueprints.runtime import Runtime, use_runtime
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, RunConflict
 from exporter.management.permissions import ADMIN, CONTRIBUTOR
 from exporter.reading.discovery import blob_snapshot_path
 from exporter.run.engine import RunRequest, instance_id
@@ -499,3 +499,26 @@ def test_a_newer_pending_snapshot_replaces_an_older_one(
         asyncio.run(triggers.snapshot_blob_trigger(blob, client))
     pending = json.loads(store.read_bytes(runs.pending_path("weekly")))
     assert pending["path"] == "snapshots/high-value/2026-01-07.csv"  # latest wins
+
+
+def test_starts_that_raced_past_the_check_prepare_one_at_a_time(
+    runtime: Runtime, store: LocalStore, client: FakeDurableClient
+) -> None:
+    """A person's run now and a new snapshot's blob trigger land in the same instant: both
+    orchestrations start (nothing was running yet). Their prepare activities decide: exactly
+    one prepares, the other reads nothing and its snapshot waits as pending for the next tick."""
+    second = "snapshots/high-value/2026-01-06.csv"
+    store.write_bytes(second, snapshot_csv(6))
+    assert start(client, {"snapshot": SNAPSHOT}).status_code == 202
+    blob = func.blob.InputStream(data=b"", name=second, length=0)
+    asyncio.run(triggers.snapshot_blob_trigger(blob, client))
+    (_, _, by_http), (_, _, by_blob) = client.started()
+
+    won = orch.prepare_run({"request": by_http["request"]})
+    assert won["chunks"]
+    with pytest.raises(RunConflict):
+        orch.prepare_run({"request": by_blob["request"]})
+    loser = RunRequest.from_dict(by_blob["request"])
+    assert not store.exists(runs.manifest_path("weekly", loser.run_id))
+    pending = json.loads(store.read_bytes(runs.pending_path("weekly")))
+    assert pending["path"] == second
