@@ -249,6 +249,7 @@ def test_transport_faults_are_retried_until_everything_lands(
     assert sb.throttled_count() <= injected.get("slow", 0)
 
 
+@pytest.mark.serial
 def test_a_clean_run_at_high_time_scale_is_never_throttled(start_sandbox) -> None:
     """Send and confirm in two threads sharing one client, as the engine does."""
     sb = start_sandbox(fields=[TIER], time_scale=100.0)
