@@ -25,7 +25,6 @@ from exporter.planning.chunks import decode_batch_line
 from exporter.planning.contacts import Batch
 from exporter.run.records import ChunkSummary, RunRequest
 from exporter.settings import HostPolicy
-from exporter.storage import runs
 from exporter.storage.store import Store
 
 
@@ -114,12 +113,6 @@ class RunContext:
             return client
 
         return ApiSession(export, connection, self.secrets, build, self.poll)
-
-    def manifest(self, req: RunRequest) -> dict[str, Any]:
-        manifest = runs.read_json(self.store, runs.manifest_path(req.export, req.run_id))
-        if manifest is None:
-            raise NotFoundError(f"run {req.run_id} of export {req.export!r} was not prepared")
-        return manifest
 
     def read_chunk(self, chunk: str) -> list[Batch]:
         with self.store.open_read(chunk) as fh:
