@@ -21,7 +21,7 @@ from sandbox import Field, Sandbox, SandboxConfig
 ROOT = Path(__file__).resolve().parent.parent.parent
 KEY = "shared-account-key-0123456789"
 KEY_VAR = "SHARED_AC_KEY"
-SCALE = 2.5
+SCALE = 2.0
 CONTACTS = 20_000
 EXPORTS = ("alpha", "beta", "gamma")
 
