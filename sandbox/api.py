@@ -80,6 +80,8 @@ class Call:
     base: str
     """``http://host:port`` as the client addressed us (for ``links``)."""
     params: tuple[str, ...] = ()
+    arrived: float | None = None
+    """When the request arrived (sandbox clock); budgets are charged at this time."""
 
 
 Handler = Callable[["Api", Call], Response]
@@ -145,16 +147,26 @@ class Api:
         return token is not None and hmac.compare_digest(token.encode(), self._key)
 
     def handle(
-        self, method: str, target: str, token: str | None, body: bytes, base: str
+        self,
+        method: str,
+        target: str,
+        token: str | None,
+        body: bytes,
+        base: str,
+        arrived: float | None = None,
     ) -> Response:
-        """Answer one request whose target starts with ``/api/3``."""
+        """Answer one request whose target starts with ``/api/3``. ``arrived``: when its first
+        line came in (default: now). ActiveCampaign counts a request when it arrives, so every
+        budget is charged at that moment, not after the body was read and parsed (which, on a
+        busy machine, can be much later and would bunch requests the client spaced out)."""
+        now = self.clock() if arrived is None else arrived
         if not self.authorised(token):
             return Response(403, _FORBIDDEN)
         parts = urlsplit(target)
         path = parts.path[len(API_PREFIX) :] or "/"
         query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         key, handler, params = match(method, path)
-        decision = self.meter.arrive(key, len(body), self.clock())
+        decision = self.meter.arrive(key, len(body), now)
         if decision.slow:
             time.sleep(self.meter.faults.slow_seconds)
         if decision.kind == RESET:
@@ -165,13 +177,15 @@ class Api:
         if decision.kind == HTTP_429:
             wait = self.meter.faults.retry_after / scale
             return self._throttled(wait)
-        over, remaining = self.meter.admit(self.clock())
+        if decision.slow:
+            now = self.clock()  # a slow request is charged after its delay, as before
+        over, remaining = self.meter.admit(now)
         if over is not None:
             return self._throttled(over)
         if handler is None:
             response = json_response(404, {"message": "Not Found"})
         else:
-            response = handler(self, Call(method, path, query, body, base, params))
+            response = handler(self, Call(method, path, query, body, base, params, now))
         response.headers["RateLimit-Limit"] = str(self.meter.rate_limit)
         response.headers["RateLimit-Remaining"] = str(remaining)
         if decision.kind == LOST_RESPONSE:
@@ -210,7 +224,8 @@ def bulk_import(api: Api, call: Call) -> Response:
     if not isinstance(contacts, list) or not contacts:
         return _bulk_error(400, bulk.VALIDATION_MESSAGE, ["'contacts' is a required field."])
     single = len(contacts) == 1
-    if not api.meter.admit_bulk(api.clock(), single=single):
+    arrived = api.clock() if call.arrived is None else call.arrived
+    if not api.meter.admit_bulk(arrived, single=single):
         reason = (
             "Up to 20 single-contact imports may be requested per minute."
             if single

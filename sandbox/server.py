@@ -88,6 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve("PATCH")
 
     def _serve(self, method: str) -> None:
+        arrived = self.server.sandbox.api.clock()  # before the body is read and parsed
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             self.close_connection = True
             self._send(json_response(411, {"message": "Length Required"}))
@@ -103,7 +104,9 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host") or f"{sandbox.config.host}:{self.server.server_port}"
         try:
             if self.path == API_PREFIX or self.path.startswith(API_PREFIX + "/"):
-                response = sandbox.api.handle(method, self.path, token, body, f"http://{host}")
+                response = sandbox.api.handle(
+                    method, self.path, token, body, f"http://{host}", arrived
+                )
             elif self.path.startswith(admin.PREFIX):
                 response = admin.handle(sandbox, method, self.path, token, body)
             else:
