@@ -79,6 +79,7 @@ class Meter:
         self.requests: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
         self.throttled = 0
+        self.throttled_by: Counter[str] = Counter()
         self.largest_body = 0
         self.peak_second = 0
         self.peak_minute = 0
@@ -142,6 +143,7 @@ class Meter:
                 return None, max(self.rate_limit - used - 1, 0)
             if used >= self.rate_limit:
                 self.throttled += 1
+                self.throttled_by["per_second"] += 1
                 return self._rate.wait(now, self.rate_limit), 0
             self._rate.times.append(now)
             return None, self.rate_limit - used - 1
@@ -159,6 +161,7 @@ class Meter:
             used = window.count(now)
             if self.limits and used >= limit:
                 self.throttled += 1
+                self.throttled_by["bulk_single" if single else "bulk_multi"] += 1
                 return False
             window.times.append(now)
             return True
@@ -192,6 +195,7 @@ class Meter:
             return {
                 "request_counts": dict(self.requests),
                 "throttled": self.throttled,
+                "throttled_by_budget": dict(self.throttled_by),
                 "injected_faults": dict(self.injected),
                 "largest_request_bytes": self.largest_body,
                 "peak_requests_per_second": float(self.peak_second),

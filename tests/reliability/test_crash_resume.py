@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
 from examples import synthetic
 from tests.reliability import support
+from tests.sandbox_process import SandboxProcess
+from tests.sandbox_process import started_sandbox_process as sandbox_process_of
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 25_000
@@ -34,55 +35,15 @@ TIME_SCALE = 100.0
 EXPORTER_TIMEOUT = 120.0
 
 
-@dataclass
-class SandboxProcess:
-    """``python -m sandbox`` in its own process, read through its admin routes."""
-
-    process: subprocess.Popen[str]
-    url: str
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-    def _get(self, path: str) -> dict[str, object]:
-        response = requests.get(self.url + path, headers={"Api-Token": support.KEY}, timeout=10)
-        response.raise_for_status()
-        data: dict[str, object] = response.json()
-        return data
-
-    def members(self, status: int = 1) -> set[str]:
-        emails = self._get(f"/_sandbox/lists/{support.LIST_ID}/members?status={status}")["emails"]
-        assert isinstance(emails, list)
-        return set(emails)
-
-    def bulk_requests(self) -> int:
-        counts = self._get("/_sandbox/stats")["request_counts"]
-        assert isinstance(counts, dict)
-        return int(counts.get("POST /import/bulk_import", 0))
-
-
 @contextmanager
 def started_sandbox_process() -> Iterator[SandboxProcess]:
-    """``python -m sandbox`` on a free port, stopped with SIGTERM afterwards."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--api-key", support.KEY,
-         "--list", f"{support.LIST_ID}:Newsletter", "--list", "2:Other",
-         "--field", "1:City:text:CITY", "--time-scale", str(TIME_SCALE), "--seed", "3"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("sandbox listening on "), line
-        yield SandboxProcess(process, line.split()[-1])
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """The sandbox of these tests, in its own process."""
+    with sandbox_process_of(
+        support.KEY,
+        *("--list", f"{support.LIST_ID}:Newsletter", "--list", "2:Other"),
+        *("--field", "1:City:text:CITY", "--time-scale", str(TIME_SCALE), "--seed", "3"),
+    ) as sb:
+        yield sb
 
 
 @pytest.fixture
@@ -233,7 +194,12 @@ def baseline(snapshot: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         support.configure(home, sb.port)
         report = _run_to_end(home, snapshot, home.parent / "run.log")
         assert report["status"] == "completed", report
-        yield Outcome(sb.members(), sb.members(2), support.state_emails(home), report)
+        yield Outcome(
+            sb.members(support.LIST_ID),
+            sb.members(support.LIST_ID, 2),
+            support.state_emails(home),
+            report,
+        )
 
 
 @pytest.mark.parametrize("point", KILL_POINTS, ids=[p.id for p in KILL_POINTS])
@@ -258,8 +224,8 @@ def test_killed_run_resumes_to_the_same_end(
     assert report["reconciles"] is True
     for name in REPORT_NUMBERS:
         assert report[name] == baseline.report[name], name
-    assert sandbox_process.members() == baseline.members
-    assert sandbox_process.members(2) == baseline.unsubscribed
+    assert sandbox_process.members(support.LIST_ID) == baseline.members
+    assert sandbox_process.members(support.LIST_ID, 2) == baseline.unsubscribed
     assert support.state_emails(home) == baseline.state
     assert support.check_store_intact(home) == []
     assert not (home / "state" / support.EXPORT / "active_run.json").exists()
@@ -284,5 +250,5 @@ def test_killed_three_times_in_one_run(
     assert report["status"] == "completed"
     for name in REPORT_NUMBERS:
         assert report[name] == baseline.report[name], name
-    assert sandbox_process.members() == baseline.members
+    assert sandbox_process.members(support.LIST_ID) == baseline.members
     assert support.state_emails(home) == baseline.state
