@@ -41,11 +41,14 @@ another (the budget is shared, so groups never overlap). Sub-orchestrations were
 stay where the HTTP API looks) and finalize runs exactly once, in the parent, whose history
 grows by two events per group. Between groups the pipeline drains (one wave per 50 chunks).
 
-**Failures.** Activities are retried (``RETRY``): push and confirm are idempotent (a chunk's
-sent/confirmed record is reused), so a retry never sends a batch twice. When an activity still
-fails, the run stops scheduling work, finalize runs with the error (the report says ``failed``;
-contacts not confirmed count as failed and are sent again next time), and the orchestration
-then fails with :class:`RunFailed`.
+**Failures.** Activities are retried (``RETRY``): push and confirm are idempotent at the
+level of one batch (each bulk request's outcome is recorded before the next request, so a retry
+or a replay re-sends nothing ActiveCampaign acknowledged). When an activity still fails, the
+run stops pushing — but only once every other activity of its step has ended (finalize never
+runs while a push may still send); chunks already pushed are still confirmed; then finalize
+runs with the error (the report says ``failed``; contacts not confirmed count as failed, those
+that may have been queued are remembered as possibly ours) and the orchestration fails with
+:class:`RunFailed`.
 
 **Cancelling.** The external event ``cancel`` stops the run gracefully: the step in flight
 finishes, pushed chunks are still confirmed, nothing new is pushed, and finalize runs with
@@ -99,6 +102,10 @@ MAX_ERROR_CHARS = 500
 
 class RunFailed(ExporterError):
     """The run failed; finalize has written the report. Ends the orchestration as Failed."""
+
+
+class StepFailed(ExporterError):
+    """An activity failed after its retries; every other activity of its step has ended."""
 
 
 # --- the orchestration's input and plan (pure, so the orchestrator stays deterministic) -------
@@ -246,10 +253,15 @@ def _call(context: Any, activity: str, payload: dict[str, Any]) -> Any:
 def _send_chunks(
     context: Any, run: RunInput, chunks: Sequence[str], cancel: Any, progress: Progress
 ) -> Generator[Any, Any, bool]:
-    """Push and confirm ``chunks`` in pipelined waves; ``True`` when cancelled."""
+    """Push and confirm ``chunks`` in pipelined waves; ``True`` when cancelled.
+
+    A failed activity (after its retries) stops new pushes as a cancel does, but only once
+    every activity of its step has ended, and the chunks already pushed are still confirmed;
+    then the first failure is raised (:class:`StepFailed`)."""
     pushed: set[str] = set()
+    failure: str | None = None
     for to_push, to_confirm in steps(chunks, run.wave_width):
-        push = [] if cancel.is_completed else to_push
+        push = [] if cancel.is_completed or failure else to_push
         confirm = [c for c in to_confirm if c in pushed]
         if not push and not confirm:
             continue
@@ -265,21 +277,50 @@ def _send_chunks(
             )
             for c in confirm
         ]
-        step = context.task_all(tasks)
-        if not cancel.is_completed:
-            yield context.task_any([step, cancel])
-            if cancel.is_completed and not step.is_completed:
-                progress.phase = "cancelling"
-                context.set_custom_status(progress.to_dict())
-        # Wait for the whole step even when cancelled: its pushes must be confirmed.
-        results = yield step
-        for summary in results[: len(push)]:
-            progress.pushed(summary)
+        results, error = yield from _drain(context, tasks, cancel, progress)
+        failure = failure or error
+        for chunk, summary in zip(push, results[: len(push)], strict=True):
+            if summary is not None:
+                progress.pushed(summary)
+                pushed.add(chunk)
         for summary in results[len(push) :]:
-            progress.confirmed_chunk(summary)
-        pushed.update(push)
+            if summary is not None:
+                progress.confirmed_chunk(summary)
         context.set_custom_status(progress.to_dict())
+    if failure is not None:
+        raise StepFailed(failure)
     return bool(cancel.is_completed)
+
+
+def _drain(
+    context: Any, tasks: Sequence[Any], cancel: Any, progress: Progress
+) -> Generator[Any, Any, tuple[list[Any], str | None]]:
+    """Wait until *every* task has ended — also after one failed, so that finalize never runs
+    while an activity of the step may still send. Returns each task's result (``None`` for a
+    failed one) and the first failure's text.
+
+    One ``task_any`` over the tasks still running per completion, not ``task_all``: a
+    ``task_all`` ends at its first failure, and its later children would then complete it a
+    second time (the SDK raises "completed twice")."""
+    running = dict(enumerate(tasks))
+    results: list[Any] = [None] * len(tasks)
+    error: str | None = None
+    while running:
+        watched = [*running.values(), *([] if cancel.is_completed else [cancel])]
+        done = yield context.task_any(watched)
+        if done is cancel:
+            progress.phase = "cancelling"
+            context.set_custom_status(progress.to_dict())
+            continue
+        for index, task in list(running.items()):
+            if not task.is_completed:
+                continue
+            del running[index]
+            if isinstance(task.result, BaseException):
+                error = error or failure_text(task.result)
+            else:
+                results[index] = task.result
+    return results, error
 
 
 def _send(

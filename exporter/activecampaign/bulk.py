@@ -30,7 +30,7 @@ import heapq
 import itertools
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from exporter.errors import ContactsRejected, FatalApiError, RetriableApiError
@@ -71,6 +71,14 @@ class SentBatch:
     """Set when the batch could not be queued because ActiveCampaign stayed unavailable beyond
     every retry (the error). ``sent`` then holds the contacts that were not queued (a request
     that timed out may still have landed them)."""
+    resubmits: int = 0
+    """Resubmissions already made for this batch (by an earlier, interrupted confirm):
+    ``batch_id`` is then the last resubmission's import."""
+
+
+Resubmitted = Callable[["SentBatch", str | None, int, list[tuple[PreparedContact, str]]], None]
+"""Told ``(batch, new import id, resubmits so far, every contact refused so far)`` right after a
+resubmission was queued, before the next request: the caller records it durably."""
 
 
 @dataclass
@@ -226,11 +234,14 @@ class BulkSender:
         """Poll until ``sent`` is final; see :meth:`confirm_many`."""
         return next(self.confirm_many([sent]))
 
-    def confirm_many(self, sent: Iterable[SentBatch]) -> Iterator[ConfirmedBatch]:
+    def confirm_many(
+        self, sent: Iterable[SentBatch], *, on_resubmit: Resubmitted | None = None
+    ) -> Iterator[ConfirmedBatch]:
         """Yield each batch's :class:`ConfirmedBatch` as soon as it is final.
 
         Outstanding imports are polled round-robin, each when its own interval has passed
         (the earliest due first), so many outstanding batches share the rate budget fairly.
+        ``on_resubmit`` hears of every resubmission before the next request is made.
         """
         clock = self._client.clock
         order = itertools.count()
@@ -254,6 +265,7 @@ class BulkSender:
                 batch_id=item.batch_id,
                 started=now,
                 interval=self._poll.initial_interval,
+                resubmits=item.resubmits,
             )
             heapq.heappush(due, (now + job.interval, next(order), job))
         while due:
@@ -261,14 +273,16 @@ class BulkSender:
             wait = when - clock()
             if wait > 0:
                 self._client.sleep(wait)
-            outcome = self._poll_once(job)
+            outcome = self._poll_once(job, on_resubmit)
             if outcome is not None:
                 yield outcome
                 continue
             job.interval = min(job.interval * self._poll.multiplier, self._poll.max_interval)
             heapq.heappush(due, (clock() + job.interval, next(order), job))
 
-    def _poll_once(self, job: _Outstanding) -> ConfirmedBatch | None:
+    def _poll_once(
+        self, job: _Outstanding, on_resubmit: Resubmitted | None = None
+    ) -> ConfirmedBatch | None:
         """One poll of ``job``: its final outcome, or ``None`` to poll again later."""
         index = job.sent.batch_index
         try:
@@ -297,7 +311,7 @@ class BulkSender:
             return self._outcome(job, FINAL_OK, confirmed, failed)
         if info.status in FINAL_FAILED:
             if job.resubmits < self._max_resubmits:
-                return self._resubmit(job, info.status)
+                return self._resubmit(job, info.status, on_resubmit)
             reason = f"import {info.status} (after {job.resubmits} resubmission(s))"
             logger.warning("batch %d: import %s %s", index, job.batch_id, reason)
             return self._outcome(job, info.status, [], [(c, reason) for c in job.contacts])
@@ -315,7 +329,9 @@ class BulkSender:
             return self._outcome(job, "timeout", [], [(c, reason) for c in job.contacts])
         return None
 
-    def _resubmit(self, job: _Outstanding, status: str) -> ConfirmedBatch | None:
+    def _resubmit(
+        self, job: _Outstanding, status: str, on_resubmit: Resubmitted | None
+    ) -> ConfirmedBatch | None:
         index = job.sent.batch_index
         logger.warning(
             "batch %d: import %s %s; resubmitting the batch", index, job.batch_id, status
@@ -330,6 +346,8 @@ class BulkSender:
             logger.warning("batch %d: import %s %s", index, job.batch_id, reason)
             return self._outcome(job, UNAVAILABLE, [], [(c, reason) for c in job.contacts])
         job.contacts = contacts
+        if on_resubmit is not None:
+            on_resubmit(job.sent, batch_id, job.resubmits, list(job.rejected))
         if batch_id is None:
             return self._outcome(job, "empty", [], [])
         job.batch_id = batch_id

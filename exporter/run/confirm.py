@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 from functools import partial
+from typing import Any
 
-from exporter.activecampaign import BulkSender, ConfirmedBatch, SentBatch
+from exporter.activecampaign import BulkSender, SentBatch
 from exporter.activecampaign.session import ApiSession
 from exporter.errors import ExporterError
 from exporter.planning.contacts import Batch
@@ -16,6 +17,7 @@ from exporter.run.tally import confirmed_record
 from exporter.storage import runs
 from exporter.storage.records import (
     ConfirmedRecord,
+    ResubmittedBatch,
     SentBatchEntry,
     SentRecord,
     read_record,
@@ -36,49 +38,76 @@ def confirm_chunk(
 def _confirmed_summary(ctx: RunContext, req: RunRequest, chunk: str) -> ChunkSummary | None:
     path = runs.confirmed_path(req.export, req.run_id, chunk)
     record = read_record(ctx.store, path, ConfirmedRecord)
-    return None if record is None else summary_of(record)
+    return None if record is None or not record.complete else summary_of(record)
 
 
 def confirm(ctx: RunContext, req: RunRequest, chunk: str, session: ApiSession) -> ChunkSummary:
-    done = _confirmed_summary(ctx, req, chunk)
-    if done is not None:
-        return done
-    sent_path = runs.sent_path(req.export, req.run_id, chunk)
-    sent_record = read_record(ctx.store, sent_path, SentRecord)
-    if sent_record is None:
+    """Poll the chunk's imports until final. A resubmission is recorded before the next
+    request, so a retried confirm polls it rather than resubmitting the batch again."""
+    path = runs.confirmed_path(req.export, req.run_id, chunk)
+    journal = read_record(ctx.store, path, ConfirmedRecord)
+    if journal is not None and journal.complete:
+        return summary_of(journal)
+    sent_record = read_record(ctx.store, runs.sent_path(req.export, req.run_id, chunk), SentRecord)
+    if sent_record is None or not sent_record.complete:
         raise ExporterError(f"chunk {chunk} cannot be confirmed: it was not pushed")
     started = time.monotonic()
+    before = journal.seconds if journal is not None else 0.0
     batches = {b.index: b for b in ctx.read_chunk(chunk)}
-    pending = [_sent_batch(batches[e.index], e) for e in sent_record.batches]
-    outcomes: dict[int, ConfirmedBatch] = {}
+    final = {e.index: e for e in journal.batches} if journal is not None else {}
+    again = {r.index: r for r in journal.resubmitted} if journal is not None else {}
+
+    def record(complete: bool) -> ConfirmedRecord:
+        entries = [final[e.index] for e in sent_record.batches if e.index in final]
+        done = ConfirmedRecord(
+            chunk=chunk,
+            batches=entries,
+            sent=sent_record.sent,
+            rejected=sum(len(e.rejected) for e in entries),
+            confirmed=sum(e.confirmed for e in entries),
+            failed=sum(len(e.failed) for e in entries),
+            seconds=round(before + time.monotonic() - started, 3),
+            complete=complete,
+            resubmitted=[] if complete else [again[i] for i in sorted(again) if i not in final],
+        )
+        write_record(ctx.store, path, done)
+        return done
+
+    def resubmitted(
+        sb: SentBatch, batch_id: str | None, resubmits: int, rejected: list[tuple[Any, str]]
+    ) -> None:
+        again[sb.batch_index] = ResubmittedBatch(
+            index=sb.batch_index,
+            batch_id=batch_id,
+            resubmits=resubmits,
+            rejected=[(c.key, reason) for c, reason in rejected],
+        )
+        record(complete=False)
 
     def confirm_all(sender: BulkSender) -> None:
-        todo = [s for s in pending if s.batch_index not in outcomes]
-        for outcome in sender.confirm_many(todo):
-            outcomes[outcome.batch_index] = outcome
+        todo = [
+            _sent_batch(batches[e.index], e, again.get(e.index))
+            for e in sent_record.batches
+            if e.index not in final
+        ]
+        for outcome in sender.confirm_many(todo, on_resubmit=resubmitted):
+            final[outcome.batch_index] = confirmed_record(outcome, batches)
 
     session.call(confirm_all)
-    entries = [confirmed_record(outcomes[s.batch_index], batches) for s in pending]
-    record = ConfirmedRecord(
-        chunk=chunk,
-        batches=entries,
-        sent=sent_record.sent,
-        rejected=sum(len(e.rejected) for e in entries),
-        confirmed=sum(e.confirmed for e in entries),
-        failed=sum(len(e.failed) for e in entries),
-        seconds=round(time.monotonic() - started, 3),
-    )
-    write_record(ctx.store, runs.confirmed_path(req.export, req.run_id, chunk), record)
-    return summary_of(record)
+    return summary_of(record(complete=True))
 
 
-def _sent_batch(batch: Batch, record: SentBatchEntry) -> SentBatch:
-    refused = dict(record.rejected)
+def _sent_batch(
+    batch: Batch, entry: SentBatchEntry, again: ResubmittedBatch | None = None
+) -> SentBatch:
+    """What to poll for a batch: its push's import, or the last resubmission's."""
+    refused = dict(again.rejected if again is not None else entry.rejected)
     by_key = {c.key: c for c in batch.contacts}
     return SentBatch(
         batch_index=batch.index,
-        batch_id=record.batch_id,
+        batch_id=again.batch_id if again is not None else entry.batch_id,
         sent=[c for c in batch.contacts if c.key not in refused],
         rejected=[(by_key[k], reason) for k, reason in refused.items() if k in by_key],
-        unavailable=record.unavailable,
+        unavailable=None if again is not None else entry.unavailable,
+        resubmits=again.resubmits if again is not None else 0,
     )

@@ -105,23 +105,33 @@ class RunTally:
         confirmed: ConfirmedRecord | None,
         batches: Mapping[int, Batch],
     ) -> None:
+        """Add one chunk. Its records may be partial (a push or confirm that stopped midway):
+        batches with a final outcome count as such; acknowledged ones as not confirmed (their
+        contacts possibly ours); after a push that stopped, the first batch without an entry
+        may have been in flight, so its contacts are possibly ours too."""
         leavers = info.kind == LEAVERS
-        if sent is not None:
-            self.push_seconds += sent.seconds
-            self.report.sent += sent.sent
-        if confirmed is not None:
-            self.confirm_seconds += confirmed.seconds
-            for b in confirmed.batches:
-                self._confirmed_batch(b, batches[b.index], leavers)
-        elif sent is not None:
-            for s in sent.batches:
-                self._unconfirmed_batch(s, batches[s.index], leavers)
-        else:
+        if sent is None:
             n = info.contacts
             if leavers:
                 self.report.leavers_failed += n
             else:
                 self.failed[self.stop_reason] += n
+            return
+        self.push_seconds += sent.seconds
+        self.report.sent += sent.sent
+        final = {b.index: b for b in confirmed.batches} if confirmed is not None else {}
+        if confirmed is not None:
+            self.confirm_seconds += confirmed.seconds
+        for s in sent.batches:
+            if s.index in final:
+                self._confirmed_batch(final[s.index], batches[s.index], leavers)
+            else:
+                self._unconfirmed_batch(s, batches[s.index], leavers)
+        if not sent.complete:
+            recorded = {s.index for s in sent.batches}
+            unsent = [b for i, b in sorted(batches.items()) if i not in recorded]
+            for position, batch in enumerate(unsent):
+                self._unsent_batch(batch, leavers, in_flight=position == 0)
 
     def _confirmed_batch(self, b: ConfirmedBatchEntry, batch: Batch, leavers: bool) -> None:
         bad = {key for key, _ in b.failed} | {key for key, _ in b.rejected}
@@ -188,6 +198,27 @@ class RunTally:
         self.failed[self.stop_reason] += unsent
         for key, reason in b.rejected:
             self.api_rejections.append((by_key[key], reason))
+
+    def _unsent_batch(self, batch: Batch, leavers: bool, *, in_flight: bool) -> None:
+        """A batch the stopped push has no answer for: never confirmed; possibly queued if it
+        was the one in flight (sent, answer lost)."""
+        self.report.batches.append(
+            BatchRecord(
+                index=batch.index,
+                batch_id=None,
+                contacts=len(batch.contacts),
+                status="possibly_queued" if in_flight else "not_sent",
+                failed=len(batch.contacts),
+            )
+        )
+        if leavers:
+            self.report.leavers_failed += len(batch.contacts)
+            for c in batch.contacts if in_flight else ():
+                self.update.mark_uncertain_left(c.key)
+            return
+        self.failed[self.stop_reason] += len(batch.contacts)
+        for c in batch.contacts if in_flight else ():
+            self.update.mark_uncertain(c)
 
     def finish(self) -> None:
         r, m = self.report, self.manifest

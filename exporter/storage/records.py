@@ -252,7 +252,13 @@ class SentBatchEntry(Value):
 
 
 class SentRecord(Record):
-    """A chunk pushed: one entry per batch."""
+    """A chunk pushed: one entry per batch, in send order.
+
+    Push writes it *before its first request* (no batches, ``complete`` false), again after
+    every bulk request's answer (before the next request), and a last time complete. So a push
+    that stopped anywhere left a record saying which batches ActiveCampaign acknowledged (a
+    retry confirms those by their ``batch_id`` instead of sending them again) and which one
+    batch may have been in flight (the first one not recorded: possibly queued)."""
 
     chunk: str
     batches: list[SentBatchEntry]
@@ -261,6 +267,9 @@ class SentRecord(Record):
     confirmed: int = 0
     failed: int = 0
     seconds: float = 0.0
+    complete: bool = True
+    """Every batch of the chunk has an entry (records from before batch journaling were only
+    ever written complete)."""
 
 
 class ConfirmedBatchEntry(Value):
@@ -278,8 +287,24 @@ class ConfirmedBatchEntry(Value):
     """(key, reason)."""
 
 
+class ResubmittedBatch(Value):
+    """A batch confirm sent again (its import failed or was interrupted) and has not yet seen
+    final: what a retried confirm polls instead of resubmitting once more."""
+
+    index: int
+    batch_id: str | None
+    """The resubmission's import id (``None``: every contact was refused, nothing queued)."""
+    resubmits: int
+    rejected: list[tuple[str, str]] = Field(default_factory=list)
+    """(key, reason) of every contact refused so far, at the push or a resubmission."""
+
+
 class ConfirmedRecord(Record):
-    """A chunk confirmed: one entry per batch."""
+    """A chunk confirmed: one entry per batch.
+
+    Confirm writes it incomplete (``complete`` false) whenever it resubmits a batch — before
+    its next request — with the outcomes final so far and the resubmitted imports still
+    outstanding, so a retried confirm never resubmits a batch twice."""
 
     chunk: str
     batches: list[ConfirmedBatchEntry]
@@ -288,6 +313,10 @@ class ConfirmedRecord(Record):
     confirmed: int
     failed: int
     seconds: float = 0.0
+    complete: bool = True
+    """Every batch of the chunk is final."""
+    resubmitted: list[ResubmittedBatch] = Field(default_factory=list)
+    """Resubmitted imports not yet final (only while incomplete)."""
 
 
 # --- what finalize left ------------------------------------------------------------------------

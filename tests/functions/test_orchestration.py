@@ -429,3 +429,46 @@ def test_a_failing_group_fails_the_run_after_finalize() -> None:
     assert final["error"] and "confirm_chunk" in final["error"]
     pushed = {p["chunk"] for p in respond.payloads(orch.PUSH_ACTIVITY)}
     assert chunk_paths(8)[6] not in pushed, "the next group never starts"
+
+
+def test_a_failed_push_waits_for_the_rest_of_its_step_before_finalizing() -> None:
+    """Push 1 fails for good while pushes 0 and 2 of its wave are still sending: finalize is
+    not scheduled until both have ended, and their chunks are still confirmed."""
+    chunks = chunk_paths(6)
+    held = {chunks[0], chunks[2]}
+
+    def broken(name: str, payload: dict[str, Any], attempt: int) -> Exception | None:
+        if name == orch.PUSH_ACTIVITY and payload["chunk"] == chunks[1]:
+            return Exception("Activity function 'push_chunk' failed: FatalApiError: 401")
+        return None
+
+    respond = Scripted(6, fail=broken)
+    host = run_host(run_input(width=3))
+    idle_rounds = 0
+    for _ in range(100):
+        replay = host.replay()
+        if replay.done or replay.failed:
+            break
+        activities = replay.pending_activities()
+        names = {p.name for p in activities}
+        still_sending = [p for p in activities if p.input.get("chunk") in held]
+        if still_sending:
+            assert orch.FINALIZE_ACTIVITY not in names, "finalize while a push may still send"
+        outcomes: dict[int | str, Any] = {}
+        for p in replay.pending:
+            if p.kind == "retry_timer":
+                outcomes[p.id] = None
+        for p in activities:
+            if p.name == orch.PUSH_ACTIVITY and p.input["chunk"] in held and idle_rounds < 2:
+                continue  # still sending
+            outcomes[p.id] = respond(p)
+            if p.name == orch.PUSH_ACTIVITY:
+                held.discard(p.input["chunk"])
+        idle_rounds = idle_rounds + 1 if not outcomes else 0
+        host.complete(outcomes)
+    assert replay.failed is not None and "FatalApiError: 401" in replay.failed
+    assert respond.attempts[(orch.PUSH_ACTIVITY, chunks[1])] == orch.RETRY_ATTEMPTS
+    confirmed = {p["chunk"] for p in respond.payloads(orch.CONFIRM_ACTIVITY)}
+    assert confirmed == {chunks[0], chunks[2]}, "what was pushed is still confirmed"
+    assert {p["chunk"] for p in respond.payloads(orch.PUSH_ACTIVITY)} == set(chunks[:3])
+    assert respond.names()[-1] == orch.FINALIZE_ACTIVITY

@@ -130,6 +130,27 @@ class KillPoint:
     """True when the store shows the run was killed in the intended phase."""
 
 
+def _pushed(chunk: str) -> Callable[[Path, SandboxProcess], bool]:
+    """The chunk's sent record is complete (push writes it from its first request on)."""
+
+    def check(home: Path, _sb: SandboxProcess) -> bool:
+        return _sent_complete(home, chunk)
+
+    return check
+
+
+def _not_pushed(chunk: str) -> Callable[[Path], bool]:
+    return lambda home: not _sent_complete(home, chunk)
+
+
+def _sent_complete(home: Path, chunk: str) -> bool:
+    run = _run_dir(home)
+    path = None if run is None else run / "sent" / f"{chunk}.json"
+    if path is None or not path.exists():
+        return False
+    return bool(json.loads(path.read_text()).get("complete", True))
+
+
 def _no(*parts: str) -> Callable[[Path], bool]:
     def check(home: Path) -> bool:
         run = _run_dir(home)
@@ -145,12 +166,12 @@ def _no_report(home: Path) -> bool:
 
 KILL_POINTS = [
     KillPoint("while-preparing", _preparing, _no("prepared.json")),
-    KillPoint("prepared-before-push", _has("prepared.json"), _no("sent", "00000.json")),
-    KillPoint("mid-push-first-chunk", _bulk_at_least(10), _no("sent", "00000.json")),
-    KillPoint("first-chunk-pushed", _has("sent", "00000.json"), _no("confirmed", "00002.json")),
-    KillPoint("mid-push-second-chunk", _bulk_at_least(60), _no("sent", "00001.json")),
+    KillPoint("prepared-before-push", _has("prepared.json"), _not_pushed("00000")),
+    KillPoint("mid-push-first-chunk", _bulk_at_least(10), _not_pushed("00000")),
+    KillPoint("first-chunk-pushed", _pushed("00000"), _no("confirmed", "00002.json")),
+    KillPoint("mid-push-second-chunk", _bulk_at_least(60), _not_pushed("00001")),
     KillPoint("first-chunk-confirmed", _has("confirmed", "00000.json"), _no_report),
-    KillPoint("all-pushed-confirming", _has("sent", "00002.json"), _no("confirmed", "00002.json")),
+    KillPoint("all-pushed-confirming", _pushed("00002"), _no("confirmed", "00002.json")),
     KillPoint("second-chunk-confirmed", _has("confirmed", "00001.json"), _no_report),
     KillPoint("committing-state", _has("commit.json"), _no_report),
     KillPoint("state-written", _state_written, _no_report),
@@ -181,6 +202,8 @@ class Outcome:
     unsubscribed: set[str]
     state: dict[str, tuple[int, bool]]
     report: dict[str, object]
+    bulk: int
+    """Bulk imports the uninterrupted run made."""
 
 
 REPORT_NUMBERS = ("rows_read", "valid", "rejected", "duplicates", "new", "confirmed", "failed")
@@ -199,6 +222,7 @@ def baseline(snapshot: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             sb.members(support.LIST_ID, 2),
             support.state_emails(home),
             report,
+            sb.bulk_requests(),
         )
 
 
@@ -227,6 +251,8 @@ def test_killed_run_resumes_to_the_same_end(
     assert sandbox_process.members(support.LIST_ID) == baseline.members
     assert sandbox_process.members(support.LIST_ID, 2) == baseline.unsubscribed
     assert support.state_emails(home) == baseline.state
+    # Nothing acknowledged is sent again: at most the one import in flight at the kill.
+    assert sandbox_process.bulk_requests() <= baseline.bulk + 1
     assert support.check_store_intact(home) == []
     assert not (home / "state" / support.EXPORT / "active_run.json").exists()
 

@@ -1,0 +1,202 @@
+"""Every batch accounted for (issue #14): a push stopped anywhere and retried re-sends nothing
+ActiveCampaign acknowledged, and every contact that may have been queued is remembered as
+ours — checked against the sandbox over real HTTP, through the engine's own phases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from exporter.activecampaign import ActiveCampaignClient, RateLimiter, RetryPolicy
+from exporter.activecampaign.transport import RequestsTransport, Response
+from exporter.management.config import Connection
+from exporter.management.hostnames import base_url
+from exporter.management.secrets import LocalSecretProvider
+from exporter.run.engine import Engine
+from sandbox import Faults, Field, Sandbox, SandboxConfig
+from tests.integration.support import KEY, LIST, World, contact_row, make_world
+from tests.reliability.support import state_emails
+
+SCALE = 50.0
+BULK = "/import/bulk_import"
+
+
+class Killed(BaseException):
+    """The worker died (not an error the code may catch: like SIGKILL mid-activity)."""
+
+
+class Tap:
+    """A transport over real HTTP that calls ``before``/``after`` around every bulk import."""
+
+    def __init__(self) -> None:
+        self.inner = RequestsTransport()
+        self.bulk = 0
+        self.before: Callable[[int], None] = lambda n: None
+        self.after: Callable[[int], None] = lambda n: None
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        timeout: float,
+    ) -> Response:
+        bulk = url.endswith(BULK)
+        if bulk:
+            self.bulk += 1
+            self.before(self.bulk)
+        response = self.inner.request(
+            method, url, headers=headers, params=params, body=body, timeout=timeout
+        )
+        if bulk:
+            self.after(self.bulk)
+        return response
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    config = SandboxConfig(
+        api_key=KEY,
+        lists={LIST: "Newsletter"},
+        fields=[Field("1", "City"), Field("2", "Birthday", "date"), Field("3", "Tier", "dropdown")],
+        time_scale=SCALE,
+        seed=1,
+    )
+    with Sandbox(config) as sb:
+        yield sb
+
+
+def _world(tmp_path: Path, sb: Sandbox, tap: Tap, chunk_batches: int) -> World:
+    def factory(connection: Connection, key: str) -> ActiveCampaignClient:
+        return ActiveCampaignClient(
+            base_url(connection.hostname),
+            key,
+            transport=tap,
+            limiter=RateLimiter(time_scale=SCALE),
+            retry=RetryPolicy(initial_backoff=0.01, max_backoff=0.05, max_attempts=2),
+        )
+
+    world = make_world(
+        tmp_path, f"127.0.0.1:{sb.port}", time_scale=SCALE, chunk_batches=chunk_batches
+    )
+    world.engine = Engine(
+        world.store,
+        LocalSecretProvider(world.env),
+        host_policy=world.engine.host_policy,
+        client_factory=factory,
+        time_scale=SCALE,
+        chunk_batches=chunk_batches,
+    )
+    return world
+
+
+def _bulk_posts(sb: Sandbox) -> int:
+    return sb.request_counts().get("POST /import/bulk_import", 0)
+
+
+@pytest.mark.parametrize(("answer_lost", "expected_posts"), [(False, 8), (True, 9)])
+def test_a_push_killed_mid_chunk_and_retried_sends_each_batch_once(
+    tmp_path: Path, sandbox: Sandbox, answer_lost: bool, expected_posts: int
+) -> None:
+    """Killed at the 6th of 8 bulk imports — before it left, or after it was sent but before
+    its answer came back — and retried: batches 1-5 are not sent again; only a lost answer
+    costs one more request."""
+    tap = Tap()
+    world = _world(tmp_path, sandbox, tap, chunk_batches=8)
+    rows = [contact_row(i) for i in range(2000)]
+    req = world.request(world.write_csv(rows))
+    [chunk] = world.engine.prepare(req).chunks
+
+    def die(n: int) -> None:
+        if n == 6:
+            raise Killed
+
+    if answer_lost:
+        tap.after = die
+    else:
+        tap.before = die
+    with pytest.raises(Killed):
+        world.engine.push_chunk(req, chunk)
+    tap.before = tap.after = lambda n: None
+    summary = world.engine.push_chunk(req, chunk)  # the retry
+    assert summary.sent == 2000 and summary.batches == 8
+    assert _bulk_posts(sandbox) == expected_posts
+    world.engine.confirm_chunk(req, chunk)
+    report = world.engine.finalize(req)
+    assert report.status == "completed" and report.reconciles(), report.summary()
+    assert report.confirmed == 2000
+    assert report.requests["bulk_import"] == 8
+    assert len(sandbox.list_members(LIST)) == 2000
+
+
+@pytest.mark.parametrize(("answer_lost", "expected_posts"), [(False, 4), (True, 5)])
+def test_a_confirm_killed_after_resubmitting_does_not_resubmit_again(
+    tmp_path: Path, sandbox: Sandbox, answer_lost: bool, expected_posts: int
+) -> None:
+    """Both imports of a chunk fail and are resubmitted; confirm dies after the first
+    resubmission was answered (or while its answer was on the way). The retried confirm polls
+    that resubmission instead of sending it again; only a lost answer costs one more."""
+    tap = Tap()
+    world = _world(tmp_path, sandbox, tap, chunk_batches=2)
+    req = world.request(world.write_csv([contact_row(i) for i in range(500)]))
+    [chunk] = world.engine.prepare(req).chunks
+    sandbox.set_faults(Faults(batch_failed_rate=1.0))
+    world.engine.push_chunk(req, chunk)
+
+    def heal(n: int) -> None:
+        if n == 3:  # the first resubmission (after 2 pushes) will be queued and complete
+            sandbox.set_faults(Faults())
+        if n == 4 and not answer_lost:  # answered and recorded; dies before the next one
+            raise Killed
+
+    def lose(n: int) -> None:
+        if n == 3 and answer_lost:
+            raise Killed
+
+    tap.before, tap.after = heal, lose
+    with pytest.raises(Killed):
+        world.engine.confirm_chunk(req, chunk)
+    tap.before = tap.after = lambda n: None
+    confirmed = world.engine.confirm_chunk(req, chunk)
+    assert _bulk_posts(sandbox) == expected_posts
+    assert confirmed.confirmed == 500
+    report = world.engine.finalize(req)
+    assert report.reconciles() and report.status == "completed", report.summary()
+    assert report.requests["bulk_import"] == 4
+
+
+def test_imports_queued_before_activecampaign_went_down_are_remembered_as_ours(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """ActiveCampaign goes down after accepting 2 of a chunk's 8 imports: the run fails, but
+    the 500 queued contacts (which did land) are in the state as ours, so when they leave the
+    segment the next run unsubscribes them."""
+    tap = Tap()
+    world = _world(tmp_path, sandbox, tap, chunk_batches=8)
+    rows = [contact_row(i) for i in range(2000)]
+
+    def go_down(n: int) -> None:
+        if n == 2:
+            sandbox.set_faults(Faults(http_503_rate=1.0))
+
+    tap.after = go_down
+    report = world.engine.run(world.request(world.write_csv(rows)))
+    assert report.status == "failed" and report.reconciles(), report.summary()
+    sandbox.set_faults(Faults())
+    tap.after = lambda n: None
+    landed = sandbox.list_members(LIST)
+    assert len(landed) == 500
+    state = state_emails(world.store.root)
+    assert all(state[e][1] for e in landed), "a queued contact is not remembered as ours"
+    # They leave the segment; everyone else stays. The next run unsubscribes the 500.
+    stayed = [r for r in rows if r[0] not in landed]
+    second = world.engine.run(world.request(world.write_csv(stayed), allow_shrink=True))
+    assert second.reconciles(), second.summary()
+    assert second.leavers_unsubscribed == 500
+    assert sandbox.list_members(LIST) == {r[0] for r in stayed}
+    assert sandbox.list_members(LIST, status=2) == landed
