@@ -4,6 +4,7 @@
 
     export_run (orchestrator)
       prepare_run                      read the snapshot, write chunk files  → PrepareResult
+      read_list_members                the list's pre-existing members, before any send
       steps: push wave k+1 ∥ confirm wave k                                  → ChunkSummary each
         (over 50 chunks: one export_run_group sub-orchestration per 50 chunks, one after another)
       finalize_run                     report + state commit                 → report summary
@@ -79,6 +80,7 @@ bp = df.Blueprint()
 RUN_ORCHESTRATOR = "export_run"
 GROUP_ORCHESTRATOR = "export_run_group"
 PREPARE_ACTIVITY = "prepare_run"
+MEMBERS_ACTIVITY = "read_list_members"
 PUSH_ACTIVITY = "push_chunk"
 CONFIRM_ACTIVITY = "confirm_chunk"
 FINALIZE_ACTIVITY = "finalize_run"
@@ -377,6 +379,7 @@ def export_run(context: Any) -> Orchestration:
         progress.phase = "sending"
         context.set_custom_status(progress.to_dict())
         try:
+            yield _call(context, MEMBERS_ACTIVITY, {"request": run.request})
             cancelled = yield from _send(context, run, chunks, cancel, progress)
         except Exception as exc:  # noqa: BLE001 - as above
             error = failure_text(exc)
@@ -424,6 +427,12 @@ def prepare_run(payload: dict[str, Any]) -> dict[str, Any]:
     A tripped shrink guard is an outcome, not a failure to retry: the engine has written the
     ``guarded`` report and the result says ``guarded``."""
     return get_runtime().engine.prepare(_request(payload), raise_guard=False).to_dict()
+
+
+@bind(bp.activity_trigger(input_name="payload", activity=MEMBERS_ACTIVITY))
+def read_list_members(payload: dict[str, Any]) -> dict[str, Any]:
+    """Record the list's members this export did not subscribe (once per run)."""
+    return {"members": get_runtime().engine.read_list_members(_request(payload))}
 
 
 @bind(bp.activity_trigger(input_name="payload", activity=PUSH_ACTIVITY))

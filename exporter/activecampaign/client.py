@@ -315,10 +315,13 @@ class ActiveCampaignClient:
             return contacts[0]
         return None
 
-    def iter_list_members(self, list_id: str, status: int = 1) -> Iterator[dict[str, Any]]:
-        """Every contact with ``status`` on the list, walked by ascending id (``id_greater``),
-        which stays correct and cheap on lists far larger than offset paging handles."""
-        last_id = 0
+    def iter_list_members(
+        self, list_id: str, status: int = 1, *, after_id: int = 0
+    ) -> Iterator[dict[str, Any]]:
+        """Every contact with ``status`` on the list whose id is above ``after_id``, walked by
+        ascending id (``id_greater``), which stays correct and cheap on lists far larger than
+        offset paging handles."""
+        last_id = after_id
         while True:
             page = self._call(
                 "GET",

@@ -92,6 +92,10 @@ class ApiSession:
                     raise api_key_rejected(self.connection.name) from None
                 self.refresh(generation)
 
+    def call_client(self, fn: Callable[[ActiveCampaignClient], Any]) -> Any:
+        """``fn(client)``, like :meth:`call` (once more with a re-read key after a 403)."""
+        return self.call(lambda _sender: fn(self.client))
+
     @property
     def generation(self) -> int:
         return self._generation

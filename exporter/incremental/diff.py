@@ -48,6 +48,7 @@ from exporter.incremental.state import (
     I64,
     STALE,
     SUBSCRIBED_BY_US,
+    U64,
     ExportState,
     HashIndex,
     hash64,
@@ -175,13 +176,17 @@ class Differ:
         leavers: LeaverPolicy = "unsubscribe",
         full_resync: bool = False,
         batch_size: int = 4096,
+        pre_existing: U64 | None = None,
     ) -> None:
+        """``pre_existing``: sorted hashes of keys that were active on the list before this
+        export subscribed them (:mod:`exporter.run.members`): never unsubscribed, kept."""
         if leavers not in LEAVER_POLICIES:
             raise ConfigError(f"must be one of {', '.join(LEAVER_POLICIES)}", field="leavers")
         self.state = state
         self.leavers: LeaverPolicy = leavers
         self.full_resync = full_resync
         self.batch_size = batch_size
+        self.pre_existing = pre_existing
         self._index = HashIndex(state.hashes)
         self._seen = np.zeros(len(state), bool)
         self._counts = np.zeros(3, np.int64)
@@ -297,6 +302,8 @@ class Differ:
         state = self.state
         left = np.flatnonzero(~self._seen)
         ours = (state.flags[left] & np.uint8(SUBSCRIBED_BY_US)) != 0
+        if self.pre_existing is not None and len(self.pre_existing):
+            ours &= ~np.isin(state.hashes[left], self.pre_existing)
         if self.leavers == "unsubscribe":
             unsubscribe, kept = left[ours], left[~ours]
         else:

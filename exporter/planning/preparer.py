@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from exporter.errors import ConfigError, GuardError
 from exporter.incremental.diff import Change, Differ, DiffResult, check_shrink
-from exporter.incremental.state import ExportState
+from exporter.incremental.state import U64, ExportState
 from exporter.management.config import Export
 from exporter.planning.batching import BatchPlanner
 from exporter.planning.chunks import encode_batch_line
@@ -172,7 +172,10 @@ class Preparer:
         dry_run: bool,
         chunk_batches: int,
         progress: ProgressCallback,
+        pre_existing: U64 | None = None,
     ) -> None:
+        """``pre_existing``: hashes of list members this export did not subscribe (kept when
+        they leave; :mod:`exporter.run.members`)."""
         self.store = store
         self.export = export
         self.run_id = run_id
@@ -182,6 +185,7 @@ class Preparer:
         self.dry_run = dry_run
         self.chunk_batches = chunk_batches
         self.progress = progress
+        self.pre_existing = pre_existing
         self.rejected_by_reason: Counter[str] = Counter()
         self.rows_read = 0
         self.duplicates = 0
@@ -220,7 +224,10 @@ class Preparer:
                 exclude_automations=spec.exclude_automations, on_too_large=self._too_large
             )
             self.differ = Differ(
-                self.state, leavers=self.export.leaver_policy, full_resync=self.full_resync
+                self.state,
+                leavers=self.export.leaver_policy,
+                full_resync=self.full_resync,
+                pre_existing=self.pre_existing,
             )
             try:
                 with _quiet_gc():

@@ -30,7 +30,7 @@ from exporter.management.config import Export
 from exporter.progress import ProgressCallback, ignore
 from exporter.reading import discovery
 from exporter.reading.refs import SnapshotRef
-from exporter.run import confirm, finalize, history, pipeline, prepare, push, scheduling
+from exporter.run import confirm, finalize, history, members, pipeline, prepare, push, scheduling
 from exporter.run.context import RunContext
 from exporter.run.records import ChunkSummary, PrepareResult, RunOptions, RunRequest, instance_id
 from exporter.run.report import RunReport
@@ -93,6 +93,10 @@ class Engine(RunContext):
     ) -> PrepareResult:
         """:func:`exporter.run.prepare.prepare`."""
         return prepare.prepare(self, req, progress=progress, raise_guard=raise_guard)
+
+    def read_list_members(self, req: RunRequest) -> int:
+        """:func:`exporter.run.members.read_before_sending`."""
+        return members.read_before_sending(self, req)
 
     def push_chunk(self, req: RunRequest, chunk: str, *, share: float = 1.0) -> ChunkSummary:
         """:func:`exporter.run.push.push_chunk`."""

@@ -11,6 +11,7 @@ import threading
 from exporter.activecampaign.session import ApiSession
 from exporter.errors import ApiError, ExporterError, InputError
 from exporter.progress import ProgressCallback, ProgressEvent, ignore
+from exporter.run import members
 from exporter.run.confirm import confirm
 from exporter.run.context import RunContext
 from exporter.run.finalize import finalize
@@ -46,11 +47,22 @@ def run(ctx: RunContext, req: RunRequest, *, progress: ProgressCallback | None =
         finalize(ctx, req, error=str(exc))
         raise
     try:
-        error = _pipeline(ctx, req, prep, session, emit)
+        error = _read_members(ctx, req, session) or _pipeline(ctx, req, prep, session, emit)
     finally:
         session.close()
     emit(ProgressEvent("finalize", 0, 1, "finalizing"))
     return finalize(ctx, req, error=error)
+
+
+def _read_members(ctx: RunContext, req: RunRequest, session: ApiSession) -> str | None:
+    """The list's pre-existing members, read before the first bulk import; the error that
+    stops the run if ActiveCampaign cannot be read (nothing was sent)."""
+    try:
+        members.read_before_sending(ctx, req, session)
+    except ApiError as exc:
+        logger.error("run %s of export %s stopped: %s", req.run_id, req.export, exc)
+        return str(exc)
+    return None
 
 
 def _pipeline(

@@ -7,6 +7,8 @@ import logging
 
 from exporter.errors import GuardError
 from exporter.incremental import state as state_mod
+from exporter.incremental.state import U64
+from exporter.management.config import Export
 from exporter.planning.preparer import Preparer
 from exporter.progress import ProgressCallback, ignore
 from exporter.reading.snapshot import (
@@ -16,7 +18,7 @@ from exporter.reading.snapshot import (
     store_lister,
     store_opener,
 )
-from exporter.run import lease
+from exporter.run import lease, members
 from exporter.run.context import RunContext
 from exporter.run.finalize import finalize
 from exporter.run.records import PrepareResult, RunRequest
@@ -56,6 +58,7 @@ def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> Ma
     started = ctx.now()
     lease.take(ctx, req)  # before anything is read: the loser of a race reads nothing
     state, etag = state_mod.load(ctx.store, export.name)
+    pre_existing = _pre_existing(export, ctx)
     ref, location = runs.snapshot_from_dict(req.snapshot)
     if location == runs.LOCAL:
         reader = open_snapshot(ref, opener=local_opener, lister=local_lister)
@@ -71,6 +74,7 @@ def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> Ma
         dry_run=req.options.dry_run,
         chunk_batches=ctx.chunk_batches,
         progress=progress,
+        pre_existing=pre_existing,
     )
     manifest = preparer.run(reader, ref.path).model_copy(
         update={
@@ -97,3 +101,11 @@ def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> Ma
         counts.unchanged,
     )
     return manifest
+
+
+def _pre_existing(export: Export, ctx: RunContext) -> U64 | None:
+    """The list's members this export did not subscribe, as read before its earlier runs sent
+    anything (:mod:`exporter.run.members`). ``None`` when leavers are kept anyway."""
+    if export.leaver_policy != "unsubscribe":
+        return None
+    return members.load(ctx.store, export.name, export.list_id)[0]

@@ -97,6 +97,7 @@ def test_a_snapshot_blob_ends_up_on_the_list_with_a_report_in_blob_storage(
     assert replay.done
     assert rounds == [
         ["prepare_run"],
+        ["read_list_members"],
         ["push_chunk", "push_chunk"],
         ["confirm_chunk", "confirm_chunk", "push_chunk"],
         ["confirm_chunk"],

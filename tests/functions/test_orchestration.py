@@ -80,6 +80,8 @@ class Scripted:
                 "counts": {"rows_read": self.per_chunk * len(self.chunks)},
                 **self.prepared,
             }
+        if p.name == orch.MEMBERS_ACTIVITY:
+            return {"members": 0}
         if p.name == orch.PUSH_ACTIVITY:
             return summary(payload["chunk"], sent=self.per_chunk)
         if p.name == orch.CONFIRM_ACTIVITY:
@@ -228,6 +230,9 @@ def test_after_prepare_a_wave_of_width_pushes_with_a_full_slot_each() -> None:
     host = run_host(run_input(width=4))
     [prepare] = host.replay().pending_activities()
     host.complete({prepare.id: respond(prepare)})
+    [members] = host.replay().pending_activities()
+    assert members.name == orch.MEMBERS_ACTIVITY, "the list is read before anything is sent"
+    host.complete({members.id: respond(members)})
     replay = host.replay()
     pushes = replay.pending_activities()
     assert [p.name for p in pushes] == [orch.PUSH_ACTIVITY] * 4
@@ -252,6 +257,7 @@ def test_waves_pipeline_push_and_confirm_within_the_budget() -> None:
     ]
     assert shape == [
         ([], []),  # prepare
+        ([], []),  # the list's pre-existing members
         (["00000", "00001", "00002", "00003"], []),
         (["00004", "00005", "00006", "00007"], ["00000", "00001", "00002", "00003"]),
         (["00008", "00009"], ["00004", "00005", "00006", "00007"]),
@@ -261,7 +267,7 @@ def test_waves_pipeline_push_and_confirm_within_the_budget() -> None:
     for r in rounds:
         assert sum(p.name == orch.PUSH_ACTIVITY for p in r) <= 4
         assert in_flight_budget(r) <= 1.0 + 1e-9
-    mixed = rounds[2]
+    mixed = rounds[3]
     assert {p.input["share"] for p in mixed if p.name == orch.PUSH_ACTIVITY} == {0.1875}
     assert {p.input["share"] for p in mixed if p.name == orch.CONFIRM_ACTIVITY} == {0.0625}
     assert respond.payloads(orch.FINALIZE_ACTIVITY) == [

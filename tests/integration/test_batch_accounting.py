@@ -200,3 +200,42 @@ def test_imports_queued_before_activecampaign_went_down_are_remembered_as_ours(
     assert second.leavers_unsubscribed == 500
     assert sandbox.list_members(LIST) == {r[0] for r in stayed}
     assert sandbox.list_members(LIST, status=2) == landed
+
+
+def _join_list_elsewhere(sb: Sandbox, emails: list[str]) -> None:
+    """People subscribed to the list by another route (a sign-up form, another tool)."""
+    client = ActiveCampaignClient(
+        f"http://127.0.0.1:{sb.port}", KEY, limiter=RateLimiter(time_scale=SCALE)
+    )
+    with client:
+        for email in emails:
+            client.set_list_status(client.contact_sync(email), LIST, 1)
+
+
+def test_people_on_the_list_before_the_export_are_never_unsubscribed(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """The list already holds members — some in the segment, some not — when the export first
+    runs; one more joins by another route later. When they leave the segment they stay on the
+    list, while the export's own leavers are unsubscribed."""
+    before = [f"person{i}@example.com" for i in range(20)]  # in the segment at first
+    outside = [f"stranger{i}@example.com" for i in range(5)]  # never in the segment
+    _join_list_elsewhere(sandbox, before + outside)
+    world = _world(tmp_path, sandbox, Tap(), chunk_batches=4)
+    segment = [contact_row(i) for i in range(200)]
+    first = world.engine.run(world.request(world.write_csv(segment)))
+    assert first.status == "completed" and first.confirmed == 200
+    # Between runs, person300 signs up elsewhere, then enters the segment with the next run.
+    _join_list_elsewhere(sandbox, ["person300@example.com"])
+    second = world.engine.run(world.request(world.write_csv([*segment, contact_row(300)])))
+    assert second.status == "completed" and second.new == 1
+    # Everyone pre-existing, and 20 of the export's own (100..119), leave the segment.
+    stays = [contact_row(i) for i in range(20, 200) if not 100 <= i < 120]
+    third = world.engine.run(world.request(world.write_csv(stays), allow_shrink=True))
+    assert third.reconciles(), third.summary()
+    assert third.left == 20 + 20 + 1
+    assert (third.leavers_unsubscribed, third.leavers_kept) == (20, 21)
+    active = sandbox.list_members(LIST)
+    assert set(before) | set(outside) | {"person300@example.com"} <= active
+    ours = {f"person{i}@example.com" for i in range(100, 120)}
+    assert sandbox.list_members(LIST, status=2) == ours
