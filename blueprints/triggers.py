@@ -57,6 +57,7 @@ from exporter.management.config import SNAPSHOTS
 from exporter.management.permissions import Caller
 from exporter.masking import mask_email
 from exporter.reading.discovery import blob_snapshot_path
+from exporter.run import sweep
 from exporter.run.instances import (
     ACTIVE_INSTANCE_STATUSES,
     FINISHED_INSTANCE_STATUSES,
@@ -192,10 +193,26 @@ async def export_timer(timer: func.TimerRequest, client: Any) -> None:
     runtime = get_runtime()
     if timer.past_due:
         log.warning("the export timer is late; starting whatever is due now")
+    await _close_ended_runs(client, runtime)
     now = datetime.now(UTC)
     requests = await asyncio.to_thread(runtime.engine.due_runs, now)
     started = await _start_all(client, runtime, requests, "timer")
     log.info("timer: %d export(s) due, %d started", len(requests), started)
+
+
+async def _close_ended_runs(client: Any, runtime: Runtime) -> None:
+    """The sweep (:mod:`exporter.run.sweep`): every unfinished run whose orchestration has
+    ended gets its report now, so none shows ``running`` past one tick after it ended."""
+    engine = runtime.engine
+    for active in await asyncio.to_thread(sweep.unfinished_runs, engine):
+        iid = instance_id(active.request.export, active.request.snapshot_identity)
+        ended = sweep.ended_status(status_name(await client.get_status(iid)))
+        if ended is None:
+            continue
+        try:
+            await asyncio.to_thread(sweep.close, engine, active, ended)
+        except ExporterError as exc:  # one export's problem must not stop the timer
+            log.error("timer: could not close run %s: %s", active.run_id, type(exc).__name__)
 
 
 @bind(

@@ -15,7 +15,7 @@ from exporter.run import lease
 from exporter.run.context import RunContext
 from exporter.run.records import RunRequest
 from exporter.run.rejects import append_api_rejections
-from exporter.run.report import RunReport
+from exporter.run.report import EndedStatus, RunReport
 from exporter.run.tally import RunTally
 from exporter.storage import runs
 from exporter.storage.records import (
@@ -33,11 +33,20 @@ logger = logging.getLogger(__name__)
 
 
 def finalize(
-    ctx: RunContext, req: RunRequest, *, cancelled: bool = False, error: str | None = None
+    ctx: RunContext,
+    req: RunRequest,
+    *,
+    cancelled: bool = False,
+    error: str | None = None,
+    ended: EndedStatus | None = None,
 ) -> RunReport:
     """Build the report from the chunk records, write report.json (and the rows
     ActiveCampaign refused into rejected.csv), commit state for confirmed contacts only
     (ETag-conditioned), record the export's last run. Idempotent.
+
+    ``ended`` closes a run that stopped without finalizing itself (``terminated``,
+    ``abandoned``): the same report and commit, with that status — what it confirmed is
+    committed, what it may have queued is remembered as possibly ours.
 
     Raises :class:`ConflictError` when another run moved the export's state since this
     run was prepared (the report, status ``failed``, says so too)."""
@@ -55,10 +64,10 @@ def finalize(
     )
     conflict: ConflictError | None = None
     if manifest is None:
-        report.status = "cancelled" if cancelled else "failed"
+        report.status = ended or ("cancelled" if cancelled else "failed")
         report.error = error or "the run stopped before its snapshot was prepared"
     else:
-        tally = RunTally(report, manifest, cancelled=cancelled, error=error)
+        tally = RunTally(report, manifest, cancelled=cancelled, error=error, ended=ended)
         _tally_chunks(ctx, req, manifest, tally)
         tally.finish()
         if not (manifest.dry_run or manifest.guarded):
@@ -129,7 +138,7 @@ def _record_last_run(ctx: RunContext, req: RunRequest, report: RunReport, prepar
         status=report.status,
         finished_at=report.finished_at or "",  # set by _close_run just before
         attempts=attempts,
-        retry=prepared and report.status == "failed" and not req.options.dry_run,
+        retry=prepared and report.status in ("failed", "abandoned") and not req.options.dry_run,
     )
     write_record(ctx.store, runs.last_run_path(req.export), last)
 

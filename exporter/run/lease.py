@@ -34,8 +34,10 @@ TRIGGERS = frozenset({"timer", "blob"})
 _ATTEMPTS = 3  # the holder may release between our write and our read: try again, boundedly
 
 
-def take(ctx: RunContext, req: RunRequest) -> None:
+def take(ctx: RunContext, req: RunRequest) -> ActiveRun | None:
     """Hold the export's lease for ``req`` (a no-op when it already does: an activity run twice).
+    Returns the holder it took over when that one was gone without finishing (the caller
+    closes it as ``abandoned``), else ``None``.
 
     Raises :class:`RunConflict` naming the holder while another run of the export is live; a
     trigger's snapshot is then recorded as pending, so it runs after the holder ends."""
@@ -44,7 +46,7 @@ def take(ctx: RunContext, req: RunRequest) -> None:
     for _ in range(_ATTEMPTS):
         try:
             write_record(ctx.store, path, mine, if_none_match=True)
-            return
+            return None
         except PreconditionFailed:
             pass
         try:
@@ -53,11 +55,11 @@ def take(ctx: RunContext, req: RunRequest) -> None:
             continue  # released in between
         holder = ActiveRun.model_validate_json(data)
         if holder.run_id == req.run_id:
-            return
+            return None
         try:
             refuse_while_live(ctx, req.export, holder, ctx.now())
             write_record(ctx.store, path, mine, if_match=etag)
-            return
+            return None if finished(ctx, req.export, holder.run_id) else holder
         except PreconditionFailed:
             continue  # someone else took it over first: look again
         except RunConflict:

@@ -18,7 +18,7 @@ from exporter.reading.snapshot import (
     store_lister,
     store_opener,
 )
-from exporter.run import lease, members
+from exporter.run import lease, members, sweep
 from exporter.run.context import RunContext
 from exporter.run.finalize import finalize
 from exporter.run.records import PrepareResult, RunRequest
@@ -56,7 +56,9 @@ def prepare(
 def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> Manifest:
     export, _connection = ctx.export_config(req.export)
     started = ctx.now()
-    lease.take(ctx, req)  # before anything is read: the loser of a race reads nothing
+    displaced = lease.take(ctx, req)  # before anything is read: the loser reads nothing
+    if displaced is not None:  # its host stopped: give it its report before reading state
+        sweep.close(ctx, displaced, "abandoned")
     state, etag = state_mod.load(ctx.store, export.name)
     pre_existing = _pre_existing(export, ctx)
     ref, location = runs.snapshot_from_dict(req.snapshot)

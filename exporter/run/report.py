@@ -24,8 +24,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 RunStatus = Literal[
-    "running", "completed", "completed_with_failures", "failed", "dry_run", "guarded", "cancelled"
+    "running",
+    "completed",
+    "completed_with_failures",
+    "failed",
+    "dry_run",
+    "guarded",
+    "cancelled",
+    "terminated",
+    "abandoned",
 ]
+"""``terminated``: its orchestration was force-terminated; ``abandoned``: its host stopped (a
+crash, a killed process) and another run of the export, or the timer's sweep, closed it."""
+EndedStatus = Literal["terminated", "abandoned"]
+"""The statuses of a run closed by someone else than itself."""
 
 
 @dataclass

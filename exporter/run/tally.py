@@ -18,7 +18,7 @@ from exporter.incremental import update as update_mod
 from exporter.planning.contacts import Batch, PreparedContact
 from exporter.planning.preparer import LEAVERS
 from exporter.run.rejects import API_REJECTED
-from exporter.run.report import BatchRecord, RunReport
+from exporter.run.report import BatchRecord, EndedStatus, RunReport
 from exporter.storage.records import (
     ConfirmedBatchEntry,
     ConfirmedRecord,
@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 RUN_STOPPED = "run_stopped"
 """Failure reason of contacts that were due to be sent when a fatal error stopped the run."""
 CANCELLED = "cancelled"
+ENDED = frozenset({"terminated", "abandoned"})
+"""Statuses of a run that stopped without finalizing itself (closed by someone else)."""
 SHRINK_GUARD = "shrink_guard"
 
 IMPORT_TIMEOUT = "import_timeout"
@@ -75,6 +77,8 @@ class RunTally:
     manifest: Manifest
     cancelled: bool
     error: str | None
+    ended: EndedStatus | None = None
+    """``terminated`` or ``abandoned``: the run stopped without finalizing itself."""
     failed: Counter[str] = field(default_factory=Counter)
     api_rejections: list[tuple[PreparedContact, str]] = field(default_factory=list)
     update: update_mod.StateUpdate = field(init=False)
@@ -95,7 +99,7 @@ class RunTally:
         r.add_rejections(dict(m.rejected_by_reason))
         r.timings["prepare"] = m.prepare_seconds
         r.artefacts.update(m.artefacts)
-        self.stop_reason = CANCELLED if self.cancelled else RUN_STOPPED
+        self.stop_reason = self.ended or (CANCELLED if self.cancelled else RUN_STOPPED)
         self.update = update_mod.StateUpdate(snapshot_count=m.snapshot_count)
 
     def chunk(
@@ -244,7 +248,10 @@ class RunTally:
         r.requests = {"bulk_import": self.bulk_requests}
         if m.dry_run or m.guarded:
             return
-        if self.cancelled:
+        if self.ended is not None:
+            r.status = self.ended
+            r.error = self.error
+        elif self.cancelled:
             r.status = "cancelled"
         elif self.error:
             r.status = "failed"

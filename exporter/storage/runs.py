@@ -30,7 +30,16 @@ from exporter.storage.records import LastRun, read_record
 from exporter.storage.store import ObjectNotFound, Store
 
 FINAL_STATUSES = frozenset(
-    {"completed", "completed_with_failures", "failed", "dry_run", "guarded", "cancelled"}
+    {
+        "completed",
+        "completed_with_failures",
+        "failed",
+        "dry_run",
+        "guarded",
+        "cancelled",
+        "terminated",
+        "abandoned",
+    }
 )
 """Report statuses of a finished run (``running`` is the only other one)."""
 

@@ -522,3 +522,39 @@ def test_starts_that_raced_past_the_check_prepare_one_at_a_time(
     assert not store.exists(runs.manifest_path("weekly", loser.run_id))
     pending = json.loads(store.read_bytes(runs.pending_path("weekly")))
     assert pending["path"] == second
+
+
+# --- runs that ended without finalizing ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("instance_status", "closed_as"),
+    [("Terminated", "terminated"), ("Failed", "abandoned"), ("Running", None), (None, None)],
+)
+def test_the_timer_closes_a_run_whose_orchestration_ended_without_a_report(
+    runtime: Runtime,
+    store: LocalStore,
+    client: FakeDurableClient,
+    instance_status: str | None,
+    closed_as: str | None,
+) -> None:
+    """A force-terminated run (or one whose finalize failed) gets a reconciling report at the
+    next tick and frees its export; a running one, or one without an instance, is left."""
+    engine = runtime.engine
+    run = engine.new_run("weekly", snapshot=engine.store_snapshot(SNAPSHOT))
+    engine.prepare(run)
+    iid = expected_instance(runtime)
+    if instance_status is not None:
+        client.set(iid, instance_status)
+    asyncio.run(triggers.export_timer(TimerRequest(), client))
+    report = runs.read_json(store, runs.report_path("weekly", run.run_id))
+    if closed_as is None:
+        assert report is None
+        assert store.exists(runs.active_run_path("weekly"))
+        return
+    assert report is not None and report["status"] == closed_as
+    assert report["reconciles"] is True
+    assert report["failed_by_reason"] == {closed_as: 5}
+    assert not store.exists(runs.active_run_path("weekly")), "the export is free again"
+    [listed] = engine.list_runs("weekly")
+    assert listed.status == closed_as

@@ -4,7 +4,9 @@ ours — checked against the sandbox over real HTTP, through the engine's own ph
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,9 @@ from exporter.activecampaign.transport import RequestsTransport, Response
 from exporter.management.config import Connection
 from exporter.management.hostnames import base_url
 from exporter.management.secrets import LocalSecretProvider
+from exporter.run import lease
 from exporter.run.engine import Engine
+from exporter.storage import runs
 from sandbox import Faults, Field, Sandbox, SandboxConfig
 from tests.integration.support import KEY, LIST, World, contact_row, make_world
 from tests.reliability.support import state_emails
@@ -239,3 +243,42 @@ def test_people_on_the_list_before_the_export_are_never_unsubscribed(
     assert set(before) | set(outside) | {"person300@example.com"} <= active
     ours = {f"person{i}@example.com" for i in range(100, 120)}
     assert sandbox.list_members(LIST, status=2) == ours
+
+
+def test_a_run_whose_host_died_is_closed_as_abandoned_by_the_next_run(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """Run A's host dies mid-push (2 of 8 imports queued) and never finalizes. The next run of
+    the export, past the lease's TTL, closes A with a reconciling ``abandoned`` report that
+    commits A's queued contacts as ours, so when they leave, run B unsubscribes them."""
+    tap = Tap()
+    world = _world(tmp_path, sandbox, tap, chunk_batches=8)
+    rows = [contact_row(i) for i in range(2000)]
+    run_a = world.request(world.write_csv(rows))
+    [chunk] = world.engine.prepare(run_a).chunks
+
+    def die(n: int) -> None:
+        if n == 3:
+            raise Killed
+
+    tap.before = die
+    with pytest.raises(Killed):
+        world.engine.push_chunk(run_a, chunk)
+    tap.before = lambda n: None
+    deadline = time.monotonic() + 10
+    while sandbox.pending_batches() and time.monotonic() < deadline:
+        time.sleep(0.02)  # ActiveCampaign processes the queued imports
+    queued = sandbox.list_members(LIST)
+    assert len(queued) == 500
+    later = datetime.now(UTC) + lease.LEASE_TTL + timedelta(minutes=1)
+    world.engine.clock = lambda: later
+    stayed = [r for r in rows if r[0] not in queued]
+    run_b = world.engine.run(world.request(world.write_csv(stayed), allow_shrink=True))
+    report_a = runs.read_json(world.store, runs.report_path(run_a.export, run_a.run_id))
+    assert report_a is not None and report_a["status"] == "abandoned", report_a
+    assert report_a["reconciles"] is True
+    assert report_a["failed_by_reason"] == {"abandoned": 2000}
+    assert run_b.status == "completed" and run_b.reconciles(), run_b.summary()
+    assert run_b.leavers_unsubscribed == 500
+    assert sandbox.list_members(LIST) == {r[0] for r in stayed}
+    assert sandbox.list_members(LIST, status=2) == queued
