@@ -62,13 +62,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import azure.durable_functions as df  # type: ignore[import-untyped, unused-ignore]
 
 from blueprints.register import bind
 from blueprints.runtime import get_runtime
+from exporter.activecampaign.grants import AccountGrants, Grant
 from exporter.errors import ConfigError, ExporterError
 from exporter.run.records import ChunkSummary, PrepareResult
 from exporter.storage.records import RunRequest
@@ -84,6 +86,11 @@ MEMBERS_ACTIVITY = "read_list_members"
 PUSH_ACTIVITY = "push_chunk"
 CONFIRM_ACTIVITY = "confirm_chunk"
 FINALIZE_ACTIVITY = "finalize_run"
+BUDGET_ENTITY = "account_budget"
+"""One Durable Entity per ActiveCampaign account (key: the API hostname): the runs sending to it
+and their shares (:mod:`exporter.activecampaign.grants`)."""
+GRANT_POLL = timedelta(seconds=5)
+"""How long a run that may not send yet waits before asking the account's entity again."""
 CANCEL_EVENT = "cancel"
 """External event that cancels a run gracefully (raised to the run and its current group)."""
 
@@ -130,6 +137,11 @@ class RunInput:
     """Push activities in flight at most (``EXPORTER_PUSH_WAVE_WIDTH``, clamped to 1..5)."""
     group_size: int = GROUP_SIZE
     """Chunks per sub-orchestration once a run has more than this many."""
+    account: str = ""
+    """The ActiveCampaign account (API hostname) whose budget the run shares; set once
+    prepared (``""``: the run's own shares only, as before accounts were shared)."""
+    member: str = ""
+    """This run's name in the account's entity (the run orchestration's instance id)."""
 
     @property
     def export(self) -> str:
@@ -154,6 +166,8 @@ class RunInput:
             request=dict(request),
             wave_width=clamp_width(int(data.get("wave_width", 4))),
             group_size=group_size,
+            account=str(data.get("account", "")),
+            member=str(data.get("member", "")),
         )
 
 
@@ -267,7 +281,10 @@ def _send_chunks(
         confirm = [c for c in to_confirm if c in pushed]
         if not push and not confirm:
             continue
-        push_share, confirm_share = shares(run.wave_width, len(push), len(confirm))
+        part = yield from _account_share(context, run)
+        push_share, confirm_share = (
+            part * s for s in shares(run.wave_width, len(push), len(confirm))
+        )
         tasks = [
             _call(context, PUSH_ACTIVITY, {"request": run.request, "chunk": c, "share": push_share})
             for c in push
@@ -292,6 +309,29 @@ def _send_chunks(
     if failure is not None:
         raise StepFailed(failure)
     return bool(cancel.is_completed)
+
+
+def _account_share(context: Any, run: RunInput) -> Generator[Any, Any, float]:
+    """This run's part of the account's budget for its next step: ``1/n`` with ``n`` runs
+    sending to the account, once the account's entity says there is room (waiting
+    :data:`GRANT_POLL` between asks). 1 when the run does not share an account."""
+    if not run.account:
+        return 1.0
+    entity = df.EntityId(BUDGET_ENTITY, run.account)
+    while True:
+        answer = yield context.call_entity(
+            entity, "ack", {"run": run.member, "now": context.current_utc_datetime.isoformat()}
+        )
+        grant = Grant(int(answer["runs"]), bool(answer["ready"]))
+        if grant.ready:
+            return grant.share
+        yield context.create_timer(context.current_utc_datetime + GRANT_POLL)
+
+
+def _leave_account(context: Any, run: RunInput) -> None:
+    """Free this run's share (a signal: nothing to wait for)."""
+    if run.account:
+        context.signal_entity(df.EntityId(BUDGET_ENTITY, run.account), "leave", run.member)
 
 
 def _drain(
@@ -378,11 +418,14 @@ def export_run(context: Any) -> Orchestration:
         progress.contacts_to_send = prepared.contacts_to_send
         progress.phase = "sending"
         context.set_custom_status(progress.to_dict())
+        run = replace(run, account=prepared.account, member=context.instance_id)
         try:
-            yield _call(context, MEMBERS_ACTIVITY, {"request": run.request})
+            share = yield from _account_share(context, run)
+            yield _call(context, MEMBERS_ACTIVITY, {"request": run.request, "share": share})
             cancelled = yield from _send(context, run, chunks, cancel, progress)
         except Exception as exc:  # noqa: BLE001 - as above
             error = failure_text(exc)
+        _leave_account(context, run)
     cancelled = cancelled or bool(cancel.is_completed)
 
     progress.phase = "finalizing"
@@ -432,7 +475,29 @@ def prepare_run(payload: dict[str, Any]) -> dict[str, Any]:
 @bind(bp.activity_trigger(input_name="payload", activity=MEMBERS_ACTIVITY))
 def read_list_members(payload: dict[str, Any]) -> dict[str, Any]:
     """Record the list's members this export did not subscribe (once per run)."""
-    return {"members": get_runtime().engine.read_list_members(_request(payload))}
+    engine = get_runtime().engine
+    count = engine.read_list_members(_request(payload), share=float(payload.get("share", 1.0)))
+    return {"members": count}
+
+
+# --- the account's budget entity ------------------------------------------------------------
+
+
+@bind(bp.entity_trigger(context_name="context", entity_name=BUDGET_ENTITY))
+def account_budget(context: Any) -> None:
+    """The runs sending to one account and their shares (:class:`AccountGrants`): ``ack``
+    (``{"run", "now"}`` → ``{"runs", "ready"}``) at every step, ``leave`` (the run's name)."""
+    grants = AccountGrants.from_dict(context.get_state(lambda: {}))
+    operation = context.operation_name
+    data = context.get_input()
+    if operation in ("ack", "join"):
+        now = datetime.fromisoformat(str(data["now"]))
+        context.set_result(grants.ack(str(data["run"]), now).to_dict())
+    elif operation == "leave":
+        grants.leave(str(data))
+    else:
+        raise ConfigError(f"unknown operation {operation!r}", field="operation")
+    context.set_state(grants.to_dict())
 
 
 @bind(bp.activity_trigger(input_name="payload", activity=PUSH_ACTIVITY))

@@ -45,6 +45,7 @@ from blueprints.http_util import (
     route_name,
 )
 from blueprints.orchestration import (
+    BUDGET_ENTITY,
     CANCEL_EVENT,
     RUN_ORCHESTRATOR,
     RunInput,
@@ -213,6 +214,10 @@ async def _close_ended_runs(client: Any, runtime: Runtime) -> None:
             await asyncio.to_thread(sweep.close, engine, active, ended)
         except ExporterError as exc:  # one export's problem must not stop the timer
             log.error("timer: could not close run %s: %s", active.run_id, type(exc).__name__)
+            continue
+        account = await asyncio.to_thread(sweep.account_of, engine, active)
+        if account:  # it never left the account's entity: free its share now
+            await client.signal_entity(df.EntityId(BUDGET_ENTITY, account), "leave", iid)
 
 
 @bind(

@@ -94,9 +94,9 @@ class Engine(RunContext):
         """:func:`exporter.run.prepare.prepare`."""
         return prepare.prepare(self, req, progress=progress, raise_guard=raise_guard)
 
-    def read_list_members(self, req: RunRequest) -> int:
+    def read_list_members(self, req: RunRequest, *, share: float = 1.0) -> int:
         """:func:`exporter.run.members.read_before_sending`."""
-        return members.read_before_sending(self, req)
+        return members.read_before_sending(self, req, share=share)
 
     def push_chunk(self, req: RunRequest, chunk: str, *, share: float = 1.0) -> ChunkSummary:
         """:func:`exporter.run.push.push_chunk`."""

@@ -122,7 +122,9 @@ def refresh(
     return merged
 
 
-def read_before_sending(ctx: RunContext, req: RunRequest, session: ApiSession | None = None) -> int:
+def read_before_sending(
+    ctx: RunContext, req: RunRequest, session: ApiSession | None = None, *, share: float = 1.0
+) -> int:
     """Refresh the export's record of pre-existing members once for this run (a marker in the
     run's folder makes a retry or replay a no-op); returns how many are recorded. ``session``:
     the run's own (the command line's), so one budget and one key re-read serve the run."""
@@ -135,7 +137,7 @@ def read_before_sending(ctx: RunContext, req: RunRequest, session: ApiSession | 
         return 0
     state, _etag = state_mod.load(ctx.store, export.name)
     own = session is None
-    active = ctx.session(export, connection, 1.0) if session is None else session
+    active = ctx.session(export, connection, share) if session is None else session
     try:
         merged = refresh(ctx.store, export.name, export.list_id, state, active)
     finally:

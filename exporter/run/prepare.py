@@ -54,7 +54,7 @@ def prepare(
 
 
 def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> Manifest:
-    export, _connection = ctx.export_config(req.export)
+    export, connection = ctx.export_config(req.export)
     started = ctx.now()
     displaced = lease.take(ctx, req)  # before anything is read: the loser reads nothing
     if displaced is not None:  # its host stopped: give it its report before reading state
@@ -86,6 +86,7 @@ def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> Ma
             "prepared_at": ctx.now().isoformat(),
             "exclude_automations": export.exclude_automations,
             "connection": export.connection,
+            "account": connection.hostname.lower(),
         }
     )
     write_record(ctx.store, runs.manifest_path(req.export, req.run_id), manifest)

@@ -37,6 +37,8 @@ class PrepareResult(Record):
     dry_run: bool
     counts: dict[str, int]
     """rows_read, valid, rejected, duplicates, new, changed, unchanged, left, ..."""
+    account: str = ""
+    """The ActiveCampaign account (API hostname) the run sends to."""
 
     @classmethod
     def from_manifest(cls, m: Manifest) -> PrepareResult:
@@ -48,6 +50,7 @@ class PrepareResult(Record):
             guarded=m.guarded,
             dry_run=m.dry_run,
             counts=m.counts.model_dump(),
+            account=m.account,
         )
 
 

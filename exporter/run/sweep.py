@@ -25,7 +25,7 @@ from exporter.run.context import RunContext
 from exporter.run.finalize import finalize
 from exporter.run.report import EndedStatus, RunReport
 from exporter.storage import runs
-from exporter.storage.records import ActiveRun, read_record
+from exporter.storage.records import ActiveRun, Manifest, read_record
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,13 @@ def ended_status(instance_status: str | None) -> EndedStatus | None:
     if instance_status is None or instance_status in LIVE_INSTANCE_STATUSES:
         return None
     return "terminated" if instance_status == "Terminated" else "abandoned"
+
+
+def account_of(ctx: RunContext, active: ActiveRun) -> str:
+    """The ActiveCampaign account the run was sending to (``""`` before it was prepared)."""
+    path = runs.manifest_path(active.request.export, active.run_id)
+    manifest = read_record(ctx.store, path, Manifest)
+    return manifest.account if manifest is not None else ""
 
 
 def close(ctx: RunContext, active: ActiveRun, ended: EndedStatus) -> RunReport:

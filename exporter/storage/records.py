@@ -233,6 +233,9 @@ class Manifest(Record):
     prepared_at: str = ""
     exclude_automations: bool = False
     connection: str = ""
+    account: str = ""
+    """The connection's API hostname when the run was prepared: the ActiveCampaign account
+    whose budget the run shares."""
 
 
 # --- what push and confirm recorded ------------------------------------------------------------

@@ -22,9 +22,11 @@ from typing import Any
 from azure.durable_functions.models.actions.CallActivityWithRetryAction import (
     CallActivityWithRetryAction,
 )
+from azure.durable_functions.models.actions.CallEntityAction import CallEntityAction
 from azure.durable_functions.models.actions.CallSubOrchestratorAction import (
     CallSubOrchestratorAction,
 )
+from azure.durable_functions.models.actions.CreateTimerAction import CreateTimerAction
 from azure.durable_functions.models.actions.NoOpAction import NoOpAction
 from azure.durable_functions.models.actions.WaitForExternalEventAction import (
     WaitForExternalEventAction,
@@ -46,7 +48,8 @@ class Pending:
 
     id: int | str
     kind: str
-    """``activity``, ``retry_timer``, ``sub`` or ``event``."""
+    """``activity``, ``retry_timer``, ``timer``, ``entity`` (a call; ``input`` is
+    ``{"entity": (name, key), "input": ...}``), ``sub`` or ``event``."""
     name: str
     """Activity / orchestrator / event name."""
     input: Any = None
@@ -79,6 +82,15 @@ class Replay:
     @property
     def custom_status(self) -> Any:
         return self.state.get("customStatus")
+
+    @property
+    def signals(self) -> list[tuple[str, str, Any]]:
+        """Entity signals sent so far: (scheduler id ``@name@key``, operation, input)."""
+        return [
+            (a["instanceId"], a["operation"], json.loads(a["input"]))
+            for a in self.actions
+            if a.get("actionType") == 9
+        ]
 
     def pending_activities(self, name: str | None = None) -> list[Pending]:
         return [p for p in self.pending if p.kind == "activity" and name in (None, p.name)]
@@ -159,9 +171,23 @@ class DurableHost:
         self._scheduled.add(p.id)
         if p.kind == "activity":
             self.history.append(_event(T.TASK_SCHEDULED, self.now, int(p.id), Name=p.name))
-        elif p.kind == "retry_timer":
+        elif p.kind in ("retry_timer", "timer"):
             fire_at = (self.now + timedelta(seconds=15)).isoformat()
             self.history.append(_event(T.TIMER_CREATED, self.now, int(p.id), FireAt=fire_at))
+        elif p.kind == "entity":
+            # The host sends the request as an event; the response comes back as an event
+            # named by the request's id (the SDK re-keys the task to that id on replay).
+            request_id = self.entity_request_id(p.id)
+            self._scheduled.add(request_id)
+            self.history.append(
+                _event(
+                    T.EVENT_SENT,
+                    self.now,
+                    int(p.id),
+                    Name="op",
+                    Input=json.dumps({"id": request_id, "op": p.name}),
+                )
+            )
         elif p.kind == "sub":
             self.history.append(
                 _event(
@@ -184,8 +210,21 @@ class DurableHost:
         for task_id, outcome in sorted(outcomes.items(), key=lambda kv: str(kv[0])):
             self.history.append(self._completion(task_id, outcome))
 
+    def entity_request_id(self, task_id: int | str) -> str:
+        """The id of the entity request sent for task ``task_id`` (deterministic)."""
+        return f"{self.instance_id}:entity:{task_id}"
+
     def _completion(self, task_id: int | str, outcome: Any) -> dict[str, Any]:
         kind = self._kind_of(task_id)
+        if kind == "entity":
+            request_id = str(task_id) if isinstance(task_id, str) else None
+            request_id = request_id or self.entity_request_id(task_id)
+            return _event(
+                T.EVENT_RAISED,
+                self.now,
+                Name=request_id,
+                Input=json.dumps({"result": json.dumps(outcome)}),
+            )
         if kind == "retry_timer":
             return _event(T.TIMER_FIRED, self.now, TimerId=task_id, FireAt=self.now.isoformat())
         if kind == "sub":
@@ -216,12 +255,16 @@ class DurableHost:
         )
 
     def _kind_of(self, task_id: int | str) -> str:
+        if isinstance(task_id, str) and ":entity:" in task_id:
+            return "entity"
         for event in reversed(self.history):
             if event.get("EventId") == task_id:
                 if event["EventType"] == T.TIMER_CREATED:
                     return "retry_timer"
                 if event["EventType"] == T.SUB_ORCHESTRATION_INSTANCE_CREATED:
                     return "sub"
+                if event["EventType"] == T.EVENT_SENT:
+                    return "entity"
                 return "activity"
         raise AssertionError(f"task {task_id} was never scheduled")
 
@@ -258,6 +301,12 @@ def _describe(key: int | str, task: TaskBase) -> Pending:
         return Pending(
             key, "sub", action.function_name, json.loads(action._input), action.instance_id
         )
+    if isinstance(action, CallEntityAction):
+        entity = (action.entity_id.name, action.entity_id.key)
+        payload = {"entity": entity, "input": json.loads(action.input_)}
+        return Pending(key, "entity", action.operation, payload)
+    if isinstance(action, CreateTimerAction) and not isinstance(task.parent, RetryAbleTask):
+        return Pending(key, "timer", "timer")
     if isinstance(action, WaitForExternalEventAction):
         return Pending(key, "event", action.external_event_name)
     if isinstance(action, NoOpAction) and isinstance(task.parent, RetryAbleTask):

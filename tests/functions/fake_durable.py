@@ -102,6 +102,9 @@ class FakeDurableClient:
             raise Exception(f"No instance with ID '{instance_id}' found.")
         self.instances[instance_id]["runtimeStatus"] = "Terminated"
 
+    async def signal_entity(self, entity_id: Any, operation_name: str, input_: Any = None) -> None:
+        self.calls.append(("signal_entity", (str(entity_id), operation_name, input_)))
+
     async def raise_event(self, instance_id: str, event_name: str, event_data: Any = None) -> None:
         self.calls.append(("raise_event", (instance_id, event_name, event_data)))
         if self.instances.get(instance_id, {}).get("runtimeStatus") not in ("Pending", "Running"):

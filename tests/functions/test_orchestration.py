@@ -17,6 +17,7 @@ import pytest
 from blueprints import orchestration as orch
 from exporter.run.engine import RunOptions, RunRequest
 from tests.functions.app_functions import user_function
+from tests.functions.durable_entities import Entities
 from tests.functions.durable_host import DurableHost, Pending, Replay
 
 RUN_ID = "20260105T020000Z-abcdef12"
@@ -125,10 +126,17 @@ def drive(
     *,
     before_completing: Callable[[DurableHost, Replay], None] | None = None,
     rounds: list[list[Pending]] | None = None,
+    entities: Entities | None = None,
 ) -> Replay:
-    """Replay, answer everything pending, repeat until the orchestration ends."""
+    """Replay, answer everything pending, repeat until the orchestration ends. Entity calls
+    and signals go to the registered entity functions (``entities``)."""
+    entities = entities if entities is not None else Entities()
+    delivered = 0
     for _ in range(500):
         replay = host.replay()
+        for signal in replay.signals[delivered:]:
+            entities.signal(*signal)
+        delivered = len(replay.signals)
         if replay.done or replay.failed:
             return replay
         if before_completing is not None:
@@ -140,23 +148,26 @@ def drive(
         for p in activities:
             outcomes[p.id] = respond(p)
         for p in replay.pending:
-            if p.kind == "retry_timer":
+            if p.kind in ("retry_timer", "timer"):
                 outcomes[p.id] = None
+            elif p.kind == "entity":
+                name, key = p.input["entity"]
+                outcomes[p.id] = entities.call(name, key, p.name, p.input["input"])
             elif p.kind == "sub":
-                outcomes[p.id] = run_group(host, p, respond)
+                outcomes[p.id] = run_group(host, p, respond, entities)
         assert outcomes, f"the orchestration waits for nothing but events: {replay.pending}"
         host.complete(outcomes)
     raise AssertionError("the orchestration never ended")
 
 
-def run_group(parent: DurableHost, p: Pending, respond: Scripted) -> Any:
+def run_group(parent: DurableHost, p: Pending, respond: Scripted, entities: Entities) -> Any:
     child = DurableHost(
         user_function(orch.GROUP_ORCHESTRATOR),
         p.input,
         instance_id=str(p.instance_id),
         parent_instance_id=parent.instance_id,
     )
-    outcome = drive(child, respond)
+    outcome = drive(child, respond, entities=entities)
     if outcome.failed:
         return Exception(outcome.failed)
     return outcome.output
@@ -478,3 +489,76 @@ def test_a_failed_push_waits_for_the_rest_of_its_step_before_finalizing() -> Non
     assert confirmed == {chunks[0], chunks[2]}, "what was pushed is still confirmed"
     assert {p["chunk"] for p in respond.payloads(orch.PUSH_ACTIVITY)} == set(chunks[:3])
     assert respond.names()[-1] == orch.FINALIZE_ACTIVITY
+
+
+# --- one budget per account: the account's entity ----------------------------------------------
+
+ACCOUNT = "acme.api-us1.com"
+
+
+def test_a_run_asks_its_accounts_entity_at_every_step_and_leaves_at_the_end() -> None:
+    entities = Entities()
+    respond = Scripted(6, prepared={"account": ACCOUNT})
+    replay = drive(run_host(run_input(width=3)), respond, entities=entities)
+    assert replay.done and replay.failed is None
+    acks = [op for name, key, op in entities.operations if op == "ack"]
+    assert len(acks) == 1 + 3, "once before reading the list, then one per step"
+    assert {(n, k) for n, k, _ in entities.operations} == {(orch.BUDGET_ENTITY, ACCOUNT)}
+    assert entities.operations[-1][2] == "leave"
+    assert entities.state(orch.BUDGET_ENTITY, ACCOUNT) == {"members": {}}
+    assert respond.payloads(orch.MEMBERS_ACTIVITY)[0]["share"] == 1.0
+
+
+def test_runs_on_one_account_share_it_and_together_never_exceed_its_budget() -> None:
+    """Three runs of three exports on one account, driven side by side through one entity:
+    in every round the shares of all activities in flight add up to at most 1, a run that
+    arrives while another sends waits for room, and each ends with everything sent."""
+    entities = Entities()
+    responders = [Scripted(n, prepared={"account": ACCOUNT}) for n in (12, 4, 1)]
+    hosts = [
+        DurableHost(
+            user_function(orch.RUN_ORCHESTRATOR), run_input(width=4), instance_id=f"run-{i}"
+        )
+        for i in range(3)
+    ]
+    delivered = [0, 0, 0]
+    finished: dict[int, Replay] = {}
+    waited = 0
+    for _ in range(400):
+        if len(finished) == len(hosts):
+            break
+        round_outcomes: list[dict[int | str, Any]] = []
+        in_flight: list[Pending] = []
+        for i, host in enumerate(hosts):
+            outcomes: dict[int | str, Any] = {}
+            round_outcomes.append(outcomes)
+            if i in finished:
+                continue
+            replay = host.replay()
+            for signal in replay.signals[delivered[i] :]:
+                entities.signal(*signal)
+            delivered[i] = len(replay.signals)
+            if replay.done or replay.failed:
+                finished[i] = replay
+                continue
+            for p in replay.pending:
+                if p.kind == "entity":
+                    name, key = p.input["entity"]
+                    outcomes[p.id] = entities.call(name, key, p.name, p.input["input"])
+                elif p.kind == "timer":
+                    waited += 1
+                    outcomes[p.id] = None
+                elif p.kind == "activity":
+                    in_flight.append(p)
+                    outcomes[p.id] = responders[i](p)
+        assert in_flight_budget(in_flight) <= 1.0 + 1e-9, in_flight
+        for host, outcomes in zip(hosts, round_outcomes, strict=True):
+            if outcomes:
+                host.complete(outcomes)
+    assert len(finished) == 3
+    assert all(r.done and r.failed is None for r in finished.values())
+    for responder, n in zip(responders, (12, 4, 1), strict=True):
+        pushed = {p["chunk"] for p in responder.payloads(orch.PUSH_ACTIVITY)}
+        assert pushed == set(chunk_paths(n))
+    assert waited > 0, "a run arriving while others send waited for room"
+    assert entities.state(orch.BUDGET_ENTITY, ACCOUNT) == {"members": {}}

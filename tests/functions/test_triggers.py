@@ -113,6 +113,7 @@ def test_the_app_registers_every_function_with_its_binding() -> None:
         trigger = bindings[name]["httpTrigger"]
         assert trigger.auth_level == func.AuthLevel.FUNCTION
     assert bindings["export_run"]["orchestrationTrigger"]
+    assert bindings["account_budget"]["entityTrigger"]
     for name in ("prepare_run", "push_chunk", "confirm_chunk", "finalize_run"):
         assert "activityTrigger" in bindings[name]
     assert "exports_put" in functions, "the management blueprint is registered too"
@@ -558,3 +559,5 @@ def test_the_timer_closes_a_run_whose_orchestration_ended_without_a_report(
     assert not store.exists(runs.active_run_path("weekly")), "the export is free again"
     [listed] = engine.list_runs("weekly")
     assert listed.status == closed_as
+    signals = [args for name, args in client.calls if name == "signal_entity"]
+    assert [(op, member) for _, op, member in signals] == [("leave", iid)], "its share is freed"
