@@ -5,7 +5,7 @@
     export_run (orchestrator)
       prepare_run                      read the snapshot, write chunk files  → PrepareResult
       read_list_members                the list's pre-existing members, before any send
-      steps: push wave k+1 ∥ confirm wave k                                  → ChunkSummary each
+      steps: push chunks ∥ confirm pushed ones, as the account grants     → ChunkSummary each
         (over 50 chunks: one export_run_group sub-orchestration per 50 chunks, one after another)
       finalize_run                     report + state commit                 → report summary
 
@@ -14,25 +14,25 @@ never contacts: every input and output is kept in the orchestration history and 
 each replay.
 
 **The API budget.** ActiveCampaign allows 5 requests a second and 100 multi-contact bulk
-imports a minute *per account*. host.json's ``maxConcurrentActivityFunctions`` is per worker
-and the app scales out to several workers, so it cannot enforce an account budget. The
-orchestrator does: it never has more than ``wave_width`` push activities (setting
-``EXPORTER_PUSH_WAVE_WIDTH``, at most 5) in flight, and it hands each running activity a
-``share`` of the budget so that the shares of everything in flight add up to at most 1. Each
-activity's client enforces its share with sliding windows (``floor(limit * share)`` per window),
-so the account's budget holds whichever workers the activities land on.
+imports a minute *per account*, shared by every run on it, on whatever instances its activities
+land (host.json's ``maxConcurrentActivityFunctions`` is per instance: it cannot enforce that).
+Each account has a Durable Entity (``account_budget``, :mod:`exporter.activecampaign.grants`):
+at every step a run asks it for its grant — of ``n`` runs sending, an even part of the
+account's 5 *workers* and ``1/n`` of its bulk budget — and waits (a durable timer) until the
+grants still in use leave room for it. A step runs at most that many activities; each holds
+**one request a second** (a whole request per window: fractional shares of the per-second
+budget let many workers' windows line up into a burst) and its part of the run's bulk share.
+So whatever runs overlap, the activities in flight on an account never exceed 5 requests a
+second nor 100 bulk imports a minute. ``wave_width`` (``EXPORTER_PUSH_WAVE_WIDTH``, at most 5)
+caps the pushes of one step.
 
 **Pipelining.** A chunk's batches are final only once ActiveCampaign has processed them, which
-takes a while after the push; so while wave k+1 is pushed, wave k is confirmed. Slot *i* of the
-``W`` slots owns ``1/W`` of the budget and runs the push of chunk (k+1, i) *and* the confirm of
-chunk (k, i) within it: the push gets 3/4 of the slot, the confirm 1/4. Why 3:1: a chunk of 40
-batches needs 40 bulk requests, and bulk is budgeted at 100/min (1.67/s), while confirming it
-takes about one ``import/info`` poll per batch from the 5/s budget — three times the rate. With
-the push at 3/4 and the confirm at 1/4 of a slot both take about as long, so neither half of the
-pipeline idles. Sum over one step: ``W * (3/4 + 1/4) / W = 1``. A step with only pushes (the
-first) or only confirms (the last) gives each activity the whole slot, ``1/W``. (With W = 4 that
-is 18 bulk requests a minute per push, 72 in all, plus at most 6 a minute per confirm for
-resubmitting failed batches: 96 ≤ 100.)
+takes a while after the push; so a step pushes new chunks *and* confirms pushed ones
+(:func:`plan_step`): of ``w`` workers, ``w // 2`` confirm and the rest push (5 workers: 3
+pushes at 30 bulk imports a minute each, 2 confirms polling up to once a second each — enough
+for the 1.5 batches a second the pushes queue). The pushes share 90% of the run's bulk share,
+the confirms 10% (they only send again a batch whose import failed). A run with one worker
+alternates: it confirms what it pushed before it pushes more.
 
 **History.** A million contacts make ~100 chunks of 10,000, ~400 history events: fine for one
 orchestration, but the history is reloaded on every replay, so it is bounded anyway: above
@@ -70,7 +70,7 @@ import azure.durable_functions as df  # type: ignore[import-untyped, unused-igno
 
 from blueprints.register import bind
 from blueprints.runtime import get_runtime
-from exporter.activecampaign.grants import AccountGrants, Grant
+from exporter.activecampaign.grants import MAX_WORKERS, AccountGrants, Grant
 from exporter.errors import ConfigError, ExporterError
 from exporter.run.records import ChunkSummary, PrepareResult
 from exporter.storage.records import RunRequest
@@ -96,11 +96,12 @@ CANCEL_EVENT = "cancel"
 
 GROUP_SIZE = 50
 """Chunks per sub-orchestration (50 chunks: ~200 history events, 500,000 contacts)."""
-MAX_WAVE_WIDTH = 5
-"""The account allows 5 requests a second: more concurrent workers than that would each get
-less than one request per window, and their windows could line up."""
-PUSH_PART = 0.75
-"""The push's part of a slot while a confirm shares it (see the module docstring)."""
+MAX_WAVE_WIDTH = MAX_WORKERS
+"""Pushes in one step at most (the account's workers)."""
+CONFIRM_BULK_PART = 0.1
+"""The confirms' part of a run's bulk share while pushes share the step (resubmissions only)."""
+RATE_SHARE = 1.0 / MAX_WORKERS
+"""Every activity's share of the per-second budget: one request a second."""
 RETRY_ATTEMPTS = 3
 RETRY = df.RetryOptions(
     first_retry_interval_in_milliseconds=15_000, max_number_of_attempts=RETRY_ATTEMPTS
@@ -176,31 +177,32 @@ def run_input(request: RunRequest, wave_width: int, *, group_size: int = GROUP_S
     return RunInput(request.to_dict(), clamp_width(wave_width), group_size)
 
 
-def waves(chunks: Sequence[str], width: int) -> list[list[str]]:
-    """``chunks`` in waves of at most ``width``, in order."""
-    return [list(chunks[i : i + width]) for i in range(0, len(chunks), width)]
+def plan_step(
+    to_push: Sequence[str], to_confirm: Sequence[str], workers: int, width: int
+) -> tuple[list[str], list[str]]:
+    """The next step's (pushes, confirms) with ``workers`` activities at most: half the
+    workers confirm (at least one) while there is something to confirm, the rest push, up to
+    ``width`` pushes; one worker confirms before it pushes again."""
+    if workers < 1:
+        raise ValueError("a step needs at least one worker")
+    confirming = min(len(to_confirm), max(1, workers // 2)) if to_confirm else 0
+    pushing = min(len(to_push), width, workers - confirming)
+    if not pushing:
+        confirming = min(len(to_confirm), workers)
+    return list(to_push[:pushing]), list(to_confirm[:confirming])
 
 
-def steps(chunks: Sequence[str], width: int) -> list[tuple[list[str], list[str]]]:
-    """The pipeline: step k pushes wave k and confirms wave k-1 (the last step only confirms)."""
-    planned = waves(chunks, width)
-    return [
-        (planned[k] if k < len(planned) else [], planned[k - 1] if k else [])
-        for k in range(len(planned) + 1 if planned else 0)
-    ]
-
-
-def shares(width: int, pushing: int, confirming: int) -> tuple[float, float]:
-    """The (push, confirm) share of each activity in a step with that many of each.
-
-    Their sum over the step never exceeds 1: ``pushing, confirming <= width``.
-    """
-    if pushing > width or confirming > width:
-        raise ValueError("a step never runs more than `width` activities of a kind")
-    slot = 1.0 / width
+def shares(bulk: float, pushing: int, confirming: int) -> tuple[float, float]:
+    """The (push, confirm) share of the bulk budget of each activity in a step with that many
+    of each, out of the run's ``bulk`` share; they add up to ``bulk``."""
     if pushing and confirming:
-        return slot * PUSH_PART, slot * (1.0 - PUSH_PART)
-    return slot, slot
+        return (
+            bulk * (1.0 - CONFIRM_BULK_PART) / pushing,
+            bulk * CONFIRM_BULK_PART / confirming,
+        )
+    if pushing:
+        return bulk / pushing, 0.0
+    return 0.0, (bulk / confirming if confirming else 0.0)
 
 
 def groups(chunks: Sequence[str], size: int) -> list[list[str]]:
@@ -269,39 +271,32 @@ def _call(context: Any, activity: str, payload: dict[str, Any]) -> Any:
 def _send_chunks(
     context: Any, run: RunInput, chunks: Sequence[str], cancel: Any, progress: Progress
 ) -> Generator[Any, Any, bool]:
-    """Push and confirm ``chunks`` in pipelined waves; ``True`` when cancelled.
+    """Push and confirm ``chunks`` in pipelined steps, as the account grants; ``True`` when
+    cancelled.
 
     A failed activity (after its retries) stops new pushes as a cancel does, but only once
     every activity of its step has ended, and the chunks already pushed are still confirmed;
     then the first failure is raised (:class:`StepFailed`)."""
-    pushed: set[str] = set()
+    to_push = list(chunks)
+    to_confirm: list[str] = []
     failure: str | None = None
-    for to_push, to_confirm in steps(chunks, run.wave_width):
-        push = [] if cancel.is_completed or failure else to_push
-        confirm = [c for c in to_confirm if c in pushed]
-        if not push and not confirm:
-            continue
-        part = yield from _account_share(context, run)
-        push_share, confirm_share = (
-            part * s for s in shares(run.wave_width, len(push), len(confirm))
-        )
-        tasks = [
-            _call(context, PUSH_ACTIVITY, {"request": run.request, "chunk": c, "share": push_share})
-            for c in push
-        ] + [
-            _call(
-                context,
-                CONFIRM_ACTIVITY,
-                {"request": run.request, "chunk": c, "share": confirm_share},
-            )
-            for c in confirm
+    while to_confirm or (to_push and not (cancel.is_completed or failure)):
+        if cancel.is_completed or failure:
+            to_push = []
+        grant = yield from _account_grant(context, run)
+        push, confirm = plan_step(to_push, to_confirm, grant.workers, run.wave_width)
+        push_share, confirm_share = shares(grant.bulk, len(push), len(confirm))
+        tasks = [_call(context, PUSH_ACTIVITY, _work(run, c, push_share)) for c in push] + [
+            _call(context, CONFIRM_ACTIVITY, _work(run, c, confirm_share)) for c in confirm
         ]
         results, error = yield from _drain(context, tasks, cancel, progress)
         failure = failure or error
+        to_push = to_push[len(push) :]
+        to_confirm = to_confirm[len(confirm) :]
         for chunk, summary in zip(push, results[: len(push)], strict=True):
             if summary is not None:
                 progress.pushed(summary)
-                pushed.add(chunk)
+                to_confirm.append(chunk)
         for summary in results[len(push) :]:
             if summary is not None:
                 progress.confirmed_chunk(summary)
@@ -311,20 +306,25 @@ def _send_chunks(
     return bool(cancel.is_completed)
 
 
-def _account_share(context: Any, run: RunInput) -> Generator[Any, Any, float]:
-    """This run's part of the account's budget for its next step: ``1/n`` with ``n`` runs
-    sending to the account, once the account's entity says there is room (waiting
-    :data:`GRANT_POLL` between asks). 1 when the run does not share an account."""
+def _work(run: RunInput, chunk: str, share: float) -> dict[str, Any]:
+    """A push or confirm activity's input: the chunk, its bulk share, one request a second."""
+    return {"request": run.request, "chunk": chunk, "share": share, "rate_share": RATE_SHARE}
+
+
+def _account_grant(context: Any, run: RunInput) -> Generator[Any, Any, Grant]:
+    """This run's grant for its next step from the account's entity, once there is room
+    (waiting :data:`GRANT_POLL` between asks). The whole account when the run does not share
+    one (an input from before accounts were shared)."""
     if not run.account:
-        return 1.0
+        return Grant(runs=1, ready=True)
     entity = df.EntityId(BUDGET_ENTITY, run.account)
     while True:
         answer = yield context.call_entity(
             entity, "ack", {"run": run.member, "now": context.current_utc_datetime.isoformat()}
         )
-        grant = Grant(int(answer["runs"]), bool(answer["ready"]))
+        grant = Grant.from_dict(answer)
         if grant.ready:
-            return grant.share
+            return grant
         yield context.create_timer(context.current_utc_datetime + GRANT_POLL)
 
 
@@ -420,8 +420,12 @@ def export_run(context: Any) -> Orchestration:
         context.set_custom_status(progress.to_dict())
         run = replace(run, account=prepared.account, member=context.instance_id)
         try:
-            share = yield from _account_share(context, run)
-            yield _call(context, MEMBERS_ACTIVITY, {"request": run.request, "share": share})
+            grant = yield from _account_grant(context, run)
+            yield _call(
+                context,
+                MEMBERS_ACTIVITY,
+                {"request": run.request, "share": grant.bulk, "rate_share": RATE_SHARE},
+            )
             cancelled = yield from _send(context, run, chunks, cancel, progress)
         except Exception as exc:  # noqa: BLE001 - as above
             error = failure_text(exc)
@@ -463,6 +467,17 @@ def _request(payload: Mapping[str, Any]) -> RunRequest:
     return RunRequest.from_dict(payload["request"])
 
 
+def _share(payload: Mapping[str, Any]) -> float:
+    """The activity's bulk share (never 0: a limiter needs some budget to exist)."""
+    return max(float(payload.get("share", 1.0)), 1e-3)
+
+
+def _rate_share(payload: Mapping[str, Any]) -> float | None:
+    """The activity's per-second share (``None``: as its bulk share, older inputs)."""
+    rate = payload.get("rate_share")
+    return None if rate is None else float(rate)
+
+
 @bind(bp.activity_trigger(input_name="payload", activity=PREPARE_ACTIVITY))
 def prepare_run(payload: dict[str, Any]) -> dict[str, Any]:
     """Read the snapshot and write the chunk files; returns the PrepareResult (references).
@@ -476,7 +491,9 @@ def prepare_run(payload: dict[str, Any]) -> dict[str, Any]:
 def read_list_members(payload: dict[str, Any]) -> dict[str, Any]:
     """Record the list's members this export did not subscribe (once per run)."""
     engine = get_runtime().engine
-    count = engine.read_list_members(_request(payload), share=float(payload.get("share", 1.0)))
+    count = engine.read_list_members(
+        _request(payload), share=_share(payload), rate_share=_rate_share(payload)
+    )
     return {"members": count}
 
 
@@ -504,7 +521,9 @@ def account_budget(context: Any) -> None:
 def push_chunk(payload: dict[str, Any]) -> dict[str, Any]:
     """Send one chunk's batches within ``share`` of the budget (idempotent)."""
     engine = get_runtime().engine
-    summary = engine.push_chunk(_request(payload), payload["chunk"], share=payload["share"])
+    summary = engine.push_chunk(
+        _request(payload), payload["chunk"], share=_share(payload), rate_share=_rate_share(payload)
+    )
     return summary.to_dict()
 
 
@@ -512,7 +531,9 @@ def push_chunk(payload: dict[str, Any]) -> dict[str, Any]:
 def confirm_chunk(payload: dict[str, Any]) -> dict[str, Any]:
     """Poll until every batch of one chunk is final (idempotent)."""
     engine = get_runtime().engine
-    summary = engine.confirm_chunk(_request(payload), payload["chunk"], share=payload["share"])
+    summary = engine.confirm_chunk(
+        _request(payload), payload["chunk"], share=_share(payload), rate_share=_rate_share(payload)
+    )
     return summary.to_dict()
 
 

@@ -2,9 +2,10 @@
 
 ActiveCampaign's limits belong to the *account*; in Azure many orchestrations (one per export
 run), on any number of instances, send to the same account. Each account has a Durable Entity
-(``blueprints.budget``) whose state is an :class:`AccountGrants`: the runs currently sending.
-A run holds ``1 / n`` of the account's budget, ``n`` being the runs sending, and divides it
-among its own activities (``blueprints.orchestration.shares``).
+(``account_budget`` in ``blueprints.orchestration``) whose state is an :class:`AccountGrants`:
+the runs currently sending. Of ``n`` runs, each gets ``1/n`` of the bulk-import budget and an
+even part of the account's :data:`MAX_WORKERS` workers (activities at once, one request a
+second each), and divides them among its own activities.
 
 Shares change only at a run's **step** (one wave of push and confirm activities), when it calls
 :meth:`AccountGrants.ack`; a run that starts sending may have to wait until the others have
@@ -30,31 +31,60 @@ from typing import Any
 STALE_AFTER = timedelta(minutes=45)
 """A member silent this long is taken to be gone."""
 
+MAX_WORKERS = 5
+"""Activities sending to one account at once, at most: each holds one request per second of
+the account's 5 (a whole request per window, so their windows can never line up into a
+burst the way fractional shares can), so together they never exceed it."""
+
 
 @dataclass
 class Member:
     """One run sending to the account."""
 
-    acked: int
-    """The number of runs it last divided the budget by (it uses ``1/acked`` until its next
-    step)."""
+    workers: int
+    """Activities it may run at once (each one request a second) since its last ack."""
+    bulk: float
+    """Its share of the bulk-import budget since its last ack."""
     seen: str
-    """When it last joined or acknowledged (ISO 8601, the caller's clock)."""
+    """When it last acknowledged (ISO 8601, the caller's clock)."""
 
 
 @dataclass(frozen=True)
 class Grant:
-    """What a run may use: ``1 / runs`` of the account's budget, once ``ready``."""
+    """What a run may use until its next step, once ``ready``: ``workers`` activities at once
+    (one request a second each) and ``bulk`` of the bulk-import budget."""
 
     runs: int
     ready: bool
+    workers: int = MAX_WORKERS
+    bulk: float = 1.0
 
     @property
     def share(self) -> float:
-        return 1.0 / self.runs
+        return self.bulk
 
     def to_dict(self) -> dict[str, Any]:
-        return {"runs": self.runs, "ready": self.ready}
+        return {"runs": self.runs, "ready": self.ready, "workers": self.workers, "bulk": self.bulk}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Grant:
+        return cls(
+            int(data["runs"]),
+            bool(data["ready"]),
+            int(data.get("workers", MAX_WORKERS)),
+            float(data.get("bulk", 1.0)),
+        )
+
+
+def allotment(rank: int, runs: int) -> tuple[int, float]:
+    """(workers, bulk share) of the run joined ``rank``-th (0-based) of ``runs``: the account's
+    workers and bulk budget split evenly among the first :data:`MAX_WORKERS` runs (the first
+    ones get the remainder); a later run gets nothing until one of them leaves."""
+    sending = min(runs, MAX_WORKERS)
+    if rank >= sending:
+        return 0, 0.0
+    workers = MAX_WORKERS // sending + (1 if rank < MAX_WORKERS % sending else 0)
+    return workers, 1.0 / sending
 
 
 @dataclass
@@ -62,21 +92,29 @@ class AccountGrants:
     """The runs sending to one account (a Durable Entity's state)."""
 
     members: dict[str, Member] = field(default_factory=dict)
+    """In the order they joined (their rank)."""
 
     def join(self, run: str, now: datetime) -> Grant:
         """``run`` starts sending (again: a replayed join is the same join)."""
         return self.ack(run, now)
 
     def ack(self, run: str, now: datetime) -> Grant:
-        """``run`` begins a step: it will use ``1 / runs`` of the budget, once ``ready`` — when
-        the shares the others may still be using (``1 / acked`` each, until their next step)
-        leave room for it."""
+        """``run`` begins a step: its allotment by its rank, once ``ready`` — when the
+        allotments the others may still be using (what they took at their last ack, until their
+        next) leave room for it. Until then it uses nothing."""
         self._forget_stale(now)
-        self.members[run] = Member(acked=0, seen=now.isoformat())
+        me = self.members.setdefault(run, Member(0, 0.0, now.isoformat()))
+        me.seen = now.isoformat()
         runs = len(self.members)
-        self.members[run].acked = runs
-        others = sum(1.0 / m.acked for name, m in self.members.items() if name != run)
-        return Grant(runs, others + 1.0 / runs <= 1.0 + 1e-9)
+        workers, bulk = allotment(list(self.members).index(run), runs)
+        others = [m for name, m in self.members.items() if name != run]
+        ready = (
+            workers > 0
+            and sum(m.workers for m in others) + workers <= MAX_WORKERS
+            and sum(m.bulk for m in others) + bulk <= 1.0 + 1e-9
+        )
+        me.workers, me.bulk = (workers, bulk) if ready else (0, 0.0)
+        return Grant(runs, ready, workers if ready else 0, bulk if ready else 0.0)
 
     def leave(self, run: str) -> None:
         """``run`` stopped sending."""
@@ -88,15 +126,20 @@ class AccountGrants:
                 del self.members[name]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"members": {n: {"acked": m.acked, "seen": m.seen} for n, m in self.members.items()}}
+        return {
+            "members": [
+                {"run": n, "workers": m.workers, "bulk": m.bulk, "seen": m.seen}
+                for n, m in self.members.items()
+            ]
+        }
 
     @classmethod
     def from_dict(cls, data: Any) -> AccountGrants:
-        members = data.get("members", {}) if isinstance(data, dict) else {}
+        members = data.get("members", []) if isinstance(data, dict) else []
         return cls(
             {
-                str(name): Member(int(m.get("acked", 0)), str(m.get("seen", "")))
-                for name, m in members.items()
-                if isinstance(m, dict) and m.get("seen")
+                str(m["run"]): Member(int(m["workers"]), float(m["bulk"]), str(m["seen"]))
+                for m in members
+                if isinstance(m, dict) and {"run", "workers", "bulk", "seen"} <= m.keys()
             }
         )

@@ -103,13 +103,17 @@ class SlidingWindow:
         slack: float,
         allowance: float,
         name: str = "",
+        paced: bool = False,
     ) -> None:
         self.name = name
         """The budget's key in a shared ledger."""
         allowed = budget.limit * share
-        if allowed >= 1:
+        if allowed >= 1 and not paced:
             self.limit = math.floor(allowed + 1e-9)
             period = budget.period
+        elif allowed >= 1:  # evenly spaced: one start per period / allowed
+            self.limit = 1
+            period = budget.period / math.floor(allowed + 1e-9)
         else:
             self.limit = 1
             period = budget.period / allowed
@@ -165,6 +169,7 @@ class RateLimiter:
         self,
         *,
         share: float = 1.0,
+        rate_share: float | None = None,
         time_scale: float = 1.0,
         slack: float = 0.005,
         allowance: float | None = None,
@@ -174,11 +179,21 @@ class RateLimiter:
         bulk_multi: Budget = BULK_MULTI_BUDGET,
         bulk_single: Budget = BULK_SINGLE_BUDGET,
         ledger: BudgetLedger | None = None,
+        paced: bool = False,
     ) -> None:
         """``clock`` defaults to the monotonic clock, or the wall clock with a ``ledger``
-        (shared by processes)."""
+        (shared by processes). ``rate_share``: this limiter's share of the per-second budget,
+        when it differs from ``share`` (an Azure worker holds one request a second of the five
+        and its own part of the bulk budget). ``paced``: spread each budget evenly (one start
+        per ``period / allowed``) and start as if a request had just been made — for a worker
+        that takes over from another of the account's workers (an Azure activity of the next
+        step): then the account's workers together never exceed a budget in any window, across
+        step boundaries too, because at every instant their paces add up to at most the
+        budget."""
         if not 0.0 < share <= 1.0:
             raise ValueError("share must be within (0, 1]")
+        if rate_share is not None and not 0.0 < rate_share <= 1.0:
+            raise ValueError("rate_share must be within (0, 1]")
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         if allowance is None:
@@ -197,17 +212,18 @@ class RateLimiter:
         self._ledger = ledger
         self._blocked_until = float("-inf")
 
-        def window(budget: Budget, name: str) -> SlidingWindow:
+        def window(budget: Budget, name: str, part: float = share) -> SlidingWindow:
             return SlidingWindow(
                 budget,
-                share=share,
+                share=part,
                 time_scale=time_scale,
                 slack=slack,
                 allowance=allowance,
                 name=name,
+                paced=paced,
             )
 
-        self._account = window(account, "account")
+        self._account = window(account, "account", share if rate_share is None else rate_share)
         multi, single = window(bulk_multi, "bulk_multi"), window(bulk_single, "bulk_single")
         self._windows = (self._account, multi, single)
         self._by_kind = {
@@ -216,6 +232,10 @@ class RateLimiter:
             RequestKind.BULK_SINGLE: (self._account, single),
         }
         self._longest = max(w.period for w in self._windows)
+        if paced:
+            now = self._clock()
+            for w in self._windows:
+                w.record(now)
 
     def reserve(self, kind: RequestKind = RequestKind.OTHER) -> float:
         """Reserve the earliest allowed start for a request of ``kind``; returns that time

@@ -26,12 +26,17 @@ from exporter.storage.records import (
 
 
 def confirm_chunk(
-    ctx: RunContext, req: RunRequest, chunk: str, *, share: float = 1.0
+    ctx: RunContext,
+    req: RunRequest,
+    chunk: str,
+    *,
+    share: float = 1.0,
+    rate_share: float | None = None,
 ) -> ChunkSummary:
     """Poll import/info until every batch of the chunk is final (resubmitting failed or
     interrupted batches once). Idempotent like :meth:`push_chunk`."""
     return ctx.in_session(
-        req, chunk, share, partial(_confirmed_summary, ctx), partial(confirm, ctx)
+        req, chunk, share, partial(_confirmed_summary, ctx), partial(confirm, ctx), rate_share
     )
 
 

@@ -91,13 +91,30 @@ class RunContext:
         check_hostname(connection.hostname, self.host_policy)
         return export, connection
 
-    def default_client(self, connection: Connection, api_key: str, share: float = 1.0) -> Any:
+    def default_client(
+        self,
+        connection: Connection,
+        api_key: str,
+        share: float = 1.0,
+        rate_share: float | None = None,
+    ) -> Any:
         """The real client: the connection's host, a limiter with ``share`` of the account
-        budget (or the whole account's, shared through its ledger), and waits scaled by
-        ``time_scale``."""
+        budget (``rate_share`` of its per-second part, when different; or the whole account's,
+        shared through its ledger), and waits scaled by ``time_scale``."""
         ts = self.time_scale
         ledger = self.ledger_for(connection.hostname) if self.ledger_for else None
-        limiter = RateLimiter(share=1.0 if ledger else share, time_scale=ts, ledger=ledger)
+        limiter = (
+            RateLimiter(time_scale=ts, ledger=ledger)
+            if ledger
+            else RateLimiter(
+                share=share,
+                rate_share=rate_share,
+                time_scale=ts,
+                # An Azure worker (given its own per-second share) follows others of the
+                # account's workers: paced and warm, so steps never overlap into a burst.
+                paced=rate_share is not None,
+            )
+        )
         return ActiveCampaignClient(
             base_url(connection.hostname),
             api_key,
@@ -105,11 +122,17 @@ class RunContext:
             retry=RetryPolicy(initial_backoff=1.0 / ts, max_backoff=30.0 / ts, deadline=600.0 / ts),
         )
 
-    def session(self, export: Export, connection: Connection, share: float) -> ApiSession:
+    def session(
+        self,
+        export: Export,
+        connection: Connection,
+        share: float,
+        rate_share: float | None = None,
+    ) -> ApiSession:
         def build(conn: Connection, key: str) -> ActiveCampaignClient:
             if self.client_factory is not None:
                 return self.client_factory(conn, key)
-            client: ActiveCampaignClient = self.default_client(conn, key, share)
+            client: ActiveCampaignClient = self.default_client(conn, key, share, rate_share)
             return client
 
         return ApiSession(export, connection, self.secrets, build, self.poll)
@@ -126,6 +149,7 @@ class RunContext:
         share: float,
         done: Callable[[RunRequest, str], ChunkSummary | None],
         work: Callable[[RunRequest, str, ApiSession], ChunkSummary],
+        rate_share: float | None = None,
     ) -> ChunkSummary:
         """A phase's record if it exists (no session, no key read), else the work in a session
         holding ``share`` of the account's budget."""
@@ -133,7 +157,7 @@ class RunContext:
         if summary is not None:
             return summary
         export, connection = self.export_config(req.export)
-        session = self.session(export, connection, share)
+        session = self.session(export, connection, share, rate_share)
         try:
             return work(req, chunk, session)
         finally:

@@ -94,17 +94,23 @@ class Engine(RunContext):
         """:func:`exporter.run.prepare.prepare`."""
         return prepare.prepare(self, req, progress=progress, raise_guard=raise_guard)
 
-    def read_list_members(self, req: RunRequest, *, share: float = 1.0) -> int:
+    def read_list_members(
+        self, req: RunRequest, *, share: float = 1.0, rate_share: float | None = None
+    ) -> int:
         """:func:`exporter.run.members.read_before_sending`."""
-        return members.read_before_sending(self, req, share=share)
+        return members.read_before_sending(self, req, share=share, rate_share=rate_share)
 
-    def push_chunk(self, req: RunRequest, chunk: str, *, share: float = 1.0) -> ChunkSummary:
+    def push_chunk(
+        self, req: RunRequest, chunk: str, *, share: float = 1.0, rate_share: float | None = None
+    ) -> ChunkSummary:
         """:func:`exporter.run.push.push_chunk`."""
-        return push.push_chunk(self, req, chunk, share=share)
+        return push.push_chunk(self, req, chunk, share=share, rate_share=rate_share)
 
-    def confirm_chunk(self, req: RunRequest, chunk: str, *, share: float = 1.0) -> ChunkSummary:
+    def confirm_chunk(
+        self, req: RunRequest, chunk: str, *, share: float = 1.0, rate_share: float | None = None
+    ) -> ChunkSummary:
         """:func:`exporter.run.confirm.confirm_chunk`."""
-        return confirm.confirm_chunk(self, req, chunk, share=share)
+        return confirm.confirm_chunk(self, req, chunk, share=share, rate_share=rate_share)
 
     def finalize(
         self, req: RunRequest, *, cancelled: bool = False, error: str | None = None

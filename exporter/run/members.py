@@ -123,7 +123,12 @@ def refresh(
 
 
 def read_before_sending(
-    ctx: RunContext, req: RunRequest, session: ApiSession | None = None, *, share: float = 1.0
+    ctx: RunContext,
+    req: RunRequest,
+    session: ApiSession | None = None,
+    *,
+    share: float = 1.0,
+    rate_share: float | None = None,
 ) -> int:
     """Refresh the export's record of pre-existing members once for this run (a marker in the
     run's folder makes a retry or replay a no-op); returns how many are recorded. ``session``:
@@ -137,7 +142,7 @@ def read_before_sending(
         return 0
     state, _etag = state_mod.load(ctx.store, export.name)
     own = session is None
-    active = ctx.session(export, connection, share) if session is None else session
+    active = ctx.session(export, connection, share, rate_share) if session is None else session
     try:
         merged = refresh(ctx.store, export.name, export.list_id, state, active)
     finally:

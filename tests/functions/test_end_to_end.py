@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import azure.functions as func
 import pytest
@@ -21,7 +19,8 @@ from exporter.adapters.blob_store import BlobStore
 from sandbox import Sandbox, SandboxConfig
 from tests.azure.support import fresh_blob_store
 from tests.functions.app_functions import user_function
-from tests.functions.durable_host import DurableHost, Pending
+from tests.functions.durable_driver import Driver
+from tests.functions.durable_host import DurableHost
 from tests.functions.fake_durable import (
     API_KEY,
     FakeDurableClient,
@@ -51,21 +50,6 @@ def sandbox() -> Iterator[Sandbox]:
         yield sb
 
 
-def run_activities(pending: list[Pending]) -> dict[int | str, Any]:
-    """Run a round's activities at once, on threads, as workers would; failures become the
-    exceptions the host would record."""
-
-    def call(p: Pending) -> Any:
-        try:
-            return user_function(p.name)(p.input)
-        except Exception as exc:  # noqa: BLE001 - handed to the orchestration as a failure
-            return Exception(f"Activity function '{p.name}' failed: {exc}")
-
-    with ThreadPoolExecutor(max_workers=max(1, len(pending))) as pool:
-        results = list(pool.map(call, pending))
-    return {p.id: r for p, r in zip(pending, results, strict=True)}
-
-
 def test_a_snapshot_blob_ends_up_on_the_list_with_a_report_in_blob_storage(
     store: BlobStore, sandbox: Sandbox
 ) -> None:
@@ -82,16 +66,9 @@ def test_a_snapshot_blob_ends_up_on_the_list_with_a_report_in_blob_storage(
         assert name == orch.RUN_ORCHESTRATOR
 
         host = DurableHost(user_function(orch.RUN_ORCHESTRATOR), data, instance_id=iid)
-        rounds = []
-        for _ in range(50):
-            replay = host.replay()
-            if replay.done or replay.failed:
-                break
-            pending = replay.pending_activities()
-            rounds.append(sorted(p.name for p in pending))
-            outcomes = run_activities(pending)
-            outcomes.update({p.id: None for p in replay.pending if p.kind == "retry_timer"})
-            host.complete(outcomes)
+        driver = Driver([host])
+        [replay] = driver.run(max_rounds=50)
+        rounds = [names for [names] in driver.rounds if names]
 
     assert replay.failed is None, replay.failed
     assert replay.done

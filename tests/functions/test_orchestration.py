@@ -185,26 +185,35 @@ def in_flight_budget(activities: list[Pending]) -> float:
 
 
 @pytest.mark.parametrize("width", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("workers", [1, 2, 3, 5])
 @pytest.mark.parametrize("n", [0, 1, 4, 5, 9, 23])
-def test_every_step_stays_within_the_account_budget(width: int, n: int) -> None:
-    plan = orch.steps(chunk_paths(n), width)
-    pushed: list[str] = []
-    for push, confirm in plan:
-        assert len(push) <= width and len(confirm) <= width
+def test_every_step_stays_within_its_grant_and_every_chunk_is_confirmed(
+    width: int, workers: int, n: int
+) -> None:
+    to_push, to_confirm, pushed, confirmed = chunk_paths(n), [], [], []
+    while to_push or to_confirm:
+        push, confirm = orch.plan_step(to_push, to_confirm, workers, width)
+        assert push or confirm, "every step makes progress"
+        assert len(push) + len(confirm) <= workers and len(push) <= width
         assert set(confirm) <= set(pushed), "a chunk is confirmed only after its push"
-        push_share, confirm_share = orch.shares(width, len(push), len(confirm))
-        assert len(push) * push_share + len(confirm) * confirm_share <= 1.0 + 1e-9
+        push_share, confirm_share = orch.shares(0.5, len(push), len(confirm))
+        assert len(push) * push_share + len(confirm) * confirm_share <= 0.5 + 1e-9
+        to_push, to_confirm = to_push[len(push) :], to_confirm[len(confirm) :] + push
         pushed += push
-    assert pushed == chunk_paths(n)
-    assert [c for _, confirm in plan for c in confirm] == chunk_paths(n)
+        confirmed += confirm
+    assert pushed == confirmed == chunk_paths(n)
 
 
-def test_a_slot_is_split_three_to_one_while_pushing_and_confirming() -> None:
-    assert orch.shares(4, 4, 4) == (0.1875, 0.0625)
-    assert orch.shares(4, 4, 0) == (0.25, 0.25)
-    assert orch.shares(4, 0, 3) == (0.25, 0.25)
+def test_pushes_share_most_of_the_bulk_budget_and_confirms_the_rest() -> None:
+    assert orch.plan_step(chunk_paths(9), chunk_paths(4), 5, 4) == (
+        chunk_paths(3),
+        chunk_paths(2),
+    )
+    assert orch.shares(1.0, 3, 2) == pytest.approx((0.3, 0.05))
+    assert orch.shares(1.0, 4, 0) == (0.25, 0.0)
+    assert orch.shares(0.5, 0, 5) == (0.0, 0.1)
     with pytest.raises(ValueError):
-        orch.shares(2, 3, 0)
+        orch.plan_step(chunk_paths(1), [], 0, 4)
 
 
 def test_the_wave_width_is_clamped_to_what_the_per_second_budget_allows() -> None:
@@ -248,7 +257,7 @@ def test_after_prepare_a_wave_of_width_pushes_with_a_full_slot_each() -> None:
     pushes = replay.pending_activities()
     assert [p.name for p in pushes] == [orch.PUSH_ACTIVITY] * 4
     assert [p.input for p in pushes] == [
-        {"request": request(), "chunk": c, "share": 0.25} for c in chunk_paths(4)
+        {"request": request(), "chunk": c, "share": 0.25, "rate_share": 0.2} for c in chunk_paths(4)
     ]
     assert replay.custom_status["phase"] == "sending"
     assert replay.custom_status["chunks"] == 10
@@ -270,17 +279,20 @@ def test_waves_pipeline_push_and_confirm_within_the_budget() -> None:
         ([], []),  # prepare
         ([], []),  # the list's pre-existing members
         (["00000", "00001", "00002", "00003"], []),
-        (["00004", "00005", "00006", "00007"], ["00000", "00001", "00002", "00003"]),
-        (["00008", "00009"], ["00004", "00005", "00006", "00007"]),
-        ([], ["00008", "00009"]),
+        (["00004", "00005", "00006"], ["00000", "00001"]),
+        (["00007", "00008", "00009"], ["00002", "00003"]),
+        ([], ["00004", "00005", "00006", "00007", "00008"]),
+        ([], ["00009"]),
         ([], []),  # finalize
     ]
     for r in rounds:
-        assert sum(p.name == orch.PUSH_ACTIVITY for p in r) <= 4
+        assert sum(p.name in (orch.PUSH_ACTIVITY, orch.CONFIRM_ACTIVITY) for p in r) <= 5
         assert in_flight_budget(r) <= 1.0 + 1e-9
     mixed = rounds[3]
-    assert {p.input["share"] for p in mixed if p.name == orch.PUSH_ACTIVITY} == {0.1875}
-    assert {p.input["share"] for p in mixed if p.name == orch.CONFIRM_ACTIVITY} == {0.0625}
+    assert {p.input["share"] for p in mixed if p.name == orch.PUSH_ACTIVITY} == {0.3}
+    assert {p.input["share"] for p in mixed if p.name == orch.CONFIRM_ACTIVITY} == {0.05}
+    sending = [p for r in rounds for p in r if p.name != orch.FINALIZE_ACTIVITY]
+    assert {p.input.get("rate_share") for p in sending if "chunk" in p.input} == {0.2}
     assert respond.payloads(orch.FINALIZE_ACTIVITY) == [
         {"request": request(), "cancelled": False, "error": None}
     ]
@@ -505,7 +517,7 @@ def test_a_run_asks_its_accounts_entity_at_every_step_and_leaves_at_the_end() ->
     assert len(acks) == 1 + 3, "once before reading the list, then one per step"
     assert {(n, k) for n, k, _ in entities.operations} == {(orch.BUDGET_ENTITY, ACCOUNT)}
     assert entities.operations[-1][2] == "leave"
-    assert entities.state(orch.BUDGET_ENTITY, ACCOUNT) == {"members": {}}
+    assert entities.state(orch.BUDGET_ENTITY, ACCOUNT) == {"members": []}
     assert respond.payloads(orch.MEMBERS_ACTIVITY)[0]["share"] == 1.0
 
 
@@ -552,6 +564,8 @@ def test_runs_on_one_account_share_it_and_together_never_exceed_its_budget() -> 
                     in_flight.append(p)
                     outcomes[p.id] = responders[i](p)
         assert in_flight_budget(in_flight) <= 1.0 + 1e-9, in_flight
+        sending = [p for p in in_flight if p.name in (orch.PUSH_ACTIVITY, orch.CONFIRM_ACTIVITY)]
+        assert len(sending) <= 5, "one request a second each: 5 workers at most"
         for host, outcomes in zip(hosts, round_outcomes, strict=True):
             if outcomes:
                 host.complete(outcomes)
@@ -561,4 +575,4 @@ def test_runs_on_one_account_share_it_and_together_never_exceed_its_budget() -> 
         pushed = {p["chunk"] for p in responder.payloads(orch.PUSH_ACTIVITY)}
         assert pushed == set(chunk_paths(n))
     assert waited > 0, "a run arriving while others send waited for room"
-    assert entities.state(orch.BUDGET_ENTITY, ACCOUNT) == {"members": {}}
+    assert entities.state(orch.BUDGET_ENTITY, ACCOUNT) == {"members": []}

@@ -37,7 +37,6 @@ import logging
 import re
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -60,6 +59,7 @@ from exporter.run.engine import Engine
 from exporter.storage.store import LocalStore
 from sandbox import Faults, Field, Sandbox, SandboxConfig
 from tests.functions.app_functions import user_function
+from tests.functions.durable_driver import Driver
 from tests.functions.durable_host import DurableHost, Pending
 from tests.functions.fake_durable import FakeDurableClient, make_runtime, seed
 
@@ -495,17 +495,7 @@ def run_orchestration(data: dict[str, Any], iid: str, seen: Seen) -> Any:
             return Exception(f"Activity function '{p.name}' failed: {exc}")
 
     host = DurableHost(user_function(orch.RUN_ORCHESTRATOR), data, instance_id=iid)
-    replay = host.replay()
-    for _ in range(60):
-        if replay.done or replay.failed:
-            break
-        pending = replay.pending_activities()
-        with ThreadPoolExecutor(max_workers=max(1, len(pending))) as pool:
-            results = list(pool.map(call, pending))
-        outcomes: dict[int | str, Any] = {p.id: r for p, r in zip(pending, results, strict=True)}
-        outcomes.update({p.id: None for p in replay.pending if p.kind == "retry_timer"})
-        host.complete(outcomes)
-        replay = host.replay()
+    [replay] = Driver([host], activity=call).run(max_rounds=200)
     seen.add("orchestration history", host.context_json())
     seen.add("orchestration custom status", json.dumps(replay.custom_status, default=str))
     seen.add("orchestration output", json.dumps(replay.output, default=str))
