@@ -49,19 +49,14 @@ SANDBOX_FIELDS = ("1:City", "2:Birthday:date", "3:Tier:dropdown")
 class SandboxProcess:
     """``python -m sandbox`` with ActiveCampaign's real budgets at ``time_scale``."""
 
-    def __init__(self, time_scale: float, *, limits: bool = True) -> None:
+    def __init__(
+        self, time_scale: float, *, limits: bool = True, lists: Sequence[str] = (LIST_ID,)
+    ) -> None:
         self.time_scale = time_scale
-        args = [
-            sys.executable,
-            "-m",
-            "sandbox",
-            "--api-key",
-            API_KEY,
-            "--list",
-            f"{LIST_ID}:Bench",
-            "--time-scale",
-            repr(time_scale),
-        ]
+        args = [sys.executable, "-m", "sandbox", "--api-key", API_KEY]
+        for list_id in lists:
+            args += ["--list", f"{list_id}:Bench {list_id}"]
+        args += ["--time-scale", repr(time_scale)]
         for spec in SANDBOX_FIELDS:
             args += ["--field", spec]
         if not limits:

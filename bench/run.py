@@ -34,8 +34,9 @@ from bench.scenarios import (
     PushScenario,
     Settings,
 )
+from bench.shared_account import SharedAccountScenario
 
-SCENARIOS = ("prepare", "push", "baseline")
+SCENARIOS = ("prepare", "push", "baseline", "shared_account")
 NOTES_MARKER = "<!-- notes: everything below this line is kept when the file is rewritten -->"
 
 
@@ -93,9 +94,15 @@ def run(args: argparse.Namespace) -> list[Outcome]:
         prepare = PrepareScenario(dataset, s) if "prepare" in chosen else None
         push = PushScenario(dataset, s) if "push" in chosen else None
         baseline = BaselineScenario(s) if "baseline" in chosen else None
+        shared = SharedAccountScenario(s) if "shared_account" in chosen else None
         results: dict[str, list[Figures]] = {name: [] for name in chosen}
         for i in range(args.runs):
-            for name, scenario in (("prepare", prepare), ("push", push), ("baseline", baseline)):
+            for name, scenario in (
+                ("prepare", prepare),
+                ("push", push),
+                ("baseline", baseline),
+                ("shared_account", shared),
+            ):
                 if scenario is None:
                     continue
                 t = time.monotonic()
@@ -116,6 +123,10 @@ def run(args: argparse.Namespace) -> list[Outcome]:
     if push is not None:
         outcomes.append(Outcome("push", results["push"], PushScenario.goals))
         outcomes.append(Outcome("refresh", push.refresh_runs, PushScenario.refresh_goals))
+    if shared is not None:
+        outcomes.append(
+            Outcome("shared_account", results["shared_account"], SharedAccountScenario.goals)
+        )
     for o in outcomes:
         o.settle()
     if baseline is not None:

@@ -60,6 +60,7 @@ class Meter:
     def __init__(self, config: SandboxConfig) -> None:
         self.lock = threading.Lock()
         scale = config.time_scale
+        self._time_scale = scale
         self.limits = config.limits
         self.rate_limit = config.rate_per_second
         self.multi_limit = config.bulk_multi_per_minute
@@ -83,6 +84,9 @@ class Meter:
         self.largest_body = 0
         self.peak_second = 0
         self.peak_minute = 0
+        self.bulk_accepted = 0
+        self.first_bulk: float | None = None
+        self.last_bulk: float | None = None
 
     def reset(self) -> None:
         """Forget the statistics (budgets keep their windows: they are the account's state)."""
@@ -164,6 +168,10 @@ class Meter:
                 self.throttled_by["bulk_single" if single else "bulk_multi"] += 1
                 return False
             window.times.append(now)
+            if not single:
+                self.bulk_accepted += 1
+                self.first_bulk = now if self.first_bulk is None else self.first_bulk
+                self.last_bulk = now
             return True
 
     def count_injected(self, kind: str, n: int = 1) -> None:
@@ -200,6 +208,12 @@ class Meter:
                 "largest_request_bytes": self.largest_body,
                 "peak_requests_per_second": float(self.peak_second),
                 "bulk_requests_per_minute_peak": float(self.peak_minute),
+                "bulk_accepted": self.bulk_accepted,
+                "bulk_span_seconds": (
+                    (self.last_bulk - self.first_bulk) * self._time_scale
+                    if self.first_bulk is not None and self.last_bulk is not None
+                    else 0.0
+                ),
             }
 
     def rng_bytes(self) -> bytes:

@@ -43,6 +43,20 @@ class Book:
     """No request of the account may start before this (wall clock): the server's last wait."""
 
 
+class BlockNote(Protocol):
+    """Where an account's "no request before" time is shared by workers that pace themselves
+    (Azure activities on any instance): read before every request, raised on a throttle.
+    Times are on the wall clock, in seconds."""
+
+    def until(self) -> float:
+        """No request of the account may start before this (0: no wait)."""
+        ...
+
+    def hold_until(self, until: float) -> None:
+        """Make every worker of the account wait until ``until`` (never lowers it)."""
+        ...
+
+
 class BudgetLedger(Protocol):
     """Where an account's reservations live while a limiter holds its lock."""
 

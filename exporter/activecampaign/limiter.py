@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from exporter.activecampaign.ledger import Book, BudgetLedger
+from exporter.activecampaign.ledger import BlockNote, Book, BudgetLedger
 
 
 def default_allowance(time_scale: float, *, shared: bool = False) -> float:
@@ -180,6 +180,7 @@ class RateLimiter:
         bulk_single: Budget = BULK_SINGLE_BUDGET,
         ledger: BudgetLedger | None = None,
         paced: bool = False,
+        block_note: BlockNote | None = None,
     ) -> None:
         """``clock`` defaults to the monotonic clock, or the wall clock with a ``ledger``
         (shared by processes). ``rate_share``: this limiter's share of the per-second budget,
@@ -189,7 +190,9 @@ class RateLimiter:
         that takes over from another of the account's workers (an Azure activity of the next
         step): then the account's workers together never exceed a budget in any window, across
         step boundaries too, because at every instant their paces add up to at most the
-        budget."""
+        budget. ``block_note``: where a server's wait is shared with the account's other
+        workers (read before every reservation, raised by :meth:`block_until`); the clock is
+        then the wall clock."""
         if not 0.0 < share <= 1.0:
             raise ValueError("share must be within (0, 1]")
         if rate_share is not None and not 0.0 < rate_share <= 1.0:
@@ -206,7 +209,9 @@ class RateLimiter:
         """Seconds a start may lag its reservation before the slot is given back."""
         self.rereserved = 0
         """How many late starts gave their slot back and reserved again."""
-        self._clock = clock or (time.time if ledger is not None else time.monotonic)
+        shared_clock = ledger is not None or block_note is not None
+        self._clock = clock or (time.time if shared_clock else time.monotonic)
+        self._block_note = block_note
         self._sleep = sleep
         self._lock = threading.Lock()
         self._ledger = ledger
@@ -246,6 +251,8 @@ class RateLimiter:
             for w in windows:
                 w.prune(now)
             earliest = max(now, self._blocked_until, book.blocked_until if book else now)
+            if self._block_note is not None:
+                earliest = max(earliest, self._block_note.until())
             options = sorted(
                 {earliest, *(c for w in windows for c in w.candidates() if c > earliest)}
             )
@@ -275,6 +282,8 @@ class RateLimiter:
             self._blocked_until = max(self._blocked_until, until)
             if book is not None:
                 book.blocked_until = max(book.blocked_until, until)
+        if self._block_note is not None:
+            self._block_note.hold_until(until)
 
     def clock(self) -> float:
         """The limiter's clock (the wall clock when shared through a ledger)."""

@@ -25,6 +25,7 @@ from exporter.planning.chunks import decode_batch_line
 from exporter.planning.contacts import Batch
 from exporter.run.records import ChunkSummary, RunRequest
 from exporter.settings import HostPolicy
+from exporter.storage.block_note import StoreBlockNote
 from exporter.storage.store import Store
 
 
@@ -111,8 +112,14 @@ class RunContext:
                 rate_share=rate_share,
                 time_scale=ts,
                 # An Azure worker (given its own per-second share) follows others of the
-                # account's workers: paced and warm, so steps never overlap into a burst.
+                # account's workers: paced and warm, so steps never overlap into a burst; a
+                # server's wait is shared with all of them through the store.
                 paced=rate_share is not None,
+                block_note=(
+                    StoreBlockNote(self.store, connection.hostname)
+                    if rate_share is not None
+                    else None
+                ),
             )
         )
         return ActiveCampaignClient(
