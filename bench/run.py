@@ -61,7 +61,13 @@ class Outcome:
 
 def settings_for(args: argparse.Namespace, work: Path) -> Settings:
     if args.smoke:
-        s = Settings(rows=5_000, time_scale=20.0, baseline_contacts=50, work=work)
+        s = Settings(
+            rows=5_000,
+            time_scale=20.0,
+            baseline_contacts=50,
+            shared_time_scale=20.0,
+            work=work,
+        )
     else:
         s = Settings(work=work)
     if args.rows:
@@ -179,7 +185,8 @@ def report(
         f"- push and refresh: sandbox `--time-scale {s.time_scale:g}` in its own process, "
         f"client limiter at the same scale (allowance "
         f"{'default' if s.allowance is None else f'{s.allowance:g} s'}); "
-        f"baseline at `--time-scale {s.baseline_time_scale:g}`; times marked *sandbox* are "
+        f"baseline at `--time-scale {s.baseline_time_scale:g}`; shared account at "
+        f"`--time-scale {s.shared_time_scale:g}`; times marked *sandbox* are "
         "times at ActiveCampaign's real limits",
         "",
         "## Goals",

@@ -56,17 +56,18 @@ class SharedAccountScenario:
         snapshots = {
             name: synthetic.write_csv(work / f"{name}.csv", n) for name, n in counts.items()
         }
-        with harness.SandboxProcess(s.time_scale, lists=("1", "2", "3")) as sandbox:
+        ts = s.shared_time_scale
+        with harness.SandboxProcess(ts, lists=("1", "2", "3")) as sandbox:
             home = work / "home"
             store = harness.configure_store(home, sandbox.hostname)
             _add_exports(ConfigRepository(store))
-            reports = _run_together(home, snapshots, s.time_scale)
+            reports = _run_together(home, snapshots, ts)
             stats = sandbox.stats()
         shutil.rmtree(work, ignore_errors=True)
         span = float(stats["bulk_span_seconds"])
         accepted = int(stats["bulk_accepted"])
         small = reports["small"]
-        took = _seconds(small["started_at"], small["finished_at"]) * s.time_scale / 60.0
+        took = _seconds(small["started_at"], small["finished_at"]) * ts / 60.0
         return {
             "throttled": float(stats["throttled"]),
             "bulk_accepted": float(accepted),

@@ -43,7 +43,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> Smoke:
 
 def test_every_scenario_reports_its_figures(smoke: Smoke) -> None:
     figures, _ = smoke
-    assert set(figures) == {"prepare", "push", "refresh", "baseline"}
+    assert set(figures) == {"prepare", "push", "refresh", "baseline", "shared_account"}
     for name, data in figures.items():
         assert len(data["runs"]) == 1, name
         assert data["medians"], name
@@ -72,6 +72,17 @@ def test_push_figures_are_sane(smoke: Smoke) -> None:
     assert 0 < m["wire_efficiency_pct"] <= 100
     assert m["push_confirm_sandbox_min"] > 0
     assert m["throttled"] >= 0
+
+
+def test_shared_account_figures_are_sane(smoke: Smoke) -> None:
+    """Three exports (1,000, 100 and 10 contacts) at once on one account: every figure is
+    there and consistent (the efficiency goal itself is for the full size)."""
+    m = smoke[0]["shared_account"]["medians"]
+    assert m["completed"] == 1 and m["throttled"] == 0
+    assert m["bulk_accepted"] == 4 + 1 + 1  # ~993, ~99 and ~10 valid contacts
+    assert m["peak_requests_per_second"] <= 5 and m["bulk_requests_per_minute_peak"] <= 100
+    assert 0 < m["small_done_sandbox_min"] < 5
+    assert 0 < m["combined_wire_efficiency_pct"] <= 100
 
 
 def test_refresh_and_baseline_figures_are_sane(smoke: Smoke) -> None:
