@@ -535,8 +535,9 @@ def test_runs_on_one_account_share_it_and_together_never_exceed_its_budget() -> 
     ]
     delivered = [0, 0, 0]
     finished: dict[int, Replay] = {}
+    finished_at: dict[int, int] = {}
     waited = 0
-    for _ in range(400):
+    for round_no in range(400):
         if len(finished) == len(hosts):
             break
         round_outcomes: list[dict[int | str, Any]] = []
@@ -552,6 +553,7 @@ def test_runs_on_one_account_share_it_and_together_never_exceed_its_budget() -> 
             delivered[i] = len(replay.signals)
             if replay.done or replay.failed:
                 finished[i] = replay
+                finished_at[i] = round_no
                 continue
             for p in replay.pending:
                 if p.kind == "entity":
@@ -575,4 +577,5 @@ def test_runs_on_one_account_share_it_and_together_never_exceed_its_budget() -> 
         pushed = {p["chunk"] for p in responder.payloads(orch.PUSH_ACTIVITY)}
         assert pushed == set(chunk_paths(n))
     assert waited > 0, "a run arriving while others send waited for room"
+    assert finished_at[2] < finished_at[1] < finished_at[0], "the small runs interleave"
     assert entities.state(orch.BUDGET_ENTITY, ACCOUNT) == {"members": []}
