@@ -427,6 +427,7 @@ def export_run(context: Any) -> Orchestration:
                 {"request": run.request, "share": grant.bulk, "rate_share": RATE_SHARE},
             )
             cancelled = yield from _send(context, run, chunks, cancel, progress)
+            yield _call(context, MEMBERS_ACTIVITY, {"request": run.request, "after_send": True})
         except Exception as exc:  # noqa: BLE001 - as above
             error = failure_text(exc)
         _leave_account(context, run)
@@ -491,6 +492,8 @@ def prepare_run(payload: dict[str, Any]) -> dict[str, Any]:
 def read_list_members(payload: dict[str, Any]) -> dict[str, Any]:
     """Record the list's members this export did not subscribe (once per run)."""
     engine = get_runtime().engine
+    if payload.get("after_send"):  # move the mark past the contacts the run created
+        return {"mark": engine.mark_list_sent(_request(payload))}
     count = engine.read_list_members(
         _request(payload), share=_share(payload), rate_share=_rate_share(payload)
     )

@@ -343,6 +343,17 @@ class ActiveCampaignClient:
                 return
             last_id = max(ids)
 
+    def newest_contact_id(self) -> int:
+        """The highest contact id in the account (0 when it has none): one request."""
+        page = self._call("GET", "/contacts", params={"orders[id]": "DESC", "limit": "1"})
+        items = page.get("contacts") if isinstance(page, dict) else None
+        if not isinstance(items, list) or not items or not isinstance(items[0], dict):
+            return 0
+        try:
+            return int(items[0].get("id", 0))
+        except (TypeError, ValueError):
+            return 0
+
     def contact_sync(
         self,
         email: str,

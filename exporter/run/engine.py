@@ -100,6 +100,10 @@ class Engine(RunContext):
         """:func:`exporter.run.members.read_before_sending`."""
         return members.read_before_sending(self, req, share=share, rate_share=rate_share)
 
+    def mark_list_sent(self, req: RunRequest) -> int:
+        """:func:`exporter.run.members.mark_sent`."""
+        return members.mark_sent(self, req)
+
     def push_chunk(
         self, req: RunRequest, chunk: str, *, share: float = 1.0, rate_share: float | None = None
     ) -> ChunkSummary:

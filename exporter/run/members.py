@@ -10,14 +10,15 @@ Cost, in requests to ActiveCampaign (100 contacts per request, walked by ascendi
 
 * an export's **first run** reads the whole list: ``ceil(members / 100)`` requests (an empty
   list: one request);
-* **every later run** reads only contacts created since the last read (ids above the highest
-  seen): ``ceil(new members / 100)``, typically one or two requests. That includes the
-  contacts this export created itself, which are recognised as its own and not recorded.
+* **every later run** reads only contacts created since the last run (ids above the highest
+  seen): ``ceil(new members / 100)``, typically one or two requests;
+* and **after sending**, one request (the account's newest contact id) moves the mark past the
+  contacts the run itself created, so the next run does not read them back (:func:`mark_sent`).
 
 What it does not see (docs/guarantees.md): a contact that already existed in the account when
-the list was last read, joined the list by another route afterwards, and then entered the
-segment, is treated as the export's own. Seeing that would take reading the whole list every
-run, or one request per new contact.
+the list was last read — or was created by another route while the run was sending — joined the
+list by another route, and then entered the segment, is treated as the export's own. Seeing
+that would take reading the whole list every run, or one request per new contact.
 
 The read happens once per run, before its first bulk import (:func:`read_before_sending`, which
 both hosts call: the command line before its first push, the orchestration as an activity
@@ -153,6 +154,27 @@ def read_before_sending(
     if record is not None:
         write_record(ctx.store, marker, record)
     return len(merged)
+
+
+def mark_sent(ctx: RunContext, req: RunRequest, session: ApiSession | None = None) -> int:
+    """After the run sent: move the export's mark to the account's newest contact id, so the
+    next run's read skips the contacts this run created. One request; returns the mark."""
+    export, connection = ctx.export_config(req.export)
+    record = read_record(ctx.store, record_path(export.name), ListMembersRecord)
+    if export.leaver_policy != "unsubscribe" or record is None:
+        return 0
+    own = session is None
+    active = ctx.session(export, connection, 1.0) if session is None else session
+    try:
+        newest = int(active.call_client(lambda client: client.newest_contact_id()))
+    finally:
+        if own:
+            active.close()
+    if newest > record.max_id:
+        write_record(
+            ctx.store, record_path(export.name), record.model_copy(update={"max_id": newest})
+        )
+    return max(newest, record.max_id)
 
 
 def _email_and_id(contact: dict[str, Any]) -> tuple[str, int]:

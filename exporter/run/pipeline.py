@@ -47,7 +47,10 @@ def run(ctx: RunContext, req: RunRequest, *, progress: ProgressCallback | None =
         finalize(ctx, req, error=str(exc))
         raise
     try:
-        error = _read_members(ctx, req, session) or _pipeline(ctx, req, prep, session, emit)
+        error = _read_members(ctx, req, session)
+        if error is None:
+            error = _pipeline(ctx, req, prep, session, emit)
+            _mark_sent(ctx, req, session)
     finally:
         session.close()
     emit(ProgressEvent("finalize", 0, 1, "finalizing"))
@@ -63,6 +66,15 @@ def _read_members(ctx: RunContext, req: RunRequest, session: ApiSession) -> str 
         logger.error("run %s of export %s stopped: %s", req.run_id, req.export, exc)
         return str(exc)
     return None
+
+
+def _mark_sent(ctx: RunContext, req: RunRequest, session: ApiSession) -> None:
+    """Move the list-members mark past what this run created (a failure only costs the next
+    run a longer read)."""
+    try:
+        members.mark_sent(ctx, req, session)
+    except ApiError as exc:
+        logger.warning("run %s: the list's mark was not moved: %s", req.run_id, exc)
 
 
 def _pipeline(

@@ -78,6 +78,7 @@ def test_a_snapshot_blob_ends_up_on_the_list_with_a_report_in_blob_storage(
         ["push_chunk", "push_chunk"],
         ["confirm_chunk", "confirm_chunk", "push_chunk"],
         ["confirm_chunk"],
+        ["read_list_members"],
         ["finalize_run"],
     ]
     run_id = data["request"]["run_id"]

@@ -14,6 +14,7 @@ from exporter.run.engine import Engine, RunOptions, RunRequest
 from exporter.settings import HostPolicy
 from exporter.storage.runs import LOCAL
 from exporter.storage.store import LocalStore
+from sandbox import Field, SandboxConfig
 
 KEY = "engine-test-key-0123456789"
 KEY_VAR = "AC_TEST_KEY"
@@ -125,3 +126,14 @@ def contact_row(i: int, *, city: str = "Berlin", email: str | None = None) -> li
         "1980-01-02",
         "Gold",
     ]
+
+
+def sandbox_config(time_scale: float, *, seed: int = 1) -> SandboxConfig:
+    """The sandbox these tests' export talks to: its list and the three custom fields."""
+    return SandboxConfig(
+        api_key=KEY,
+        lists={LIST: "Newsletter"},
+        fields=[Field("1", "City"), Field("2", "Birthday", "date"), Field("3", "Tier", "dropdown")],
+        time_scale=time_scale,
+        seed=seed,
+    )

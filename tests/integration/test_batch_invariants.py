@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from exporter.activecampaign.transport import Response
 from exporter.run.engine import RunRequest
-from sandbox import Faults, Field, Sandbox, SandboxConfig
-from tests.integration.support import KEY, LIST, World, contact_row
+from sandbox import Faults, Sandbox
+from tests.integration.support import LIST, World, contact_row, sandbox_config
 from tests.integration.test_batch_accounting import SCALE, Killed, Tap, _join_list_elsewhere, _world
 
 
@@ -114,13 +114,7 @@ def _first_run(world: World, tap: CountingTap, sb: Sandbox, req: RunRequest, sto
 def test_whatever_stopped_a_run_the_follow_up_ends_right(
     contacts: int, pre_existing: int, outsiders: int, stop: Stop, leaving: int, opting_out: int
 ) -> None:
-    config = SandboxConfig(
-        api_key=KEY,
-        lists={LIST: "Newsletter"},
-        fields=[Field("1", "City"), Field("2", "Birthday", "date"), Field("3", "Tier", "dropdown")],
-        time_scale=SCALE,
-        seed=2,
-    )
+    config = sandbox_config(SCALE, seed=2)
     with tempfile.TemporaryDirectory() as tmp, Sandbox(config) as sb:
         before = {f"person{i}@example.com" for i in range(pre_existing)}
         before |= {f"stranger{i}@example.com" for i in range(outsiders)}

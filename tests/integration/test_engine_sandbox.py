@@ -19,8 +19,16 @@ from exporter.management.config import Connection
 from exporter.management.hostnames import base_url
 from exporter.management.secrets import LocalSecretProvider
 from exporter.run.engine import Engine
-from sandbox import Faults, Field, Sandbox, SandboxConfig
-from tests.integration.support import KEY, KEY_VAR, LIST, World, contact_row, make_world
+from sandbox import Faults, Sandbox
+from tests.integration.support import (
+    KEY,
+    KEY_VAR,
+    LIST,
+    World,
+    contact_row,
+    make_world,
+    sandbox_config,
+)
 from tests.openapi_contract import RecordingTransport, validate_request
 
 SCALE = 50.0
@@ -28,13 +36,7 @@ SCALE = 50.0
 
 @pytest.fixture
 def sandbox() -> Iterator[Sandbox]:
-    config = SandboxConfig(
-        api_key=KEY,
-        lists={LIST: "Newsletter"},
-        fields=[Field("1", "City"), Field("2", "Birthday", "date"), Field("3", "Tier", "dropdown")],
-        time_scale=SCALE,
-        seed=1,
-    )
+    config = sandbox_config(SCALE, seed=1)
     with Sandbox(config) as sb:
         yield sb
 
