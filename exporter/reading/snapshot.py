@@ -25,7 +25,8 @@ Decisions (documented here because callers and users meet them):
 * A quote that is never closed, or text after a closing quote, is an ``InputError`` naming the
   row where the record started: a file that cannot be tokenised is not guessed at.
 * A *ragged* row (a different number of values than columns) is not an error here: the reader
-  yields it and :class:`exporter.planning.mapping.Mapper` rejects it (reason ``ragged_row``).
+  yields it and :class:`exporter.planning.mapping.Mapper` pads a short one with empty values
+  and rejects a long one (reason ``ragged_row``).
 * A plain CSV that is completely empty (no header) is an ``InputError``; a header with no rows is
   a valid, empty snapshot. An empty CDM partition is valid (the schema is in ``model.json``).
 * Blank lines are skipped but still counted, so row numbers match a spreadsheet's.
