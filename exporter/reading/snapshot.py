@@ -169,24 +169,17 @@ class _Stream(io.RawIOBase):
         no per-row cost). A record ends at a line break outside quotes (even quote count)."""
         if self._compressed is not None:
             self._check_gzip(limits)
-        quotes = data.count(b'"')
-        odd_end = self._odd ^ bool(quotes & 1)
+        odd_end = self._odd ^ bool(data.count(b'"') & 1)
         eol = b"\n" if b"\n" in data else b"\r"
-        first, last = data.find(eol), data.rfind(eol)
+        first = _first_break(data, eol, self._odd)
         delim = self.delimiter
-        if first >= 0 and not (self._odd ^ bool(data.count(b'"', 0, first) & 1)):
+        if first < 0:  # the whole chunk belongs to the record being read
+            self._run += len(data)
+            self._fields += data.count(delim)
+        else:  # records wholly inside the chunk are shorter than the chunk
             self._check_record(self._run + first, self._fields + data.count(delim, 0, first))
-            self._run, self._fields = 0, 0
-            start = first + 1
-        else:
-            start = 0
-        if last >= start and not (odd_end ^ bool(data.count(b'"', last) & 1)):
-            if start == 0:  # the record that ends here began before this chunk
-                self._check_record(self._run + last, self._fields + data.count(delim, 0, last))
+            last = _last_break(data, eol, odd_end)
             self._run, self._fields = len(data) - last - 1, data.count(delim, last + 1)
-        else:  # the record goes on (or a quoted line break: counted conservatively)
-            self._run += len(data) - start
-            self._fields += data.count(delim, start)
         self._odd = odd_end
         self._check_record(self._run, self._fields)
 
@@ -235,6 +228,32 @@ class _Stream(io.RawIOBase):
         with contextlib.suppress(Exception):
             self._fh.close()
         super().close()
+
+
+def _first_break(data: bytes, eol: bytes, odd: bool) -> int:
+    """Offset of the first line break in ``data`` outside quotes (``odd``: a quote is open at
+    its start), -1 when there is none."""
+    at = data.find(eol)
+    odd ^= bool(data.count(b'"', 0, at) & 1) if at >= 0 else False
+    while at >= 0 and odd:
+        nxt = data.find(eol, at + 1)
+        if nxt < 0:
+            return -1
+        odd ^= bool(data.count(b'"', at, nxt) & 1)
+        at = nxt
+    return at
+
+
+def _last_break(data: bytes, eol: bytes, odd_end: bool) -> int:
+    """Offset of the last line break in ``data`` outside quotes (``odd_end``: a quote is open
+    at its end); only called when :func:`_first_break` found one."""
+    at = data.rfind(eol)
+    odd = odd_end ^ bool(data.count(b'"', at) & 1)
+    while odd:
+        prev = data.rfind(eol, 0, at)
+        odd ^= bool(data.count(b'"', prev, at) & 1)
+        at = prev
+    return at
 
 
 def _open_text(
