@@ -132,6 +132,7 @@ def partition_outside(d: Path) -> Path:
 def partition_is_a_directory(d: Path) -> Path:
     model = _model(d, ["https://acct.blob/x/cdm/dir.csv"])
     (model.parent / "dir.csv").mkdir()
+    (model.parent / "dir.csv" / "inner.csv").write_bytes(b"a@x.io,Ann\n")
     return model
 
 
@@ -146,7 +147,7 @@ CASES: list[tuple[str, Callable[[Path], Path], tuple[str, ...]]] = [
     ("invalid UTF-8 in the header", bad_utf8_header, ("not valid utf-8",)),
     ("10,000 partitions", many_partitions, ("max_partitions",)),
     ("a partition outside the folder", partition_outside, ("leaves the folder",)),
-    ("a partition that is a directory", partition_is_a_directory, ("dir.csv",)),
+    ("a partition that is a directory", partition_is_a_directory, ("is a folder",)),
 ]
 
 

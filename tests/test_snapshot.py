@@ -484,3 +484,19 @@ def test_limits_from_settings() -> None:
     assert (limits.max_record_bytes, limits.max_columns) == (2048, ReadLimits().max_columns)
     with pytest.raises(ConfigError, match="EXPORTER_MAX_PARTITIONS"):
         ReadLimits.from_env({"EXPORTER_MAX_PARTITIONS": "0"})
+
+
+def test_a_partition_that_is_a_folder_is_named_as_such(tmp_path: Path) -> None:
+    model = {
+        "entities": [
+            {
+                "name": "S",
+                "attributes": [{"name": "Email"}],
+                "partitions": [{"location": "https://a.blob/x/seg/part.csv"}],
+            }
+        ]
+    }
+    path = write(tmp_path / "seg" / "model.json", json.dumps(model).encode())
+    (tmp_path / "seg" / "part.csv").mkdir()
+    with pytest.raises(InputError, match="is a folder, not a file"):
+        read_all(path)  # no lister: the partition is opened as named

@@ -141,9 +141,10 @@ def cdm_parts(
             )
         seen.add(path)
         if existing is not None and path not in existing:
+            folder = any(p.startswith(path + "/") for p in existing)
             raise InputError(
                 f"model.json names partition {loc!r} of entity {entity.name!r}, "
-                f"but {path} does not exist",
+                f"but {path} {'is a folder, not a file' if folder else 'does not exist'}",
                 file=model_path,
             )
         delim = delimiter or settings.get("delimiter") or ","
