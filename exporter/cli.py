@@ -17,7 +17,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,6 +35,7 @@ from exporter.management.repository import ConfigRepository
 from exporter.management.secrets import LocalSecretProvider
 from exporter.management.service import ClientLike, ManagementService
 from exporter.progress import ProgressEvent
+from exporter.reading.limits import ReadLimits
 from exporter.run.engine import Engine, RunOptions
 from exporter.run.report import RunReport
 from exporter.settings import EXPORTER_HOME, HostPolicy
@@ -58,6 +59,9 @@ environment:
   EXPORTER_HOME                     store folder (default ./.exporter), same as --home
   EXPORTER_ALLOW_LOOPBACK_SANDBOX   loopback sandbox hosts (default on for the command line)
   EXPORTER_HOSTNAME_ALLOWLIST       extra API hostnames keys may be sent to
+  EXPORTER_MAX_RECORD_BYTES, EXPORTER_MAX_FIELD_CHARS, EXPORTER_MAX_COLUMNS,
+  EXPORTER_MAX_DECOMPRESSED_BYTES, EXPORTER_MAX_DECOMPRESSION_RATIO, EXPORTER_MAX_PARTITIONS,
+  EXPORTER_MAX_REJECTED_ROWS        raise a snapshot reading limit (docs/guarantees.md)
 """
 
 
@@ -75,6 +79,8 @@ class Context:
     time_scale: float
     out: IO[str]
     err: IO[str]
+    read_limits: ReadLimits = field(default_factory=ReadLimits)
+    """What reading one snapshot may cost (``EXPORTER_MAX_*`` settings)."""
 
     def engine(self) -> Engine:
         # Every process using this store folder shares each account's budget through a
@@ -85,6 +91,7 @@ class Context:
             self.secrets,
             host_policy=self.hosts,
             time_scale=self.time_scale,
+            read_limits=self.read_limits,
             ledger_for=lambda hostname: FileLedger.for_account(budget, hostname),
         )
 
@@ -559,6 +566,7 @@ def main(
             time_scale=args.time_scale,
             out=out,
             err=err,
+            read_limits=ReadLimits.from_env(env),
         )
         handler: Handler = args.handler
         return handler(ctx, args)

@@ -267,9 +267,20 @@ def test_missing_email(mapper: Mapper) -> None:
 
 
 def test_ragged_row(mapper: Mapper) -> None:
-    r = rejection(mapper, row()[:-2])
-    assert r.reason == "ragged_row" and "7 values" in r.message and "9 columns" in r.message
+    r = rejection(mapper, [*row(), "extra", "more"])
+    assert r.reason == "ragged_row" and "11 values" in r.message and "9 columns" in r.message
     assert r.values[" Email "] == "Ada.Lovelace@Example.com"
+
+
+def test_short_row_reads_missing_trailing_values_as_empty(mapper: Mapper) -> None:
+    full = row()
+    short = full[:-2]
+    padded = [*short, "", ""]
+    got = mapper.map("s.csv", 4, short)
+    want = mapper.map("s.csv", 4, padded)
+    assert isinstance(got, PreparedContact) and isinstance(want, PreparedContact)
+    assert got == want
+    assert mapper.map("s.csv", 4, full) != got  # the trimmed values really were mapped ones
 
 
 def test_invalid_date_names_the_column(mapper: Mapper) -> None:
@@ -391,3 +402,14 @@ def test_bad_number_is_rejected() -> None:
     )
     r = m.map("f", 1, ["a@x.io", "12 apples"])
     assert isinstance(r, Rejection) and r.reason == "invalid_field_value" and r.column == "n"
+
+
+def test_short_row_of_a_wide_file_is_padded_too() -> None:
+    columns = ["Email", *(f"c{i}" for i in range(30))]
+    spec = MappingSpec(email="email", list_id="1", fields=[FieldMapping("c29", "5")])
+    wide = Mapper(spec, columns, source="w.csv")
+    got = wide.map("w.csv", 2, ["a@x.io", "1"])
+    assert isinstance(got, PreparedContact), got
+    assert got == wide.map("w.csv", 2, ["a@x.io", "1", *[""] * 29])
+    longer = wide.map("w.csv", 2, ["a@x.io", *[""] * 31])
+    assert isinstance(longer, Rejection) and longer.reason == "ragged_row"

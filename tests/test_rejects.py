@@ -59,8 +59,13 @@ def test_formula_cells_are_neutralised(trigger: str) -> None:
     assert line[1] == f"'{trigger}src" and line[3] == "'" + value and line[5] == "'" + value
 
 
+@pytest.mark.parametrize("value", [" =1", "  +SUM(A1)", "\n=cmd", "\t -2", " \r\n@x", "\n"])
+def test_triggers_after_leading_blanks_are_neutralised(value: str) -> None:
+    assert neutralise(value) == "'" + value
+
+
 def test_safe_cells_are_untouched() -> None:
-    for value in ["plain", "a=b", " =1", "", "12"]:
+    for value in ["plain", "a=b", " a=1", "   ", "", "12", " 12"]:
         assert neutralise(value) == value
 
 

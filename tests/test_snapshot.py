@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.errors import InputError, NotFoundError
+from exporter.errors import ConfigError, InputError, NotFoundError
 from exporter.reading.discovery import find_snapshots, newest_under
+from exporter.reading.limits import ReadLimits
 from exporter.reading.snapshot import (
     SnapshotRef,
     local_lister,
@@ -432,3 +433,70 @@ def test_several_entities_need_a_name(tmp_path: Path) -> None:
     assert len(read_all(path, lister=local_lister, entity="HighValueCustomers")[1]) == 3
     with pytest.raises(InputError, match="no entity 'Nope'"):
         read_all(path, lister=local_lister, entity="Nope")
+
+
+# --- limits ---------------------------------------------------------------------------------
+
+
+def test_quoted_line_breaks_across_many_reads_are_not_counted_as_one_record(
+    tmp_path: Path,
+) -> None:
+    row = b'a@x.io,"line one\r\nline ""two"", ' + b"y" * 300 + b'\nend"\r\n'
+    path = write(tmp_path / "q.csv", b"Email,Note\r\n" + row * 20_000)  # ~7 MB, 100+ reads
+    limits = ReadLimits(max_record_bytes=64 * 1024, max_columns=3)
+    _cols, rows = read_all(path, limits=limits)
+    assert len(rows) == 20_000 and rows[-1][2][1].endswith("y\nend")
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_record_over_the_limit_names_its_row_limit_and_setting(tmp_path: Path, gz: bool) -> None:
+    body = b"Email,Note\n" + b"a@x.io,short\n" * 5_000 + b"b@x.io," + b"z" * 200_000 + b"\n"
+    path = write(tmp_path / "r.csv", gzip.compress(body) if gz else body)
+    with pytest.raises(InputError) as err:
+        read_all(path, limits=ReadLimits(max_record_bytes=100_000))
+    assert err.value.row is not None and 4_990 <= err.value.row <= 5_001
+    assert "max_record_bytes=100000" in str(err.value)
+    assert "EXPORTER_MAX_RECORD_BYTES" in str(err.value)
+
+
+def test_a_row_with_too_many_delimiters_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "w.csv", b"Email,Name\n" + b"a@x.io" + b";" * 70_000 + b"\n")
+    with pytest.raises(InputError, match="max_columns=50000"):
+        read_all(path, delimiter=";", limits=ReadLimits(max_columns=50_000))
+
+
+def test_a_header_with_too_many_columns_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "h.csv", b",".join(b"c%d" % i for i in range(30)) + b"\n")
+    with pytest.raises(InputError, match=r"more than 20 columns.*EXPORTER_MAX_COLUMNS"):
+        read_all(path, limits=ReadLimits(max_columns=20))
+
+
+def test_blocks_hold_at_most_the_block_budget_of_records() -> None:
+    assert ReadLimits().block_rows(4096) == 16
+    assert ReadLimits(max_record_bytes=1024).block_rows(4096) == 4096
+    assert ReadLimits(max_record_bytes=1 << 30).block_rows(4096) == 16
+
+
+def test_limits_from_settings() -> None:
+    limits = ReadLimits.from_env(
+        {"EXPORTER_MAX_RECORD_BYTES": " 2048 ", "EXPORTER_MAX_COLUMNS": ""}
+    )
+    assert (limits.max_record_bytes, limits.max_columns) == (2048, ReadLimits().max_columns)
+    with pytest.raises(ConfigError, match="EXPORTER_MAX_PARTITIONS"):
+        ReadLimits.from_env({"EXPORTER_MAX_PARTITIONS": "0"})
+
+
+def test_a_partition_that_is_a_folder_is_named_as_such(tmp_path: Path) -> None:
+    model = {
+        "entities": [
+            {
+                "name": "S",
+                "attributes": [{"name": "Email"}],
+                "partitions": [{"location": "https://a.blob/x/seg/part.csv"}],
+            }
+        ]
+    }
+    path = write(tmp_path / "seg" / "model.json", json.dumps(model).encode())
+    (tmp_path / "seg" / "part.csv").mkdir()
+    with pytest.raises(InputError, match="is a folder, not a file"):
+        read_all(path)  # no lister: the partition is opened as named

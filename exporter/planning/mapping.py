@@ -30,7 +30,9 @@ Decisions:
   when present, else on ``,`` ``;`` ``|``; trimmed, empties dropped, joined with ``||``.
 * **Numbers** (``number``, ``currency``): an optional sign, digits and one decimal separator
   (``.`` or ``,``, sent as ``.``); anything else rejects the row.
-* A row with a different number of values than the header is rejected (``ragged_row``).
+* A row with *fewer* values than the header reads the missing trailing values as empty (a
+  producer that trims trailing empty fields); a row with *more* values is rejected
+  (``ragged_row``).
 """
 
 from __future__ import annotations
@@ -421,10 +423,14 @@ class Mapper:
         lines = [
             "def map_row(source, row_no, values):",
             f"    if len(values) != {self._ncols}:",
-            "        return _reject(source, row_no, values, 'ragged_row',",
-            f"            f'the row has {{len(values)}} values, the header has {self._ncols}'",
-            "            ' columns',",
-            "            None)",
+            # A short row (a producer trimmed its trailing empty fields) reads them as empty.
+            f"        if len(values) < {self._ncols}:",
+            f"            values = values + [''] * ({self._ncols} - len(values))",
+            "        else:",
+            "            return _reject(source, row_no, values, 'ragged_row',",
+            f"                f'the row has {{len(values)}} values, the header has {self._ncols}'",
+            "                ' columns',",
+            "                None)",
             f"    ({''.join(f'_v{i}, ' for i in range(self._ncols))}) = values" if unpack else "",
             f"    raw = values[{e}].strip()",
             # A match means ASCII atext/LDH only: no JSON escaping is ever needed for it, and

@@ -61,6 +61,8 @@ CLASSIFY_BATCH = 4096
 READ_BLOCK = 4096
 """Rows read from the snapshot at once (the reader fills a block at C speed)."""
 PROGRESS_EVERY = 50_000
+REJECTED_SHARE_FROM = 10_000
+"""Rows read from which more than half of them rejected stops a run as guarded."""
 
 
 def mapping_spec(export: Export) -> MappingSpec:
@@ -173,6 +175,7 @@ class Preparer:
         chunk_batches: int,
         progress: ProgressCallback,
         pre_existing: U64 | None = None,
+        max_rejected_rows: int = 100_000,
     ) -> None:
         """``pre_existing``: hashes of list members this export did not subscribe (kept when
         they leave; :mod:`exporter.run.members`)."""
@@ -186,6 +189,9 @@ class Preparer:
         self.chunk_batches = chunk_batches
         self.progress = progress
         self.pre_existing = pre_existing
+        self.max_rejected_rows = max_rejected_rows
+        """Rejected rows (duplicates included) after which reading stops and the run is
+        guarded; rejected.csv keeps the first ones."""
         self.rejected_by_reason: Counter[str] = Counter()
         self.rows_read = 0
         self.duplicates = 0
@@ -235,7 +241,7 @@ class Preparer:
             finally:
                 reader.close()
             result = self.differ.finish()
-            guard = self._guard(result)
+            guard = self._reject_guard() or self._guard(result)
             kept = 0
             if guard is None:
                 self._leavers(result, spec.list_id)
@@ -293,6 +299,8 @@ class Preparer:
                 else:  # a blank line: counted in the numbering, not a row
                     n -= 1
             n += len(block)
+            if self.rejects.count >= self.max_rejected_rows:
+                break  # the run is guarded: the rest of the file is not read
             while n >= next_progress:  # once per block: the same events, a little later
                 self.progress(ProgressEvent("prepare", next_progress, None, "rows read"))
                 next_progress += PROGRESS_EVERY
@@ -328,7 +336,8 @@ class Preparer:
 
     def _reject(self, rejection: Rejection) -> None:
         self.rejected_by_reason[rejection.reason] += 1
-        self.rejects.write(rejection)
+        if self.rejects.count < self.max_rejected_rows:
+            self.rejects.write(rejection)
         if self.plan is not None:
             self.plan.write(rejection, action="reject")
 
@@ -345,7 +354,8 @@ class Preparer:
             column=self.email_column,
             values=self._values(values),
         )
-        self.rejects.write(rejection)
+        if self.rejects.count < self.max_rejected_rows:
+            self.rejects.write(rejection)
         if self.plan is not None:
             self.plan.write(rejection, action="reject")
 
@@ -374,6 +384,23 @@ class Preparer:
         return {columns[i]: values[i] for i in self._value_index if i < len(values)}
 
     # --- after the last row -----------------------------------------------------------------
+
+    def _reject_guard(self) -> str | None:
+        """Why too many rejected rows stop the run (``None`` when they do not)."""
+        rejected = self.rejects.count
+        if rejected >= self.max_rejected_rows:
+            return (
+                f"more than {self.max_rejected_rows} rows were rejected: reading stopped after "
+                f"{self.rows_read} rows and nothing is sent; rejected.csv keeps the first "
+                f"{self.max_rejected_rows} (limit max_rejected_rows; raise it with the setting "
+                "EXPORTER_MAX_REJECTED_ROWS)"
+            )
+        if self.rows_read >= REJECTED_SHARE_FROM and rejected * 2 > self.rows_read:
+            return (
+                f"{rejected} of {self.rows_read} rows were rejected (more than half): is this "
+                "the right file and mapping? Nothing is sent; see rejected.csv"
+            )
+        return None
 
     def _guard(self, result: DiffResult) -> str | None:
         try:

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from exporter.errors import InputError
+from exporter.reading.limits import MODEL_JSON_BYTES
 from exporter.reading.refs import Opener, Part, open_raw
 
 
@@ -24,9 +25,11 @@ class CdmEntity:
 def load_model(path: str, opener: Opener) -> list[CdmEntity]:
     fh = open_raw(path, opener)
     try:
-        data = fh.read()
+        data = fh.read(MODEL_JSON_BYTES + 1)
     finally:
         fh.close()
+    if len(data) > MODEL_JSON_BYTES:
+        raise InputError(f"model.json is larger than {MODEL_JSON_BYTES} bytes", file=path)
     try:
         model = json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
@@ -94,6 +97,10 @@ def _resolve_location(model_path: str, location: str, existing: set[str] | None)
     base = dirname(model_path)
     url_path = unquote(urlsplit(location).path) if "://" in location else location
     segs = [s for s in url_path.replace("\\", "/").split("/") if s]
+    if any(s in (".", "..") for s in segs):
+        raise InputError(
+            f"partition location {location!r} leaves the folder of model.json", file=model_path
+        )
     folder = base.rstrip("/").rpartition("/")[2]
     candidates: list[str] = []
     if folder and folder in segs[:-1]:
@@ -124,12 +131,20 @@ def cdm_parts(
     encoding: str | None,
 ) -> list[Part]:
     parts = []
+    seen: set[str] = set()
     for loc, settings in entity.partitions:
         path = _resolve_location(model_path, loc, existing)
+        if path in seen:
+            raise InputError(
+                f"model.json names partition {path} of entity {entity.name!r} twice",
+                file=model_path,
+            )
+        seen.add(path)
         if existing is not None and path not in existing:
+            folder = any(p.startswith(path + "/") for p in existing)
             raise InputError(
                 f"model.json names partition {loc!r} of entity {entity.name!r}, "
-                f"but {path} does not exist",
+                f"but {path} {'is a folder, not a file' if folder else 'does not exist'}",
                 file=model_path,
             )
         delim = delimiter or settings.get("delimiter") or ","

@@ -77,7 +77,9 @@ class Part:
 def open_raw(source: str, opener: Opener) -> BinaryIO:
     try:
         return opener(source)
-    except (FileNotFoundError, ObjectNotFound, IsADirectoryError, NotADirectoryError):
+    except IsADirectoryError:
+        raise InputError("is a folder, not a file", file=source) from None
+    except (FileNotFoundError, ObjectNotFound, NotADirectoryError):
         raise InputError("file not found", file=source) from None
 
 

@@ -25,7 +25,8 @@ Decisions (documented here because callers and users meet them):
 * A quote that is never closed, or text after a closing quote, is an ``InputError`` naming the
   row where the record started: a file that cannot be tokenised is not guessed at.
 * A *ragged* row (a different number of values than columns) is not an error here: the reader
-  yields it and :class:`exporter.planning.mapping.Mapper` rejects it (reason ``ragged_row``).
+  yields it and :class:`exporter.planning.mapping.Mapper` pads a short one with empty values
+  and rejects a long one (reason ``ragged_row``).
 * A plain CSV that is completely empty (no header) is an ``InputError``; a header with no rows is
   a valid, empty snapshot. An empty CDM partition is valid (the schema is in ``model.json``).
 * Blank lines are skipped but still counted, so row numbers match a spreadsheet's.
@@ -48,6 +49,7 @@ from typing import Any, BinaryIO, Protocol, TextIO, cast
 
 from exporter.errors import InputError
 from exporter.reading.cdm import cdm_parts, dirname, load_model, pick_entity
+from exporter.reading.limits import RATIO_FLOOR, ReadLimits, over
 from exporter.reading.refs import (
     MODEL_JSON,
     Lister,
@@ -59,8 +61,9 @@ from exporter.reading.refs import (
 )
 from exporter.storage.store import Store
 
-FIELD_SIZE_LIMIT = 4 * 1024 * 1024
-"""Largest field (characters) the tokenizer accepts; larger is an InputError for the file."""
+FIELD_SIZE_LIMIT = ReadLimits().max_field_chars
+"""Largest field (characters) the tokenizer accepts by default (``ReadLimits.max_field_chars``);
+larger is an InputError for the file."""
 DELIMITERS = (",", ";", "\t", "|")
 """Delimiters recognised from a header line, in order of preference on a tie."""
 
@@ -83,6 +86,14 @@ class _BinaryData(Exception):
         self.line = line
 
 
+class _OverLimit(Exception):
+    """A limit of :class:`ReadLimits` was exceeded (internal: becomes an InputError)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class _Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
@@ -96,11 +107,25 @@ class _Stream(io.RawIOBase):
     64 KB read-ahead be placed on its exact line rather than on the row the parser is at.
     """
 
-    def __init__(self, fh: _Readable, *, check_nul: bool) -> None:
+    def __init__(
+        self,
+        fh: _Readable,
+        *,
+        check_nul: bool,
+        limits: ReadLimits | None = None,
+        compressed: _Stream | None = None,
+    ) -> None:
         super().__init__()
         self._fh = fh
         self._pending = b""
         self._check_nul = check_nul
+        self._limits = limits
+        self._compressed = compressed
+        self.delimiter = b","
+        """The delimiter (set once sniffed) whose count bounds a record's columns."""
+        self._run = 0
+        self._fields = 0
+        self._odd = False
         self.offset = 0
         """Bytes handed out so far."""
         self.last_start = 0
@@ -135,7 +160,57 @@ class _Stream(io.RawIOBase):
         if self._check_nul and b"\x00" in data:
             at = data.index(b"\x00")
             raise _BinaryData(self.last_start + at, self.line_at(self.last_start + at))
+        if self._limits is not None and data:
+            self._check_limits(data, self._limits)
         return data
+
+    def _check_limits(self, data: bytes, limits: ReadLimits) -> None:
+        """Bound the record being read and the decompressed size, per chunk (C-speed counts:
+        no per-row cost). A record ends at a line break outside quotes (even quote count)."""
+        if self._compressed is not None:
+            self._check_gzip(limits)
+        odd_end = self._odd ^ bool(data.count(b'"') & 1)
+        eol = b"\n" if b"\n" in data else b"\r"
+        first = _first_break(data, eol, self._odd)
+        delim = self.delimiter
+        if first < 0:  # the whole chunk belongs to the record being read
+            self._run += len(data)
+            self._fields += data.count(delim)
+        else:  # records wholly inside the chunk are shorter than the chunk
+            self._check_record(self._run + first, self._fields + data.count(delim, 0, first))
+            last = _last_break(data, eol, odd_end)
+            self._run, self._fields = len(data) - last - 1, data.count(delim, last + 1)
+        self._odd = odd_end
+        self._check_record(self._run, self._fields)
+
+    def _check_record(self, size: int, delimiters: int) -> None:
+        limits = self._limits
+        assert limits is not None
+        if size > limits.max_record_bytes:
+            raise _OverLimit(
+                f"a record is longer than {limits.max_record_bytes} bytes "
+                + over("max_record_bytes", limits.max_record_bytes)
+            )
+        if delimiters >= limits.max_columns:
+            raise _OverLimit(
+                f"a record has more than {limits.max_columns} columns "
+                + over("max_columns", limits.max_columns)
+            )
+
+    def _check_gzip(self, limits: ReadLimits) -> None:
+        assert self._compressed is not None
+        size, packed = self.offset, max(1, self._compressed.offset)
+        if size > limits.max_decompressed_bytes:
+            raise _OverLimit(
+                f"gzip data decompresses to more than {limits.max_decompressed_bytes} bytes "
+                + over("max_decompressed_bytes", limits.max_decompressed_bytes)
+            )
+        if size > RATIO_FLOOR and size > packed * limits.max_decompression_ratio:
+            raise _OverLimit(
+                f"gzip data decompresses more than {limits.max_decompression_ratio} times "
+                f"({packed} bytes to {size}): a decompression bomb? "
+                + over("max_decompression_ratio", limits.max_decompression_ratio)
+            )
 
     read1 = read
 
@@ -155,16 +230,46 @@ class _Stream(io.RawIOBase):
         super().close()
 
 
-def _open_text(source: str, opener: Opener, encoding: str) -> tuple[_Stream, TextIO, BinaryIO]:
+def _first_break(data: bytes, eol: bytes, odd: bool) -> int:
+    """Offset of the first line break in ``data`` outside quotes (``odd``: a quote is open at
+    its start), -1 when there is none."""
+    at = data.find(eol)
+    odd ^= bool(data.count(b'"', 0, at) & 1) if at >= 0 else False
+    while at >= 0 and odd:
+        nxt = data.find(eol, at + 1)
+        if nxt < 0:
+            return -1
+        odd ^= bool(data.count(b'"', at, nxt) & 1)
+        at = nxt
+    return at
+
+
+def _last_break(data: bytes, eol: bytes, odd_end: bool) -> int:
+    """Offset of the last line break in ``data`` outside quotes (``odd_end``: a quote is open
+    at its end); only called when :func:`_first_break` found one."""
+    at = data.rfind(eol)
+    odd = odd_end ^ bool(data.count(b'"', at) & 1)
+    while odd:
+        prev = data.rfind(eol, 0, at)
+        odd ^= bool(data.count(b'"', prev, at) & 1)
+        at = prev
+    return at
+
+
+def _open_text(
+    source: str, opener: Opener, encoding: str, limits: ReadLimits
+) -> tuple[_Stream, TextIO, BinaryIO]:
     """Open ``source``, un-gzip when it starts with the gzip magic, and decode it."""
     raw = open_raw(source, opener)
     outer_fh: _Readable
     probe = _Stream(raw, check_nul=False)
+    compressed = None
     if probe.peek_bytes(2) == _GZIP_MAGIC:
         outer_fh = gzip.GzipFile(fileobj=probe, mode="rb")
+        compressed = probe
     else:
         outer_fh = probe
-    stream = _Stream(outer_fh, check_nul=True)
+    stream = _Stream(outer_fh, check_nul=True, limits=limits, compressed=compressed)
     codec = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
     text = io.TextIOWrapper(cast(BinaryIO, stream), encoding=codec, errors="strict", newline="")
     text._CHUNK_SIZE = _CHUNK  # type: ignore[attr-defined]
@@ -201,13 +306,18 @@ def _sniff(stream: _Stream, encoding: str) -> str:
 class _CsvFile:
     """One open CSV file positioned after its header (if any)."""
 
-    def __init__(self, part: Part, opener: Opener) -> None:
+    def __init__(self, part: Part, opener: Opener, limits: ReadLimits) -> None:
         self.part = part
+        self.limits = limits
         self.header_lines = 1 if part.header else 0
         try:
-            self._stream, self._text, self._raw = _open_text(part.path, opener, part.encoding)
+            self._stream, self._text, self._raw = _open_text(
+                part.path, opener, part.encoding, limits
+            )
             delimiter = part.delimiter or _sniff(self._stream, part.encoding)
             self.delimiter = delimiter
+            self._stream.delimiter = delimiter.encode(part.encoding, errors="replace")
+            csv.field_size_limit(limits.max_field_chars)  # process-wide: set per file
             self._reader = csv.reader(self._text, delimiter=delimiter, strict=True)
             self.header: list[str] | None = None
             if part.header:
@@ -262,6 +372,8 @@ class _CsvFile:
 
     def _translate(self, exc: BaseException, rows_done: int) -> InputError:
         path = self.part.path
+        if isinstance(exc, _OverLimit):
+            return InputError(exc.message, file=path, row=rows_done + 1)
         if isinstance(exc, _BinaryData):
             return InputError(
                 f"binary data: NUL byte at byte offset {exc.offset} (line {exc.line}); "
@@ -286,7 +398,8 @@ class _CsvFile:
             if "unexpected end of data" in msg:
                 msg = "a quoted field starting in this row is never closed (unterminated quote)"
             elif "field larger than field limit" in msg:
-                msg = f"a field is longer than {FIELD_SIZE_LIMIT} characters"
+                cap = self.limits.max_field_chars
+                msg = f"a field is longer than {cap} characters " + over("max_field_chars", cap)
             else:
                 msg = f"malformed CSV ({msg})"
             return InputError(msg, file=path, row=rows_done + 1)
@@ -310,6 +423,7 @@ class _CsvFile:
 
 
 _ReadFailure = (
+    _OverLimit,
     _BinaryData,
     UnicodeDecodeError,
     csv.Error,
@@ -361,7 +475,14 @@ class SnapshotReader:
     (or call :meth:`close`) to release a file opened for its header.
     """
 
-    def __init__(self, columns: list[str], parts: list[Part], opener: Opener) -> None:
+    def __init__(
+        self,
+        columns: list[str],
+        parts: list[Part],
+        opener: Opener,
+        limits: ReadLimits | None = None,
+    ) -> None:
+        self.limits = limits or ReadLimits()
         self.columns = columns
         """Column names as in the file (or model.json)."""
         self.sources = [p.path for p in parts]
@@ -376,7 +497,7 @@ class SnapshotReader:
             if i == 0 and self._first is not None:
                 file, self._first = self._first, None
             else:
-                file = _CsvFile(part, self._opener)
+                file = _CsvFile(part, self._opener, self.limits)
                 self._check_header(file)
             yield part, file
 
@@ -388,9 +509,11 @@ class SnapshotReader:
     def blocks(self, size: int = 4096) -> Iterator[tuple[str, int, list[list[str]]]]:
         """The rows of :meth:`rows` in blocks: (source, row number of the first row, rows),
         blank lines included as ``[]`` (skip them; they keep the numbering). For a consumer
-        whose per-row cost matters: no generator step per row."""
+        whose per-row cost matters: no generator step per row. Blocks are smaller than
+        ``size`` when records may be large (:meth:`ReadLimits.block_rows`)."""
+        rows = self.limits.block_rows(size)
         for part, file in self._files():
-            yield from file.blocks(part.path, size)
+            yield from file.blocks(part.path, rows)
 
     def _check_header(self, file: _CsvFile) -> None:
         if file.header is None or not file.part.header:
@@ -427,6 +550,7 @@ def open_snapshot(
     delimiter: str | None = None,
     encoding: str = "utf-8",
     entity: str | None = None,
+    limits: ReadLimits | None = None,
 ) -> SnapshotReader:
     """Open a snapshot for streaming.
 
@@ -434,40 +558,52 @@ def open_snapshot(
     folder prefix ending in ``/`` (needs ``lister``; it must hold a model.json or exactly one
     CSV). ``delimiter`` overrides detection (and model.json); ``encoding`` defaults to UTF-8;
     ``entity`` picks the model.json entity when it has several.
+    ``limits`` bound what one file may cost (:class:`ReadLimits`, defaults when ``None``).
     Raises :class:`InputError` when the snapshot cannot be opened or its header read.
     """
+    lim = limits or ReadLimits()
     if delimiter is not None and len(delimiter) != 1:
         raise InputError(f"delimiter must be one character, got {delimiter!r}", file=str(ref))
     if isinstance(ref, SnapshotRef):
         if ref.kind == "csv":
-            return _open_plain(ref.path, opener, delimiter, encoding)
+            return _open_plain(ref.path, opener, delimiter, encoding, lim)
         existing = set(ref.partitions)
-        return _open_cdm(ref.path, opener, existing, delimiter, encoding, ref.entity or entity)
+        return _open_cdm(ref.path, opener, existing, delimiter, encoding, ref.entity or entity, lim)
     if ref.endswith("/"):
         if lister is None:
             raise InputError("a folder needs a lister to be read", file=ref)
         paths = set(lister(ref))
         if ref + MODEL_JSON in paths:
-            return _open_cdm(ref + MODEL_JSON, opener, paths, delimiter, encoding, entity)
+            return _open_cdm(ref + MODEL_JSON, opener, paths, delimiter, encoding, entity, lim)
         csvs = sorted(p for p in paths if is_snapshot_file(p))
         if len(csvs) != 1:
             raise InputError(
                 f"folder has no model.json and {len(csvs)} CSV files; name one file", file=ref
             )
-        return _open_plain(csvs[0], opener, delimiter, encoding)
+        return _open_plain(csvs[0], opener, delimiter, encoding, lim)
     if ref.rpartition("/")[2] == MODEL_JSON:
         listed = set(lister(dirname(ref))) if lister is not None else None
-        return _open_cdm(ref, opener, listed, delimiter, encoding, entity)
-    return _open_plain(ref, opener, delimiter, encoding)
+        return _open_cdm(ref, opener, listed, delimiter, encoding, entity, lim)
+    return _open_plain(ref, opener, delimiter, encoding, lim)
 
 
-def _open_plain(path: str, opener: Opener, delimiter: str | None, encoding: str) -> SnapshotReader:
+def _open_plain(
+    path: str, opener: Opener, delimiter: str | None, encoding: str, limits: ReadLimits
+) -> SnapshotReader:
     part = Part(path=path, delimiter=delimiter, header=True, encoding=encoding)
-    file = _CsvFile(part, opener)
+    file = _CsvFile(part, opener, limits)
     if file.header is None:
         file.close()
         raise InputError("the file is empty: expected a header row naming the columns", file=path)
-    reader = SnapshotReader(list(file.header), [part], opener)
+    if len(file.header) > limits.max_columns:
+        file.close()
+        raise InputError(
+            f"the header has {len(file.header)} columns, more than {limits.max_columns} "
+            + over("max_columns", limits.max_columns),
+            file=path,
+            row=None,
+        )
+    reader = SnapshotReader(list(file.header), [part], opener, limits)
     reader._first = file
     return reader
 
@@ -479,8 +615,19 @@ def _open_cdm(
     delimiter: str | None,
     encoding: str,
     entity_name: str | None,
+    limits: ReadLimits,
 ) -> SnapshotReader:
     entity = pick_entity(model, load_model(model, opener), entity_name)
+    for count, what, limit in (
+        (len(entity.partitions), "partitions", "max_partitions"),
+        (len(entity.columns), "columns", "max_columns"),
+    ):
+        cap = getattr(limits, limit)
+        if count > cap:
+            raise InputError(
+                f"entity {entity.name!r} lists {count} {what}, more than {cap} " + over(limit, cap),
+                file=model,
+            )
     enc = None if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
     parts = cdm_parts(model, entity, existing, delimiter, enc)
-    return SnapshotReader(list(entity.columns), parts, opener)
+    return SnapshotReader(list(entity.columns), parts, opener, limits)

@@ -23,6 +23,7 @@ from exporter.management.repository import ConfigRepository
 from exporter.management.secrets import SecretProvider
 from exporter.planning.chunks import decode_batch_line
 from exporter.planning.contacts import Batch
+from exporter.reading.limits import ReadLimits
 from exporter.run.records import ChunkSummary, RunRequest
 from exporter.settings import HostPolicy
 from exporter.storage.block_note import StoreBlockNote
@@ -47,6 +48,7 @@ class RunContext:
         chunk_batches: int = 40,
         time_scale: float = 1.0,
         ledger_for: Callable[[str], BudgetLedger] | None = None,
+        read_limits: ReadLimits | None = None,
     ) -> None:
         """``ledger_for``: the budget ledger of the account at a hostname, shared with other
         processes (the command line: a file in the store folder); ``None`` keeps each
@@ -64,6 +66,8 @@ class RunContext:
         self.chunk_batches = chunk_batches
         self.time_scale = time_scale
         self.ledger_for = ledger_for
+        self.read_limits = read_limits or ReadLimits()
+        """What reading one snapshot may cost; a rejected-rows cap stops a run as guarded."""
         self.poll = PollPolicy(
             initial_interval=1.0 / time_scale,
             max_interval=15.0 / time_scale,

@@ -63,9 +63,16 @@ def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> Ma
     pre_existing = _pre_existing(export, ctx)
     ref, location = runs.snapshot_from_dict(req.snapshot)
     if location == runs.LOCAL:
-        reader = open_snapshot(ref, opener=local_opener, lister=local_lister)
+        reader = open_snapshot(
+            ref, opener=local_opener, lister=local_lister, limits=ctx.read_limits
+        )
     else:
-        reader = open_snapshot(ref, opener=store_opener(ctx.store), lister=store_lister(ctx.store))
+        reader = open_snapshot(
+            ref,
+            opener=store_opener(ctx.store),
+            lister=store_lister(ctx.store),
+            limits=ctx.read_limits,
+        )
     preparer = Preparer(
         ctx.store,
         export,
@@ -77,6 +84,7 @@ def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> Ma
         chunk_batches=ctx.chunk_batches,
         progress=progress,
         pre_existing=pre_existing,
+        max_rejected_rows=ctx.read_limits.max_rejected_rows,
     )
     manifest = preparer.run(reader, ref.path).model_copy(
         update={

@@ -3,7 +3,8 @@
 Columns: ``row, source, reason, message, column``, then one column per mapped snapshot column
 with the values as read; a plan puts ``action`` first. The file is meant to be opened in a
 spreadsheet, and its cells come from untrusted input, so any cell starting with ``=``, ``+``,
-``-``, ``@``, tab or carriage return is prefixed with ``'`` (CSV/formula injection). Rows are
+``-``, ``@``, tab or carriage return -- also after leading spaces, tabs or line breaks, which
+spreadsheet programs skip -- is prefixed with ``'`` (CSV/formula injection). Rows are
 written as they come (streaming); nothing is held in memory.
 
 Written to a text stream as is, or to a binary stream as UTF-8 with a BOM (so spreadsheet
@@ -26,12 +27,16 @@ from exporter.storage.records import Manifest
 from exporter.storage.store import ObjectNotFound, Store
 
 BASE_COLUMNS = ("row", "source", "reason", "message", "column")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+_LEADING_BLANKS = " \t\r\n"
 
 
 def neutralise(cell: str) -> str:
-    """``cell`` made safe to open in a spreadsheet (a leading formula trigger is quoted)."""
-    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+    """``cell`` made safe to open in a spreadsheet: a formula trigger at its start, or after
+    leading blanks (spreadsheets skip them: `` =1`` is a formula), is quoted."""
+    if cell.startswith(_FORMULA_START) or cell.lstrip(_LEADING_BLANKS).startswith(_FORMULA_START):
+        return "'" + cell
+    return cell
 
 
 class RejectedRowsWriter:
