@@ -63,7 +63,7 @@ from exporter.run.instances import (
     instance_id,
 )
 from exporter.run.report import RunReport
-from exporter.run.run_body import parse_run_body
+from exporter.run.run_body import check_snapshot_in_segment, parse_run_body
 from exporter.settings import SCHEDULE, SNAPSHOT_CONNECTION
 from exporter.storage import runs
 from exporter.storage.records import ActiveRun, RunRequest, read_record
@@ -270,12 +270,14 @@ async def start_export_run(req: func.HttpRequest, client: Any) -> func.HttpRespo
         name = route_name(req)
         run_body = parse_run_body(_run_body(req))
         options, snapshot_at = run_body.options(), run_body.snapshot
-        await asyncio.to_thread(runtime.management.authorize_run, caller, name)
-        snapshot = (
-            None
-            if snapshot_at is None
-            else await asyncio.to_thread(runtime.engine.store_snapshot, snapshot_at)
+        export, _connection = await asyncio.to_thread(
+            runtime.management.authorize_run, caller, name
         )
+        snapshot = None
+        if snapshot_at is not None:
+            check_snapshot_in_segment(export, snapshot_at)
+            snapshot = await asyncio.to_thread(runtime.engine.store_snapshot, snapshot_at)
+            check_snapshot_in_segment(export, snapshot.path)
         request = await asyncio.to_thread(
             runtime.engine.new_run,
             name,
@@ -300,11 +302,8 @@ async def start_export_run(req: func.HttpRequest, client: Any) -> func.HttpRespo
         "status_url": own,
         "cancel_url": f"{own}/cancel",
     }
-    if caller.is_admin:
-        # The Durable management links carry the extension's system key, which can manage
-        # every instance of the app: only administrators get them.
-        check = client.create_check_status_response(req, outcome.instance_id)
-        body["durable"] = json.loads(check.get_body())
+    # No Durable management links (statusQueryGetUri & co.): they carry the extension's system
+    # key, which manages every instance of the app. status_url and cancel_url do their work.
     return json_response(body, 202, headers={"Location": own, "Retry-After": "10"})
 
 

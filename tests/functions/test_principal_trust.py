@@ -28,6 +28,10 @@ from tests.functions.mgmt_fixtures import payload, request
         ({"AZURE_FUNCTIONS_ENVIRONMENT": "Production"}, False),
         ({"WEBSITE_AUTH_ENABLED": "True"}, True),
         ({"AZURE_FUNCTIONS_ENVIRONMENT": "Development"}, True),
+        # In Azure (the platform sets WEBSITE_INSTANCE_ID) a stray Development setting is
+        # ignored: only App Service Authentication makes the header believable there.
+        ({"AZURE_FUNCTIONS_ENVIRONMENT": "Development", "WEBSITE_INSTANCE_ID": "abc123"}, False),
+        ({"WEBSITE_AUTH_ENABLED": "true", "WEBSITE_INSTANCE_ID": "abc123"}, True),
     ],
 )
 def test_trust_comes_from_the_platform_settings(env: dict[str, str], trusted: bool) -> None:

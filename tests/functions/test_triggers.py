@@ -226,12 +226,27 @@ def test_post_starts_a_run_and_answers_202_with_status_links(
     assert body["instance_id"] == iid
     assert body["status_url"] == f"{ORIGIN}/api/exports/weekly/runs/{iid}"
     assert resp.headers["Location"] == body["status_url"]
-    assert body["durable"]["statusQueryGetUri"].startswith(ORIGIN)
-    assert iid in body["durable"]["statusQueryGetUri"]
+    assert body["cancel_url"] == f"{body['status_url']}/cancel"
     [(_, _, data)] = client.started()
     assert data["request"]["options"]["dry_run"] is True
     assert data["request"]["requested_by"] == "http:ada@example.com"
     assert "function-key" not in resp.get_body().decode()
+
+
+def test_administrators_do_not_get_the_durable_system_key_either(
+    runtime: Runtime, client: FakeDurableClient
+) -> None:
+    resp = start(client)
+    assert resp.status_code == 202
+    text = resp.get_body().decode()
+    assert SYSTEM_KEY not in text and "statusQueryGetUri" not in text
+    assert "durable" not in answer(resp)
+    iid = answer(resp)["instance_id"]
+    client.set(iid, "Running")
+    status = status_of(client, iid)
+    assert status.status_code == 200
+    assert SYSTEM_KEY not in status.get_body().decode()
+    assert "code=" not in status.get_body().decode()
 
 
 def test_contributors_do_not_get_the_durable_system_key(
@@ -293,6 +308,11 @@ def test_a_named_snapshot_may_have_any_name_the_store_can_read(
         ({"colour": True, "full_resync": 1}, {"colour", "full_resync"}),
         ({"snapshot": "config/exports/weekly.json"}, {"snapshot"}),
         ({"snapshot": "snapshots/../config/x.csv"}, {"snapshot"}),
+        ({"snapshot": "snapshots/.."}, {"snapshot"}),
+        ({"snapshot": "snapshots/high-value/.."}, {"snapshot"}),
+        ({"snapshot": "snapshots/other-team/vip.csv"}, {"snapshot"}),
+        ({"snapshot": "snapshots/high-value-other/vip.csv"}, {"snapshot"}),
+        ({"snapshot": "snapshots/"}, {"snapshot"}),
     ],
 )
 def test_bad_bodies_are_400_with_field_errors(
@@ -302,6 +322,28 @@ def test_bad_bodies_are_400_with_field_errors(
     assert resp.status_code == 400
     assert {e["field"] for e in answer(resp)["errors"]} == fields
     assert client.started() == []
+
+
+def test_a_snapshot_outside_the_segment_is_400_even_when_it_exists(
+    runtime: Runtime, client: FakeDurableClient
+) -> None:
+    runtime.store.write_bytes("snapshots/other-team/vip.csv", snapshot_csv(3))
+    resp = start(client, {"snapshot": "snapshots/other-team/vip.csv"})
+    assert resp.status_code == 400
+    [error] = answer(resp)["errors"]
+    assert error["field"] == "snapshot"
+    assert "other-team" not in error["message"]
+    assert client.started() == []
+
+
+def test_the_segment_folder_itself_runs_its_newest_snapshot(
+    runtime: Runtime, client: FakeDurableClient
+) -> None:
+    newest = "snapshots/high-value/2026-01-07.csv"
+    runtime.store.write_bytes(newest, snapshot_csv(3))  # written last: the newest
+    resp = start(client, {"snapshot": "snapshots/high-value/"})
+    assert resp.status_code == 202, answer(resp)
+    assert answer(resp)["snapshot"] == newest
 
 
 def test_refusals(runtime: Runtime, client: FakeDurableClient) -> None:
