@@ -42,6 +42,7 @@ from exporter.management.permissions import (
     require_role,
 )
 from exporter.management.repository import ConfigRepository
+from exporter.management.secret_names import is_generated_key_ref
 from exporter.management.secrets import SecretProvider
 from exporter.masking import mask_email
 from exporter.settings import HostPolicy
@@ -252,6 +253,24 @@ def _parse_connection(data: dict[str, Any], errors: list[ConfigError]) -> Connec
     return connection
 
 
+def _require_own_key_ref(connection: Connection, api_key: str | None) -> None:
+    """A key sent with a connection is stored only under a name the app generates for that
+    connection: pointing ``api_key_ref`` at an operator's or another connection's secret and
+    sending ``api_key`` would overwrite it. (Referring to such a secret without a key is fine:
+    it is only read.)"""
+    if api_key is not None and not is_generated_key_ref(connection.api_key_ref, connection.name):
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    "a key sent with api_key is stored only in a secret the exporter creates for "
+                    "this connection: leave api_key_ref out (a name is made) or keep the key in "
+                    "your own secret and send no api_key",
+                    field="api_key_ref",
+                )
+            ]
+        )
+
+
 def _consent(caller: Caller, now: datetime) -> dict[str, Any]:
     return Consent(agreed=True, by=caller.principal, at=now).model_dump(mode="json")
 
@@ -322,6 +341,7 @@ class ManagementService:
         data.update(created_by=caller.principal, created_at=now)
         data.update(updated_by=caller.principal, updated_at=now)
         connection = _parse_connection(data, errors)
+        _require_own_key_ref(connection, api_key)
         if self.repo.connection_exists(connection.name):
             raise ConflictError(
                 f"a connection named {connection.name!r} exists already", field="name"
@@ -340,7 +360,7 @@ class ManagementService:
         # The connection is written first (create-only), so a lost race never overwrites
         # someone else's key; if the key cannot be stored, the new connection goes again.
         try:
-            self.secrets.set(connection.api_key_ref, api_key)
+            self.secrets.set(connection.api_key_ref, api_key, owner=connection.name)
         except ExporterError:
             self.repo.delete_connection(connection.name, force=True)
             raise
@@ -382,6 +402,7 @@ class ManagementService:
             )
         data.update(updated_by=caller.principal, updated_at=now)
         connection = _parse_connection(data, errors)
+        _require_own_key_ref(connection, api_key)
         # The key first: should the vault refuse, the stored connection must not already point
         # at a secret that was never written. (A lost ETag race after this leaves the new key in
         # place under the reference the caller asked for, which is what they wanted anyway.)
@@ -392,7 +413,7 @@ class ManagementService:
                     "read it again and reapply your change",
                     field="name",
                 )
-            self.secrets.set(connection.api_key_ref, api_key)
+            self.secrets.set(connection.api_key_ref, api_key, owner=connection.name)
         new_etag = self.repo.put_connection(connection, if_match=if_match or etag)
         log.info("connection %s changed by %s", name, _who(caller))
         return Saved(connection.to_public_dict(caller.view_role), new_etag, notes)
@@ -427,11 +448,17 @@ class ManagementService:
         ``delete_secret`` also deletes its key (Key Vault), unless another connection uses it."""
         authorize(caller, Action.DELETE_CONNECTION)
         connection, _etag = self.repo.get_connection(name)
+        if delete_secret and not is_generated_key_ref(connection.api_key_ref, name):
+            raise ConfigError(
+                "the connection's key is not a secret the exporter created for it: it is left "
+                "alone (delete the connection without delete_secret; remove the secret yourself)",
+                field="delete_secret",
+            )
         orphaned = self.repo.exports_using(name)
         self.repo.delete_connection(name, force=force)
         shared = any(c.api_key_ref == connection.api_key_ref for c in self.repo.list_connections())
         if delete_secret and not shared:
-            self.secrets.delete(connection.api_key_ref)
+            self.secrets.delete(connection.api_key_ref, owner=name)
         log.info("connection %s deleted by %s", name, _who(caller))
         return DeletedConnection(name, orphaned, delete_secret and not shared)
 

@@ -319,7 +319,7 @@ def test_deleting_a_connection_and_its_key_then_reusing_the_name(world: World) -
     assert world.vault.value(secret) is None
     # Soft delete keeps the old name reserved: writing it again would fail...
     with pytest.raises(SecretError, match="deleted but recoverable"):
-        world.service.secrets.set(f"keyvault:{secret}", SANDBOX_KEY)
+        world.service.secrets.set(f"keyvault:{secret}", SANDBOX_KEY, owner="shop")
     # ...so a new connection of the same name gets a new secret name and simply works.
     again = create_shop(world)
     assert secret_of(again) != secret
@@ -332,6 +332,43 @@ def test_deleting_a_connection_keeps_its_key_unless_asked(world: World) -> None:
     resp = handle_delete_connection(request("DELETE", "connections/shop"), world.service)
     assert payload(resp)["secret_deleted"] is False
     assert world.vault.value(secret) == SANDBOX_KEY
+
+
+def test_an_operator_secret_is_read_but_never_overwritten_or_deleted(world: World) -> None:
+    """Regression (issue 15): an administrator pointed api_key_ref at an operator's secret,
+    sent api_key and overwrote it; delete_secret=true then deleted it."""
+    world.vault.seed("operator-ac-key", SANDBOX_KEY, tags={"owner": "platform-team"})
+    body = conn_body(world, api_key_ref="keyvault:operator-ac-key")
+    resp = handle_put_connection(request("PUT", "connections/shop", body=body), world.service)
+    assert resp.status_code == 201, payload(resp)  # referring to it is fine: it is only read
+    verify = handle_verify_connection(request("POST", "connections/shop/verify"), world.service)
+    assert verify.status_code == 200, payload(verify)
+
+    headers = {"If-Match": resp.headers["ETag"]}
+    changed = {"api_key_ref": "keyvault:operator-ac-key", "api_key": "e" * 72}
+    req = request("PUT", "connections/shop", body=changed, headers=headers)
+    overwrite = handle_put_connection(req, world.service)
+    assert overwrite.status_code == 400
+    assert field_names(overwrite) == {"api_key_ref"}
+    other = conn_body(world, api_key_ref="keyvault:operator-ac-key", api_key="e" * 72)
+    created = handle_put_connection(request("PUT", "connections/two", body=other), world.service)
+    assert created.status_code == 400 and field_names(created) == {"api_key_ref"}
+
+    req = request("DELETE", "connections/shop", params={"delete_secret": "true"})
+    refused = handle_delete_connection(req, world.service)
+    assert refused.status_code == 400 and field_names(refused) == {"delete_secret"}
+    assert world.vault.value("operator-ac-key") == SANDBOX_KEY
+    assert len(world.vault.versions("operator-ac-key")) == 1
+    assert world.vault.hits("PUT", "operator-ac-key") == 0
+    assert world.vault.hits("DELETE", "operator-ac-key") == 0
+
+
+def test_another_connections_secret_cannot_be_taken_over(world: World) -> None:
+    shop_secret = secret_of(create_shop(world))
+    body = conn_body(world, api_key_ref=f"keyvault:{shop_secret}", api_key="e" * 72)
+    resp = handle_put_connection(request("PUT", "connections/other", body=body), world.service)
+    assert resp.status_code == 400 and field_names(resp) == {"api_key_ref"}
+    assert world.vault.value(shop_secret) == SANDBOX_KEY
 
 
 def test_a_key_vault_refusal_on_delete_says_the_connection_went(world: World) -> None:
