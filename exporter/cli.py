@@ -263,7 +263,8 @@ def cmd_exports_list(ctx: Context, _args: argparse.Namespace) -> int:
 
 def cmd_exports_remove(ctx: Context, args: argparse.Namespace) -> int:
     deleted = ctx.service().delete_export(ctx.caller, args.name)
-    ctx.emit({"name": deleted.name}, f"export {deleted.name} removed (its run history stays)")
+    summary = f"export {deleted.name} removed with its state and run files (reports stay)"
+    ctx.emit({"name": deleted.name}, summary)
     return EXIT_OK
 
 
@@ -468,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     ea.set_defaults(handler=cmd_exports_add)
     for name, handler, text in (
         ("show", cmd_exports_show, "show an export"),
-        ("remove", cmd_exports_remove, "remove an export (its run history stays)"),
+        ("remove", cmd_exports_remove, "remove an export, its state and run files (reports stay)"),
     ):
         p = exps.add_parser(name, help=text)
         p.add_argument("name")

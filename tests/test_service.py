@@ -556,6 +556,42 @@ def test_delete_export_keeps_history_and_tells_the_host_what_to_stop(world: Worl
         world.service.get_export(ADMIN_CALLER, "high-value")
 
 
+PERSONAL = (
+    "state/high-value/state.bin",
+    "state/high-value/pending.json",
+    "state/high-value/active_run.json",
+    "state/high-value/last_run.json",
+    "runs/high-value/r1/chunks/00000.jsonl",
+    "runs/high-value/r1/sent/00000.json",
+    "runs/high-value/r1/rejected.csv",
+    "runs/high-value/r2/plan.csv",
+)
+"""What an export keeps about people (addresses, rows) between and during runs."""
+
+
+def test_deleting_an_export_removes_its_personal_data(world: World) -> None:
+    world.service.create_connection(ADMIN_CALLER, conn_payload(allow_contributors=True))
+    world.service.create_export(ADMIN_CALLER, export_payload())
+    for path in PERSONAL:
+        world.store.write_bytes(path, b"ada@example.com")
+    world.store.write_bytes("state/high-value-2/state.bin", b"another export's state")
+    world.service.delete_export(CONTRIB_CALLER, "high-value")
+    assert [p for p in PERSONAL if world.store.exists(p)] == []
+    assert world.store.exists("state/high-value-2/state.bin"), "a prefix is not a folder"
+    # A new export of the same name starts afresh: it does not inherit the old state.
+    world.service.create_export(ADMIN_CALLER, export_payload())
+    assert not world.store.exists("state/high-value/state.bin")
+
+
+def test_forgetting_an_export_is_refused_while_it_exists(world: World) -> None:
+    world.service.create_connection(ADMIN_CALLER, conn_payload())
+    world.service.create_export(ADMIN_CALLER, export_payload())
+    world.store.write_bytes("state/high-value/state.bin", b"x")
+    with pytest.raises(ConflictError):
+        world.service.forget_export("high-value")
+    assert world.store.exists("state/high-value/state.bin")
+
+
 def test_orphaned_exports_are_for_administrators_only(world: World) -> None:
     world.service.create_connection(ADMIN_CALLER, conn_payload(allow_contributors=True))
     world.service.create_export(ADMIN_CALLER, export_payload())

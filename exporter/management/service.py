@@ -46,6 +46,7 @@ from exporter.management.secret_names import is_generated_key_ref
 from exporter.management.secrets import SecretProvider
 from exporter.masking import mask_email
 from exporter.settings import HostPolicy
+from exporter.storage import runs
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,8 @@ class DeletedConnection:
 
 @dataclass(frozen=True)
 class DeletedExport:
-    """A deleted export: the host cancels its running run and stops its schedule.
-    Its run history stays."""
+    """A deleted export: its state and run files are gone, each run's report stays; the host
+    cancels its running run and stops its schedule."""
 
     name: str
     connection: str
@@ -566,14 +567,23 @@ class ManagementService:
     def delete_export(
         self, caller: Caller, name: str, *, if_match: str | None = None
     ) -> DeletedExport:
-        """Delete an export (always possible for a caller allowed on it). The host then cancels
-        its running run and stops its schedule; its run history stays."""
+        """Delete an export (always possible for a caller allowed on it) and its personal data:
+        state (every address it sent), pending requests and run files; each run's report stays.
+        The host then cancels its running run and stops its schedule."""
         require_role(caller)
         export, _etag = self.repo.get_export(name)
         authorize(caller, Action.DELETE_EXPORT, self._connection_of(export))
         self.repo.delete_export(name, if_match=if_match)
-        log.info("export %s deleted by %s", name, _who(caller))
+        removed = self.forget_export(name)
+        log.info("export %s deleted by %s (%d data files removed)", name, _who(caller), removed)
         return DeletedExport(export.name, export.connection)
+
+    def forget_export(self, name: str) -> int:
+        """Remove a deleted export's personal data (:func:`runs.forget_export`); the host calls
+        it again once the export's runs are cancelled. Refused while the export exists."""
+        if self.repo.export_exists(name):
+            raise ConflictError(f"export {name!r} exists: delete it first", field="name")
+        return runs.forget_export(self.repo.store, name)
 
     def authorize_run(self, caller: Caller, name: str) -> tuple[Export, Connection]:
         """The export and its connection, if the caller may run it now (enabled, connection

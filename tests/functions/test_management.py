@@ -468,6 +468,27 @@ def test_deleting_an_export_cancels_its_run_and_keeps_its_history(world: World) 
     assert handle_get_export(request("GET", "exports/weekly"), world.service).status_code == 404
 
 
+def test_state_a_cancelled_run_wrote_after_the_delete_is_removed_too(world: World) -> None:
+    world.seed_connection("shop")
+    world.seed_export("weekly")
+    world.store.write_bytes("state/weekly/state.bin", b"ada@example.com")
+    store = world.store
+
+    class LateWriter:
+        async def cancel(self, export: str, reason: str) -> Cancelled:
+            # The run's last activity finished between the delete and the termination.
+            store.write_bytes("state/weekly/state.bin", b"ada@example.com")
+            store.write_bytes("runs/weekly/r1/chunks/00000.jsonl", b"ada@example.com")
+            return Cancelled(cancelled=["weekly:r1"])
+
+    resp = asyncio.run(
+        handle_delete_export(request("DELETE", "exports/weekly"), world.service, LateWriter())
+    )
+    assert resp.status_code == 200
+    assert not store.exists("state/weekly/state.bin")
+    assert not store.exists("runs/weekly/r1/chunks/00000.jsonl")
+
+
 def test_runs_that_cannot_be_cancelled_are_reported(world: World) -> None:
     world.seed_connection("shop")
     world.seed_export("weekly")
