@@ -564,3 +564,27 @@ def test_starts_that_raced_past_the_check_prepare_one_at_a_time(
     assert not store.exists(runs.manifest_path("weekly", loser.run_id))
     pending = json.loads(store.read_bytes(runs.pending_path("weekly")))
     assert pending["path"] == second
+
+
+# --- activities ----------------------------------------------------------------------------------
+
+
+def test_activities_refuse_a_snapshot_on_the_workers_disk(runtime: Runtime, tmp_path: Path) -> None:
+    """Regression (issue 15): a run input naming ``location: "local"`` made the activity read
+    a path on the worker's own disk; the Functions app reads only the store."""
+    secret_file = tmp_path / "etc-passwd.csv"
+    secret_file.write_bytes(snapshot_csv(2))
+    local = runtime.engine.new_run(
+        "weekly",
+        snapshot=runtime.engine.local_snapshot(secret_file),
+        snapshot_location=runs.LOCAL,
+        requested_by="test",
+    )
+    payload = {"request": local.to_dict(), "chunk": "x", "share": 1.0}
+    for activity in (orch.prepare_run, orch.push_chunk, orch.confirm_chunk, orch.finalize_run):
+        with pytest.raises(ConfigError, match="only snapshots in the store"):
+            activity(payload)
+    assert not runtime.store.exists(runs.manifest_path("weekly", local.run_id))
+    stored = runtime.engine.new_run("weekly", requested_by="test")
+    result = orch.prepare_run({"request": stored.to_dict()})
+    assert result["run_id"] == stored.run_id
