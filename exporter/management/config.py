@@ -129,6 +129,15 @@ def _segment(value: str) -> str:
     return value
 
 
+def _segment_folder(value: str) -> str:
+    # A folder contributors may take segments from: a segment without wildcards, kept with
+    # its trailing "/" so "snapshots/team-a/" never admits "snapshots/team-ab/".
+    _segment(value)
+    if _GLOB_CHARS.intersection(value):
+        raise ValueError("must be a folder under snapshots/, without wildcards")
+    return value if value.endswith("/") else value + "/"
+
+
 Slug = Annotated[str, AfterValidator(_slug)]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 Column = Annotated[str, Field(min_length=1, max_length=500)]
@@ -189,6 +198,12 @@ class Connection(BaseModel):
         default=False,
         description="Whether contributors may build exports on it (administrators only if not).",
     )
+    contributor_segments: list[Annotated[str, AfterValidator(_segment_folder)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Folders under snapshots/ that contributors' exports on this connection may "
+        "read (their segments must lie inside one); empty: any segment.",
+    )
     consent: Consent | None = Field(
         default=None, description="Who agreed to the data privacy statement, and when."
     )
@@ -196,6 +211,13 @@ class Connection(BaseModel):
     created_at: Timestamp | None = Field(default=None, description="When it was created (UTC).")
     updated_by: str | None = Field(default=None, description="Principal who last changed it.")
     updated_at: Timestamp | None = Field(default=None, description="When it last changed (UTC).")
+
+    def open_to_contributors(self, segment: str) -> bool:
+        """Whether a contributor's export on this connection may read ``segment``."""
+        if not self.contributor_segments:
+            return True
+        folder = segment.rstrip("/") + "/"
+        return any(folder.startswith(allowed) for allowed in self.contributor_segments)
 
     def require_consent(self) -> Consent:
         """The consent, or a :class:`ConfigError` saying it is missing."""

@@ -22,6 +22,7 @@ from exporter.errors import (
     ConflictError,
     ExporterError,
     NotFoundError,
+    PermissionDenied,
 )
 from exporter.management import schedule as schedule_mod
 from exporter.management.config import (
@@ -473,6 +474,18 @@ class ManagementService:
         authorize(caller, action, connection)
         return connection
 
+    @staticmethod
+    def _segment_allowed(caller: Caller, connection: Connection, export: Export) -> None:
+        """Contributors' exports read only the folders the connection opens to them (the same
+        rule when an export is created and when its segment or connection changes)."""
+        if caller.is_admin or connection.open_to_contributors(export.segment):
+            return
+        folders = ", ".join(connection.contributor_segments)
+        raise PermissionDenied(
+            f"on connection {connection.name!r} contributors may export only segments under "
+            f"{folders}; an administrator can open more"
+        )
+
     def _checked_against_account(self, connection: Connection, export: Export) -> Export:
         """The export with its list ID checked and custom fields resolved on the account."""
         client = self._client(connection)
@@ -505,6 +518,7 @@ class ManagementService:
         data.update(updated_by=caller.principal, updated_at=now)
         export = self._tick_checked(parse_export(data))
         connection = self._usable_connection(caller, export.connection, Action.CREATE_EXPORT)
+        self._segment_allowed(caller, connection, export)
         if self.repo.export_exists(export.name):
             raise ConflictError(f"an export named {export.name!r} exists already", field="name")
         export = self._checked_against_account(connection, export)
@@ -532,6 +546,8 @@ class ManagementService:
         data.update(updated_by=caller.principal, updated_at=self._now())
         export = self._tick_checked(parse_export(data))
         connection = self._usable_connection(caller, export.connection, Action.UPDATE_EXPORT)
+        if (export.segment, export.connection) != (existing.segment, existing.connection):
+            self._segment_allowed(caller, connection, export)
         recheck = ("connection", "list_id", "fields")
         if any(getattr(export, k) != getattr(existing, k) for k in recheck):
             export = self._checked_against_account(connection, export)

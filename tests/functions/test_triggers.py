@@ -336,6 +336,23 @@ def test_a_snapshot_outside_the_segment_is_400_even_when_it_exists(
     assert client.started() == []
 
 
+def test_a_contributor_cannot_run_another_teams_snapshot_through_an_export(
+    store: LocalStore, client: FakeDurableClient
+) -> None:
+    """Regression (issue 15): a contributor's run body named another team's snapshot (202)."""
+    seed(store, allow_contributors=True)
+    store.write_bytes(SNAPSHOT, snapshot_csv(2))
+    store.write_bytes("snapshots/other-team/vip.csv", snapshot_csv(2))
+    contributor = principal("cy@example.com", CONTRIBUTOR)
+    with use_runtime(make_runtime(store)):
+        refused = start(client, {"snapshot": "snapshots/other-team/vip.csv"}, headers=contributor)
+        assert refused.status_code == 400
+        assert answer(refused)["errors"][0]["field"] == "snapshot"
+        assert client.started() == []
+        allowed = start(client, {"snapshot": SNAPSHOT}, headers=contributor)
+    assert allowed.status_code == 202, answer(allowed)
+
+
 def test_the_segment_folder_itself_runs_its_newest_snapshot(
     runtime: Runtime, client: FakeDurableClient
 ) -> None:
