@@ -360,10 +360,8 @@ def test_the_app_identity_gets_exactly_what_the_code_uses(templates: dict[str, T
         "Storage Table Data Contributor": ("storage", None),
         "Monitoring Metrics Publisher": ("applicationInsights", None),
         "Key Vault Secrets Officer": ("vault", "allowKeyWritesFromApp"),
-        "Key Vault Secrets User": (
-            "vault",
-            {"operator": {"type": "not", "operands": {"bool_value": "allowKeyWritesFromApp"}}},
-        ),
+        # Reading is always granted (operator-managed keys); writing only when asked.
+        "Key Vault Secrets User": ("vault", None),
     }
     access = templates[ACCESS]["parameters"]["allowKeyWritesFromApp"]
     assert access["type"] == "bool" and access["default"] is True
