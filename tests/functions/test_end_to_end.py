@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import azure.functions as func
 import pytest
 
 from blueprints import orchestration as orch
@@ -25,6 +24,7 @@ from tests.functions.durable_host import DurableHost, Pending
 from tests.functions.fake_durable import (
     API_KEY,
     FakeDurableClient,
+    blob_event,
     make_runtime,
     seed,
     snapshot_csv,
@@ -76,7 +76,7 @@ def test_a_snapshot_blob_ends_up_on_the_list_with_a_report_in_blob_storage(
     client = FakeDurableClient()
 
     with use_runtime(runtime):
-        blob = func.blob.InputStream(data=b"", name=store.container_prefix + SNAPSHOT)
+        blob = blob_event(store.container_prefix + SNAPSHOT)
         asyncio.run(triggers.snapshot_blob_trigger(blob, client))
         [(name, iid, data)] = client.started()
         assert name == orch.RUN_ORCHESTRATOR

@@ -4,6 +4,7 @@ a real engine over a local store, and a fake Durable client (the host-only seam)
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from tests.functions.app_functions import registered
 from tests.functions.fake_durable import (
     SYSTEM_KEY,
     FakeDurableClient,
+    blob_event,
     make_runtime,
     seed,
     snapshot_csv,
@@ -104,9 +106,9 @@ def expected_instance(rt: Runtime, path: str = SNAPSHOT) -> str:
 def test_the_app_registers_every_function_with_its_binding() -> None:
     functions = registered()
     bindings = {name: {b.type: b for b in f.get_bindings()} for name, f in functions.items()}
-    blob = bindings["snapshot_blob_trigger"]["blobTrigger"]
-    assert (blob.path, blob.connection) == ("snapshots/{name}", "SnapshotStorage")
-    assert str(getattr(blob.source, "value", blob.source)) == "EventGrid"
+    # An Event Grid trigger, not a blob trigger: no binding hands the function a blob's content.
+    assert set(bindings["snapshot_blob_trigger"]) == {"eventGridTrigger", "durableClient"}
+    assert "InputStream" not in inspect.getsource(triggers)
     timer = bindings["export_timer"]["timerTrigger"]
     assert timer.schedule == "%EXPORTER_TIMER_SCHEDULE%" and not timer.run_on_startup
     for name in ("start_export_run", "get_export_run", "cancel_export_run", "list_export_runs"):
@@ -170,7 +172,7 @@ def test_an_error_starting_one_export_does_not_stop_the_others(
 def test_a_new_snapshot_blob_starts_its_exports_and_redelivery_does_not_duplicate(
     runtime: Runtime, client: FakeDurableClient
 ) -> None:
-    blob = func.blob.InputStream(data=b"", name=SNAPSHOT, length=0)
+    blob = blob_event(SNAPSHOT)
     asyncio.run(triggers.snapshot_blob_trigger(blob, client))
     [(_, iid, data)] = client.started()
     assert iid == expected_instance(runtime)
@@ -185,9 +187,27 @@ def test_a_new_snapshot_blob_starts_its_exports_and_redelivery_does_not_duplicat
 
 def test_a_blob_no_export_reads_starts_nothing(runtime: Runtime, client: FakeDurableClient) -> None:
     runtime.store.write_bytes("snapshots/other/x.csv", snapshot_csv(1))
-    blob = func.blob.InputStream(data=b"", name="snapshots/other/x.csv")
+    blob = blob_event("snapshots/other/x.csv")
     asyncio.run(triggers.snapshot_blob_trigger(blob, client))
     assert client.started() == []
+
+
+def test_only_blob_created_events_start_runs(runtime: Runtime, client: FakeDurableClient) -> None:
+    deleted = blob_event(SNAPSHOT, "Microsoft.Storage.BlobDeleted")
+    asyncio.run(triggers.snapshot_blob_trigger(deleted, client))
+    odd = blob_event(SNAPSHOT)
+    odd.__init__(  # type: ignore[misc]
+        id="evt-2",
+        data={},
+        topic="t",
+        subject="/blobServices/default/containers/snapshots",
+        event_type="Microsoft.Storage.BlobCreated",
+        event_time=None,
+        data_version="",
+    )
+    asyncio.run(triggers.snapshot_blob_trigger(odd, client))
+    assert client.started() == []
+    assert triggers.blob_name_of_event(blob_event(SNAPSHOT)) == SNAPSHOT
 
 
 def test_blob_names_map_to_store_paths() -> None:
@@ -204,10 +224,10 @@ def test_a_blob_named_like_any_export_file_runs_and_a_dotted_one_is_refused(
     contains (spaces, parentheses) still starts its export; '..' never reaches the store."""
     odd = "snapshots/high-value/2026-01-06 (1).csv"
     runtime.store.write_bytes(odd, snapshot_csv(2))
-    asyncio.run(triggers.snapshot_blob_trigger(func.blob.InputStream(data=b"", name=odd), client))
+    asyncio.run(triggers.snapshot_blob_trigger(blob_event(odd), client))
     [(_, _iid, data)] = client.started()
     assert data["request"]["snapshot"]["path"] == odd
-    dotted = func.blob.InputStream(data=b"", name="snapshots/high-value/../x.csv")
+    dotted = blob_event("snapshots/high-value/../x.csv")
     with pytest.raises(ConfigError, match=r"'\.\.'"):
         asyncio.run(triggers.snapshot_blob_trigger(dotted, client))
     assert len(client.started()) == 1
@@ -525,7 +545,7 @@ def test_one_run_per_export_http_409_blob_waits_and_the_timer_runs_it_after(
     second = "snapshots/high-value/2026-01-06.csv"
     store.write_bytes(second, snapshot_csv(6))
 
-    blob = func.blob.InputStream(data=b"", name=second, length=0)
+    blob = blob_event(second)
     asyncio.run(triggers.snapshot_blob_trigger(blob, client))
     assert client.started() == []
     assert store.exists(runs.pending_path("weekly"))
@@ -554,7 +574,7 @@ def test_a_newer_pending_snapshot_replaces_an_older_one(
     for day in ("06", "07"):
         path = f"snapshots/high-value/2026-01-{day}.csv"
         store.write_bytes(path, snapshot_csv(int(day)))
-        blob = func.blob.InputStream(data=b"", name=path, length=0)
+        blob = blob_event(path)
         asyncio.run(triggers.snapshot_blob_trigger(blob, client))
     pending = json.loads(store.read_bytes(runs.pending_path("weekly")))
     assert pending["path"] == "snapshots/high-value/2026-01-07.csv"  # latest wins
@@ -569,7 +589,7 @@ def test_starts_that_raced_past_the_check_prepare_one_at_a_time(
     second = "snapshots/high-value/2026-01-06.csv"
     store.write_bytes(second, snapshot_csv(6))
     assert start(client, {"snapshot": SNAPSHOT}).status_code == 202
-    blob = func.blob.InputStream(data=b"", name=second, length=0)
+    blob = blob_event(second)
     asyncio.run(triggers.snapshot_blob_trigger(blob, client))
     (_, _, by_http), (_, _, by_blob) = client.started()
 
