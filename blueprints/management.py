@@ -28,7 +28,10 @@ explicit (412 if taken). Answers carry the new ``ETag``.
 anything else sees it and written to Key Vault (``set_secret``) by the service; it is never
 stored elsewhere, logged or returned. Without an ``api_key_ref`` the Key Vault secret name comes
 from :mod:`exporter.management.secret_names` (``ac-<connection>-<8 random hex digits>``; its
-docstring says why the random part, and when a new key reuses the connection's secret).
+docstring says why the random part, and when a new key reuses the connection's secret). A key
+is only ever written under such a generated name, and only to a secret the app created for that
+connection (Key Vault tag ``exporter-connection``): ``api_key`` with any other ``api_key_ref``
+is 400, and ``delete_secret=true`` on any other secret is 400; such secrets are only read.
 
 **Deleting an export** is always possible for someone allowed on it: its configuration goes
 (so its schedule and blob triggers find nothing to run), its state and run files are removed
