@@ -19,9 +19,10 @@ STORAGE_BLOB_URI = "EXPORTER_STORAGE__blobServiceUri"
 STORAGE_CONNECTION_STRING = "EXPORTER_STORAGE"
 """Functions, local only: a connection string (Azurite). Never set in Azure."""
 SNAPSHOT_CONNECTION = "SnapshotStorage"
-"""Functions: prefix of the blob trigger's identity-based connection settings
+"""Functions: prefix of the snapshot storage's identity-based connection settings
 (``SnapshotStorage__blobServiceUri``, ``SnapshotStorage__queueServiceUri``,
-``SnapshotStorage__credential``, ``SnapshotStorage__clientId``)."""
+``SnapshotStorage__credential``, ``SnapshotStorage__clientId``). The snapshot trigger is an Event
+Grid trigger now and binds no storage connection; the settings stay for a storage binding."""
 KEYVAULT_URL = "EXPORTER_KEYVAULT_URL"
 """Functions: the Key Vault holding connections' API keys, ``https://NAME.vault.azure.net/``."""
 AZURE_CLIENT_ID = "AZURE_CLIENT_ID"
