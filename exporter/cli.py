@@ -37,6 +37,7 @@ from exporter.management.service import ClientLike, ManagementService
 from exporter.progress import ProgressEvent
 from exporter.run.engine import Engine, RunOptions
 from exporter.run.report import RunReport
+from exporter.run.run_body import check_snapshot_in_segment
 from exporter.settings import EXPORTER_HOME, HostPolicy
 from exporter.storage import runs
 from exporter.storage.records import ActiveRun, read_record
@@ -317,7 +318,7 @@ def _status_exit(report: RunReport) -> int:
 
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     engine = ctx.engine()
-    ctx.service().authorize_run(ctx.caller, args.export)
+    export, _connection = ctx.service().authorize_run(ctx.caller, args.export)
     options = RunOptions(
         dry_run=args.dry_run, full_resync=args.full_resync, allow_shrink=args.allow_shrink
     )
@@ -327,8 +328,12 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         if os.path.exists(args.snapshot):
             snapshot, location = Engine.local_snapshot(args.snapshot), runs.LOCAL
         elif args.snapshot.startswith(SNAPSHOTS):
-            # The one rule for snapshot paths, before the store is asked.
-            snapshot = engine.store_snapshot(check_snapshot_path(args.snapshot, field="--snapshot"))
+            # The one rule for snapshot paths, and the export's segment, before the store is
+            # asked; a folder resolves to its newest snapshot, held to the segment again.
+            path = check_snapshot_path(args.snapshot, field="--snapshot")
+            check_snapshot_in_segment(export, path)
+            snapshot = engine.store_snapshot(path)
+            check_snapshot_in_segment(export, snapshot.path)
         else:
             raise InputError(
                 "file not found (nor a store path under snapshots/)", file=args.snapshot
