@@ -93,13 +93,17 @@ SNAPSHOTS = "snapshots/"
 """Where snapshots live in the store (the ``snapshots`` container)."""
 
 
+MAX_PATH_PART_BYTES = 255
+"""Longest folder or file name in a snapshot path (what a local store's file system holds)."""
+
+
 def snapshot_path(value: str) -> str:
     """A store path under ``snapshots/``: the one rule for every snapshot path a host hands
     the core (an export's segment, a snapshot named in a run request, a blob the trigger
     reports). It is the store's own path rule, so a path it accepts is one the store can read:
-    no empty, ``.`` or ``..`` parts (a trailing ``/`` names a folder), no backslash, no control
-    character. Raises :class:`ValueError` (a validator); :func:`check_snapshot_path` raises
-    :class:`ConfigError`."""
+    no empty, ``.`` or ``..`` parts (a trailing ``/`` names a folder), no part over 255 bytes, no
+    backslash, no control character. Raises :class:`ValueError` (a validator);
+    :func:`check_snapshot_path` raises :class:`ConfigError`."""
     rest = value.removeprefix(SNAPSHOTS)
     if rest == value or not rest:
         raise ValueError("must be a store path under snapshots/, e.g. snapshots/high-value/")
@@ -108,6 +112,8 @@ def snapshot_path(value: str) -> str:
     parts = rest.split("/")
     if any(part in ("", ".", "..") for part in parts[:-1]) or parts[-1] in (".", ".."):
         raise ValueError("must not contain empty, '.' or '..' path segments")
+    if any(len(part.encode()) > MAX_PATH_PART_BYTES for part in parts):
+        raise ValueError(f"a path segment is longer than {MAX_PATH_PART_BYTES} bytes")
     return value
 
 

@@ -333,6 +333,7 @@ def test_a_named_snapshot_may_have_any_name_the_store_can_read(
         ({"snapshot": "snapshots/other-team/vip.csv"}, {"snapshot"}),
         ({"snapshot": "snapshots/high-value-other/vip.csv"}, {"snapshot"}),
         ({"snapshot": "snapshots/"}, {"snapshot"}),
+        ({"snapshot": "snapshots/high-value/" + "a" * 300 + ".csv"}, {"snapshot"}),  # was 500
     ],
 )
 def test_bad_bodies_are_400_with_field_errors(
