@@ -28,11 +28,14 @@ explicit (412 if taken). Answers carry the new ``ETag``.
 anything else sees it and written to Key Vault (``set_secret``) by the service; it is never
 stored elsewhere, logged or returned. Without an ``api_key_ref`` the Key Vault secret name comes
 from :mod:`exporter.management.secret_names` (``ac-<connection>-<8 random hex digits>``; its
-docstring says why the random part, and when a new key reuses the connection's secret).
+docstring says why the random part, and when a new key reuses the connection's secret). A key
+is only ever written under such a generated name, and only to a secret the app created for that
+connection (Key Vault tag ``exporter-connection``): ``api_key`` with any other ``api_key_ref``
+is 400, and ``delete_secret=true`` on any other secret is 400; such secrets are only read.
 
 **Deleting an export** is always possible for someone allowed on it: its configuration goes
-(so its schedule and blob triggers find nothing to run), its Pending/Running/Suspended
-orchestrations are terminated, and its run history stays.
+(so its schedule and blob triggers find nothing to run), its state and run files are removed
+(each run's report stays) and its Pending/Running/Suspended orchestrations are terminated.
 """
 
 from __future__ import annotations
@@ -406,7 +409,8 @@ class DurableRunCanceller:
 async def handle_delete_export(
     req: func.HttpRequest, service: ManagementService, runs: RunCanceller
 ) -> func.HttpResponse:
-    """Delete an export (``If-Match`` optional), then terminate its active runs.
+    """Delete an export (``If-Match`` optional) and its personal data, then terminate its
+    active runs and remove what they may have written meanwhile.
 
     The configuration goes first: a run started in between finds no export and stops.
     """
@@ -421,6 +425,8 @@ async def handle_delete_export(
         except ExporterError as exc:
             return error_response(exc, conditional=conditional)
         outcome = await runs.cancel(deleted.name, f"export {deleted.name} was deleted")
+        if outcome.cancelled:  # a run cancelled just now may have written state meanwhile
+            await asyncio.to_thread(service.forget_export, deleted.name)
     except Exception as exc:  # noqa: BLE001 - every failure becomes an answer
         return error_response(exc)
     payload: dict[str, Any] = {

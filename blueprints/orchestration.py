@@ -73,6 +73,7 @@ from blueprints.runtime import get_runtime
 from exporter.activecampaign.grants import MAX_WORKERS, AccountGrants, Grant
 from exporter.errors import ConfigError, ExporterError
 from exporter.run.records import ChunkSummary, PrepareResult
+from exporter.storage import runs
 from exporter.storage.records import RunRequest
 
 log = logging.getLogger(__name__)
@@ -465,7 +466,12 @@ def export_run_group(context: Any) -> Orchestration:
 
 
 def _request(payload: Mapping[str, Any]) -> RunRequest:
-    return RunRequest.from_dict(payload["request"])
+    """The activity's run request; only snapshots in the store are read by the app (a
+    ``location: "local"`` path would be read from the worker's own disk)."""
+    request = RunRequest.from_dict(payload["request"])
+    if runs.snapshot_from_dict(request.snapshot)[1] != runs.STORE:
+        raise ConfigError("the Functions app reads only snapshots in the store", field="snapshot")
+    return request
 
 
 def _share(payload: Mapping[str, Any]) -> float:

@@ -2,7 +2,7 @@
 
 =====================================================  ==========================================
 timer ``%EXPORTER_TIMER_SCHEDULE%``                    every export that is due (``due_runs``)
-blob ``snapshots/{name}`` (Event Grid)                 every export reading that snapshot
+Event Grid ``BlobCreated`` in ``snapshots``       every export reading that snapshot (name only)
 ``POST /api/exports/{name}/runs``                      start a run now (202 with status links)
 ``GET  /api/exports/{name}/runs``                      recent runs (their reports)
 ``GET  /api/exports/{name}/runs/{instance_id}``        status, progress, and the report when done
@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,8 +66,8 @@ from exporter.run.instances import (
     instance_id,
 )
 from exporter.run.report import RunReport
-from exporter.run.run_body import parse_run_body
-from exporter.settings import SCHEDULE, SNAPSHOT_CONNECTION
+from exporter.run.run_body import check_snapshot_in_segment, parse_run_body
+from exporter.settings import SCHEDULE
 from exporter.storage import runs
 from exporter.storage.records import ActiveRun, RunRequest, read_record
 
@@ -75,7 +76,8 @@ log = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 SNAPSHOT_CONTAINER = SNAPSHOTS.rstrip("/")
-"""The container the blob trigger watches."""
+"""The container whose ``BlobCreated`` events start runs (the Event Grid subscription filters on
+it)."""
 MAX_RUN_BODY_BYTES = 4_096
 """A run request is four small fields."""
 DEFAULT_LIST_LIMIT = 20
@@ -220,22 +222,36 @@ async def _close_ended_runs(client: Any, runtime: Runtime) -> None:
             await client.signal_entity(df.EntityId(BUDGET_ENTITY, account), "leave", iid)
 
 
+BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+_BLOB_SUBJECT = re.compile(r"/blobServices/default/containers/([^/]+)/blobs/(.+)")
+
+
+def blob_name_of_event(event: func.EventGridEvent) -> str | None:
+    """``<container>/<blob path>`` of a ``BlobCreated`` event (from its subject), else ``None``.
+
+    The trigger is an Event Grid trigger, not a blob trigger: a blob trigger's binding hands the
+    function the blob's *content* (the host may download a whole snapshot for it), while only
+    its name is needed; the event carries the name and nothing else."""
+    if event.event_type != BLOB_CREATED:
+        return None
+    match = _BLOB_SUBJECT.fullmatch(event.subject or "")
+    return None if match is None else f"{match.group(1)}/{match.group(2)}"
+
+
 @bind(
-    bp.blob_trigger(
-        arg_name="blob",
-        path=f"{SNAPSHOT_CONTAINER}/{{name}}",
-        connection=SNAPSHOT_CONNECTION,
-        source=func.BlobSource.EVENT_GRID,
-    ),
+    bp.event_grid_trigger(arg_name="event"),
     bp.durable_client_input(client_name="client"),
 )
-async def snapshot_blob_trigger(blob: func.InputStream, client: Any) -> None:
-    """A snapshot blob arrived: start every enabled export whose segment contains it.
-
-    Only the blob's name is used; the run reads the snapshot itself, streaming."""
+async def snapshot_blob_trigger(event: func.EventGridEvent, client: Any) -> None:
+    """A snapshot blob arrived (Event Grid ``BlobCreated``): start every enabled export whose
+    segment contains it. Only the blob's name is used; the run reads the snapshot itself."""
     runtime = get_runtime()
+    name = blob_name_of_event(event)
+    if name is None:
+        log.info("event %s (%s) is not a new blob: ignored", event.id, event.event_type)
+        return
     prefix = str(getattr(runtime.store, "container_prefix", ""))
-    path = blob_snapshot_path(blob.name or "", prefix)
+    path = blob_snapshot_path(name, prefix)
     requests = await asyncio.to_thread(runtime.engine.runs_for_blob, path)
     if not requests:
         log.info("blob %s: no enabled export needs it (or it was exported already)", path)
@@ -292,12 +308,14 @@ async def start_export_run(req: func.HttpRequest, client: Any) -> func.HttpRespo
         name = route_name(req)
         run_body = parse_run_body(_run_body(req))
         options, snapshot_at = run_body.options(), run_body.snapshot
-        await asyncio.to_thread(runtime.management.authorize_run, caller, name)
-        snapshot = (
-            None
-            if snapshot_at is None
-            else await asyncio.to_thread(runtime.engine.store_snapshot, snapshot_at)
+        export, _connection = await asyncio.to_thread(
+            runtime.management.authorize_run, caller, name
         )
+        snapshot = None
+        if snapshot_at is not None:
+            check_snapshot_in_segment(export, snapshot_at)
+            snapshot = await asyncio.to_thread(runtime.engine.store_snapshot, snapshot_at)
+            check_snapshot_in_segment(export, snapshot.path)
         request = await asyncio.to_thread(
             runtime.engine.new_run,
             name,
@@ -322,11 +340,8 @@ async def start_export_run(req: func.HttpRequest, client: Any) -> func.HttpRespo
         "status_url": own,
         "cancel_url": f"{own}/cancel",
     }
-    if caller.is_admin:
-        # The Durable management links carry the extension's system key, which can manage
-        # every instance of the app: only administrators get them.
-        check = client.create_check_status_response(req, outcome.instance_id)
-        body["durable"] = json.loads(check.get_body())
+    # No Durable management links (statusQueryGetUri & co.): they carry the extension's system
+    # key, which manages every instance of the app. status_url and cancel_url do their work.
     return json_response(body, 202, headers={"Location": own, "Retry-After": "10"})
 
 

@@ -38,6 +38,7 @@ from exporter.progress import ProgressEvent
 from exporter.reading.limits import ReadLimits
 from exporter.run.engine import Engine, RunOptions
 from exporter.run.report import RunReport
+from exporter.run.run_body import check_snapshot_in_segment
 from exporter.settings import EXPORTER_HOME, HostPolicy
 from exporter.storage import runs
 from exporter.storage.records import ActiveRun, read_record
@@ -270,7 +271,8 @@ def cmd_exports_list(ctx: Context, _args: argparse.Namespace) -> int:
 
 def cmd_exports_remove(ctx: Context, args: argparse.Namespace) -> int:
     deleted = ctx.service().delete_export(ctx.caller, args.name)
-    ctx.emit({"name": deleted.name}, f"export {deleted.name} removed (its run history stays)")
+    summary = f"export {deleted.name} removed with its state and run files (reports stay)"
+    ctx.emit({"name": deleted.name}, summary)
     return EXIT_OK
 
 
@@ -323,7 +325,7 @@ def _status_exit(report: RunReport) -> int:
 
 def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     engine = ctx.engine()
-    ctx.service().authorize_run(ctx.caller, args.export)
+    export, _connection = ctx.service().authorize_run(ctx.caller, args.export)
     options = RunOptions(
         dry_run=args.dry_run, full_resync=args.full_resync, allow_shrink=args.allow_shrink
     )
@@ -333,8 +335,12 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         if os.path.exists(args.snapshot):
             snapshot, location = Engine.local_snapshot(args.snapshot), runs.LOCAL
         elif args.snapshot.startswith(SNAPSHOTS):
-            # The one rule for snapshot paths, before the store is asked.
-            snapshot = engine.store_snapshot(check_snapshot_path(args.snapshot, field="--snapshot"))
+            # The one rule for snapshot paths, and the export's segment, before the store is
+            # asked; a folder resolves to its newest snapshot, held to the segment again.
+            path = check_snapshot_path(args.snapshot, field="--snapshot")
+            check_snapshot_in_segment(export, path)
+            snapshot = engine.store_snapshot(path)
+            check_snapshot_in_segment(export, snapshot.path)
         else:
             raise InputError(
                 "file not found (nor a store path under snapshots/)", file=args.snapshot
@@ -475,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     ea.set_defaults(handler=cmd_exports_add)
     for name, handler, text in (
         ("show", cmd_exports_show, "show an export"),
-        ("remove", cmd_exports_remove, "remove an export (its run history stays)"),
+        ("remove", cmd_exports_remove, "remove an export, its state and run files (reports stay)"),
     ):
         p = exps.add_parser(name, help=text)
         p.add_argument("name")

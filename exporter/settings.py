@@ -19,9 +19,10 @@ STORAGE_BLOB_URI = "EXPORTER_STORAGE__blobServiceUri"
 STORAGE_CONNECTION_STRING = "EXPORTER_STORAGE"
 """Functions, local only: a connection string (Azurite). Never set in Azure."""
 SNAPSHOT_CONNECTION = "SnapshotStorage"
-"""Functions: prefix of the blob trigger's identity-based connection settings
+"""Functions: prefix of the snapshot storage's identity-based connection settings
 (``SnapshotStorage__blobServiceUri``, ``SnapshotStorage__queueServiceUri``,
-``SnapshotStorage__credential``, ``SnapshotStorage__clientId``)."""
+``SnapshotStorage__credential``, ``SnapshotStorage__clientId``). The snapshot trigger is an Event
+Grid trigger now and binds no storage connection; the settings stay for a storage binding."""
 KEYVAULT_URL = "EXPORTER_KEYVAULT_URL"
 """Functions: the Key Vault holding connections' API keys, ``https://NAME.vault.azure.net/``."""
 AZURE_CLIENT_ID = "AZURE_CLIENT_ID"
@@ -40,6 +41,8 @@ PLATFORM_AUTH_ENABLED = "WEBSITE_AUTH_ENABLED"
 """Set by the platform (not by us) when App Service Authentication is on."""
 PLATFORM_ENVIRONMENT = "AZURE_FUNCTIONS_ENVIRONMENT"
 """Set by the platform; ``Development`` under Core Tools on a laptop."""
+PLATFORM_INSTANCE_ID = "WEBSITE_INSTANCE_ID"
+"""Set by the platform on every instance in Azure (never by Core Tools on a laptop)."""
 
 APP_SETTING_NAMES: tuple[str, ...] = (
     STORAGE_BLOB_URI,
@@ -82,6 +85,16 @@ class HostPolicy:
         )
 
 
+def _principal_header_trusted(env: Mapping[str, str]) -> bool:
+    """App Service Authentication is on, or Core Tools runs the app on a laptop. In Azure
+    (``WEBSITE_INSTANCE_ID`` set) only Easy Auth counts: a stray ``Development`` app setting
+    must not make a forged header believable."""
+    if _flag(env.get(PLATFORM_AUTH_ENABLED)):
+        return True
+    in_azure = bool((env.get(PLATFORM_INSTANCE_ID) or "").strip())
+    return not in_azure and env.get(PLATFORM_ENVIRONMENT) == "Development"
+
+
 @dataclass(frozen=True)
 class FunctionSettings:
     """Settings of the deployed Functions app, resolved once per worker."""
@@ -99,8 +112,9 @@ class FunctionSettings:
     principal_header_trusted: bool = True
     """Whether ``X-MS-CLIENT-PRINCIPAL`` can be believed: only when App Service Authentication
     is on (the platform sets ``WEBSITE_AUTH_ENABLED``) or under Core Tools locally
-    (``AZURE_FUNCTIONS_ENVIRONMENT=Development``). Without Easy Auth anyone holding a function
-    key could forge the header, so the HTTP API then refuses every call with 401."""
+    (``AZURE_FUNCTIONS_ENVIRONMENT=Development`` without ``WEBSITE_INSTANCE_ID``). Without
+    Easy Auth anyone holding a function key could forge the header, so the HTTP API then
+    refuses every call with 401."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FunctionSettings:
@@ -113,6 +127,5 @@ class FunctionSettings:
             schedule=env.get(SCHEDULE) or DEFAULT_SCHEDULE,
             push_wave_width=max(1, int(env.get(PUSH_WAVE_WIDTH) or 4)),
             hosts=HostPolicy.from_env(env, loopback_default=False),
-            principal_header_trusted=_flag(env.get(PLATFORM_AUTH_ENABLED))
-            or env.get(PLATFORM_ENVIRONMENT) == "Development",
+            principal_header_trusted=_principal_header_trusted(env),
         )

@@ -1,10 +1,10 @@
-// Second step, after the code is deployed: subscribe the snapshot blob trigger to BlobCreated
+// Second step, after the code is deployed: subscribe the snapshot Event Grid trigger to BlobCreated
 // events of the snapshots container. Deployed by the azd postdeploy hook
 // (infra/scripts/postdeploy.sh) or by hand:
 //   az deployment group create -g <group> -f infra/eventgrid.bicep \
 //     -p functionAppName=<app> systemTopicName=<topic> storageAccountName=<account>
-// It cannot be part of main.bicep: the webhook needs the blobs_extension system key, which the
-// Functions host creates only once a function with an Event Grid blob trigger is deployed.
+// It cannot be part of main.bicep: the webhook needs the eventgrid_extension system key, which the
+// Functions host creates only once a function with an Event Grid trigger is deployed.
 targetScope = 'resourceGroup'
 
 @description('Function app name (output AZURE_FUNCTION_APP_NAME of main.bicep).')
@@ -37,9 +37,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
 
-// The runtime's blob webhook authenticates Event Grid by the blobs_extension system key.
-var blobsExtensionKey = listKeys('${functionApp.id}/host/default', '2023-12-01').systemKeys.blobs_extension
-var webhookUrl = 'https://${functionApp.properties.defaultHostName}/runtime/webhooks/blobs?functionName=Host.Functions.${functionName}&code=${blobsExtensionKey}'
+// The snapshot trigger is an Event Grid trigger (it needs a blob's name, never its content): the
+// runtime's Event Grid webhook authenticates Event Grid by the eventgrid_extension system key.
+var eventGridExtensionKey = listKeys('${functionApp.id}/host/default', '2023-12-01').systemKeys.eventgrid_extension
+var webhookUrl = 'https://${functionApp.properties.defaultHostName}/runtime/webhooks/eventgrid?functionName=${functionName}&code=${eventGridExtensionKey}'
 
 resource snapshotSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = {
   parent: systemTopic

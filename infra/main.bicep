@@ -28,7 +28,7 @@ param grantDeployerKeyVaultAccess bool = true
 @description('Give principalId Storage Blob Data Contributor on the account, to upload snapshots and edit config.')
 param grantDeployerStorageAccess bool = true
 
-@description('true: the app may write secrets (saving a connection through the HTTP API stores its key; Key Vault Secrets Officer). false: it only reads them (Key Vault Secrets User) and operators set keys.')
+@description('The app always gets Key Vault Secrets User (reads keys). true: also Secrets Officer on the vault, so saving a connection through the HTTP API stores its key (the app changes only secrets it created). false: read-only, operators set keys (least privilege).')
 param allowKeyWritesFromApp bool = true
 
 @description('Days run artefacts (rejected rows, chunks, plans, reports: personal data) are kept.')

@@ -184,6 +184,9 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, sandbox: Sandbox) -> No
     assert code == 2 and "not found" in err
     code, _out, err = cli(home, "run", "no-such-export")
     assert code == 2 and "no export named" in err
+    # A store snapshot outside the export's segment is refused for everyone, the CLI included.
+    code, _out, err = cli(home, "run", "newsletter", "--snapshot", "snapshots/other-team/vip.csv")
+    assert code == 2 and "segment" in err and "other-team" not in err
 
 
 def test_json_run_and_exit_codes_as_a_subprocess(tmp_path: Path, sandbox: Sandbox) -> None:

@@ -238,3 +238,21 @@ def test_round_trip_through_json() -> None:
     assert again == exp
     conn = parse_connection(connection())
     assert Connection.model_validate_json(conn.model_dump_json()) == conn
+
+
+def test_contributor_segments_are_folders_and_bound_contributors_segments() -> None:
+    conn = parse_connection(connection(contributor_segments=["snapshots/team-a", "snapshots/b/"]))
+    assert conn.contributor_segments == ["snapshots/team-a/", "snapshots/b/"]
+    assert conn.open_to_contributors("snapshots/team-a/")
+    assert conn.open_to_contributors("snapshots/team-a")
+    assert conn.open_to_contributors("snapshots/team-a/eu/*.csv")
+    assert not conn.open_to_contributors("snapshots/team-ab/")
+    assert not conn.open_to_contributors("snapshots/*/x.csv")
+    assert parse_connection(connection()).open_to_contributors("snapshots/anything/")
+    for bad in (["snapshots/*/"], ["config/x/"], ["snapshots/../x/"], "snapshots/a/"):
+        with pytest.raises(ConfigErrors) as info:
+            parse_connection(connection(contributor_segments=bad))
+        assert {e.field for e in info.value.errors} <= {
+            "contributor_segments",
+            "contributor_segments.0",
+        }

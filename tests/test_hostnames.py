@@ -128,3 +128,33 @@ def test_check_hostname_rejects_a_stored_host_the_policy_no_longer_allows() -> N
         check_hostname("127.0.0.1:9", STRICT)
     with pytest.raises(ConfigError, match="normalised"):
         check_hostname("https://acct.api-us1.com", STRICT)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "acct.api-us1.com@evil.com",
+        "https://acct.api-us1.com@evil.com/",
+        "acct.api-us1.com\\@evil.com",
+        "acct.api-us1.com%2f@evil.com",
+        "acct.api-us1.com/.evil.com",
+        "evil.com/acct.api-us1.com",
+        "evil.com#acct.api-us1.com",
+        "acct.api-us1.com\u3002evil.com",
+        "acct.api-us1\u3002com",
+        "acct.api-us1.com\x00.evil.com",
+        "acct.api-us1.com .evil.com",
+        "http://2130706433/",
+        "[::ffff:127.0.0.1]",
+    ],
+)
+def test_hostname_bypass_attempts_stay_refused(raw: str) -> None:
+    """Regression (issue 15, "what held"): userinfo, encoded separators, look-alike dots and
+    numeric hosts never turn into a host outside ActiveCampaign's."""
+    try:
+        host, _notes = normalise_hostname(raw, STRICT)
+    except ConfigError as exc:
+        assert exc.field == "hostname"
+        return
+    assert host.endswith((".api-us1.com", ".activehosted.com")), host
+    assert "evil" not in host

@@ -62,8 +62,8 @@ def test_keyvault_refs_need_key_vault() -> None:
     provider = LocalSecretProvider({})
     for call in (
         lambda: provider.get("keyvault:ac-key"),
-        lambda: provider.set("keyvault:ac-key", KEY),
-        lambda: provider.delete("keyvault:ac-key"),
+        lambda: provider.set("keyvault:ac-key", KEY, owner="shop"),
+        lambda: provider.delete("keyvault:ac-key", owner="shop"),
     ):
         with pytest.raises(SecretError, match="needs Key Vault") as info:
             call()
@@ -73,12 +73,12 @@ def test_keyvault_refs_need_key_vault() -> None:
 def test_set_and_delete_refuse_helpfully_and_never_echo_the_value() -> None:
     provider = LocalSecretProvider({})
     with pytest.raises(SecretError, match="set the environment variable AC_KEY") as info:
-        provider.set("env:AC_KEY", KEY)
+        provider.set("env:AC_KEY", KEY, owner="shop")
     assert KEY not in str(info.value)
     with pytest.raises(SecretError, match="/etc/ac"):
-        provider.set("file:/etc/ac", KEY)
+        provider.set("file:/etc/ac", KEY, owner="shop")
     with pytest.raises(SecretError, match="yourself"):
-        provider.delete("env:AC_KEY")
+        provider.delete("env:AC_KEY", owner="shop")
     provider.invalidate("env:AC_KEY")  # nothing cached: a no-op
 
 

@@ -34,6 +34,8 @@ from exporter.settings import HostPolicy
 from exporter.storage.store import LocalStore
 
 KEY = "0123456789abcdef" * 4 + "deadbeef"
+OWN_REF = "keyvault:ac-shop-ac-0a1b2c3d"
+"""A Key Vault reference of the kind the app generates for connection shop-ac."""
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 ADMIN_CALLER = Caller("ada@example.com", frozenset({ADMIN}))
@@ -98,10 +100,10 @@ class MemorySecrets:
         except KeyError:
             raise SecretError(f"no secret {ref}") from None
 
-    def set(self, ref: str, value: str) -> None:
+    def set(self, ref: str, value: str, *, owner: str) -> None:
         self.values[ref] = value
 
-    def delete(self, ref: str) -> None:
+    def delete(self, ref: str, *, owner: str) -> None:
         self.deleted.append(ref)
         self.values.pop(ref, None)
 
@@ -293,9 +295,9 @@ def test_an_api_key_given_is_stored_by_reference_never_shown(
     other_key = "f" * 72
     with caplog.at_level(logging.DEBUG):
         saved = world.service.create_connection(
-            ADMIN_CALLER, conn_payload(api_key_ref="keyvault:new-key"), api_key=other_key
+            ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF), api_key=other_key
         )
-    assert world.secrets.values["keyvault:new-key"] == other_key
+    assert world.secrets.values[OWN_REF] == other_key
     assert other_key not in repr(saved)
     assert other_key not in world.store.read_bytes("config/connections/shop-ac.json").decode()
     assert other_key not in caplog.text
@@ -306,27 +308,32 @@ def test_a_local_key_cannot_be_stored_and_the_connection_is_not_left_behind(
     tmp_path: Path,
 ) -> None:
     w = make_world(tmp_path, secrets=LocalSecretProvider({}))
-    with pytest.raises(SecretError, match="set the environment variable AC_KEY") as info:
-        w.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref="env:AC_KEY"), KEY)
+    with pytest.raises(SecretError, match="needs Key Vault") as info:
+        w.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF), KEY)
     assert KEY not in str(info.value)
     assert not w.store.exists("config/connections/shop-ac.json")
 
 
 def test_verify_before_saving_saves_nothing_for_a_wrong_key(world: World) -> None:
     with pytest.raises(AuthenticationError):
-        world.service.create_connection(ADMIN_CALLER, conn_payload(), api_key="wrong", verify=True)
+        world.service.create_connection(
+            ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF), api_key="wrong", verify=True
+        )
     assert not world.store.exists("config/connections/shop-ac.json")
+    assert OWN_REF not in world.secrets.values
     assert world.secrets.values["keyvault:shop-key"] == KEY  # untouched
     world.service.create_connection(ADMIN_CALLER, conn_payload(), verify=True)
     assert world.account.calls == ["verify", "verify"]
 
 
 def test_creating_an_existing_connection_is_a_conflict(world: World) -> None:
-    world.service.create_connection(ADMIN_CALLER, conn_payload())
-    world.secrets.values["keyvault:shop-key"] = KEY
+    world.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF))
+    world.secrets.values[OWN_REF] = KEY
     with pytest.raises(ConflictError):
-        world.service.create_connection(ADMIN_CALLER, conn_payload(), api_key="x" * 72)
-    assert world.secrets.values["keyvault:shop-key"] == KEY  # the existing key survives
+        world.service.create_connection(
+            ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF), api_key="x" * 72
+        )
+    assert world.secrets.values[OWN_REF] == KEY  # the existing key survives
 
 
 def test_verify_connection_uses_the_stored_key(world: World) -> None:
@@ -392,7 +399,8 @@ def test_connections_cannot_be_renamed_or_consent_withdrawn(world: World) -> Non
 
 
 def test_delete_connection_refuses_while_used_and_deletes_an_unshared_key(world: World) -> None:
-    world.service.create_connection(ADMIN_CALLER, conn_payload())
+    world.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF))
+    world.secrets.values[OWN_REF] = KEY
     world.service.create_export(ADMIN_CALLER, export_payload())
     with pytest.raises(ConflictError, match="high-value"):
         world.service.delete_connection(ADMIN_CALLER, "shop-ac", delete_secret=True)
@@ -401,12 +409,12 @@ def test_delete_connection_refuses_while_used_and_deletes_an_unshared_key(world:
         ADMIN_CALLER, "shop-ac", delete_secret=True, force=True
     )
     assert result.orphaned_exports == ["high-value"] and result.secret_deleted
-    assert world.secrets.deleted == ["keyvault:shop-key"]
+    assert world.secrets.deleted == [OWN_REF]
 
 
 def test_a_key_shared_with_another_connection_is_kept(world: World) -> None:
-    world.service.create_connection(ADMIN_CALLER, conn_payload())
-    world.service.create_connection(ADMIN_CALLER, conn_payload("shop-two"))
+    world.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF))
+    world.service.create_connection(ADMIN_CALLER, conn_payload("shop-two", api_key_ref=OWN_REF))
     result = world.service.delete_connection(ADMIN_CALLER, "shop-ac", delete_secret=True)
     assert not result.secret_deleted and world.secrets.deleted == []
 
@@ -548,6 +556,42 @@ def test_delete_export_keeps_history_and_tells_the_host_what_to_stop(world: Worl
         world.service.get_export(ADMIN_CALLER, "high-value")
 
 
+PERSONAL = (
+    "state/high-value/state.bin",
+    "state/high-value/pending.json",
+    "state/high-value/active_run.json",
+    "state/high-value/last_run.json",
+    "runs/high-value/r1/chunks/00000.jsonl",
+    "runs/high-value/r1/sent/00000.json",
+    "runs/high-value/r1/rejected.csv",
+    "runs/high-value/r2/plan.csv",
+)
+"""What an export keeps about people (addresses, rows) between and during runs."""
+
+
+def test_deleting_an_export_removes_its_personal_data(world: World) -> None:
+    world.service.create_connection(ADMIN_CALLER, conn_payload(allow_contributors=True))
+    world.service.create_export(ADMIN_CALLER, export_payload())
+    for path in PERSONAL:
+        world.store.write_bytes(path, b"ada@example.com")
+    world.store.write_bytes("state/high-value-2/state.bin", b"another export's state")
+    world.service.delete_export(CONTRIB_CALLER, "high-value")
+    assert [p for p in PERSONAL if world.store.exists(p)] == []
+    assert world.store.exists("state/high-value-2/state.bin"), "a prefix is not a folder"
+    # A new export of the same name starts afresh: it does not inherit the old state.
+    world.service.create_export(ADMIN_CALLER, export_payload())
+    assert not world.store.exists("state/high-value/state.bin")
+
+
+def test_forgetting_an_export_is_refused_while_it_exists(world: World) -> None:
+    world.service.create_connection(ADMIN_CALLER, conn_payload())
+    world.service.create_export(ADMIN_CALLER, export_payload())
+    world.store.write_bytes("state/high-value/state.bin", b"x")
+    with pytest.raises(ConflictError):
+        world.service.forget_export("high-value")
+    assert world.store.exists("state/high-value/state.bin")
+
+
 def test_orphaned_exports_are_for_administrators_only(world: World) -> None:
     world.service.create_connection(ADMIN_CALLER, conn_payload(allow_contributors=True))
     world.service.create_export(ADMIN_CALLER, export_payload())
@@ -634,7 +678,7 @@ def test_a_key_the_vault_refuses_leaves_the_connection_unchanged(world: World) -
     world.service.create_connection(ADMIN_CALLER, conn_payload())
     before = world.store.read_bytes("config/connections/shop-ac.json")
 
-    def refuse(ref: str, value: str) -> None:
+    def refuse(ref: str, value: str, *, owner: str) -> None:
         raise SecretError("the identity may not write secrets")
 
     world.secrets.set = refuse  # type: ignore[method-assign]
@@ -642,19 +686,51 @@ def test_a_key_the_vault_refuses_leaves_the_connection_unchanged(world: World) -
         world.service.update_connection(
             ADMIN_CALLER,
             "shop-ac",
-            {"api_key_ref": "keyvault:rotated-key", "display_name": "Changed"},
+            {"api_key_ref": OWN_REF, "display_name": "Changed"},
             api_key="e" * 72,
         )
     assert world.store.read_bytes("config/connections/shop-ac.json") == before
 
 
 def test_a_stale_etag_is_refused_before_the_key_is_written(world: World) -> None:
-    world.service.create_connection(ADMIN_CALLER, conn_payload())
+    world.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF))
+    world.secrets.values[OWN_REF] = KEY
     with pytest.raises(ConflictError):
         world.service.update_connection(
             ADMIN_CALLER, "shop-ac", {"display_name": "x"}, if_match='"stale"', api_key="e" * 72
         )
+    assert world.secrets.values[OWN_REF] == KEY
+
+
+def test_a_key_is_never_written_to_a_secret_the_app_did_not_make_for_the_connection(
+    world: World,
+) -> None:
+    """An administrator cannot overwrite an operator's (or another connection's) secret by
+    naming it as api_key_ref and sending api_key: refused naming the field, nothing written."""
+    world.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF))
+    for foreign in ("keyvault:shop-key", "keyvault:ac-other-0a1b2c3d"):
+        with pytest.raises(ConfigErrors) as info:
+            world.service.create_connection(
+                ADMIN_CALLER, conn_payload("shop-two", api_key_ref=foreign), api_key="e" * 72
+            )
+        assert field_names(info.value) == {"api_key_ref"}
+        with pytest.raises(ConfigErrors) as info:
+            world.service.update_connection(
+                ADMIN_CALLER, "shop-ac", {"api_key_ref": foreign}, api_key="e" * 72
+            )
+        assert field_names(info.value) == {"api_key_ref"}
     assert world.secrets.values["keyvault:shop-key"] == KEY
+    assert "keyvault:ac-other-0a1b2c3d" not in world.secrets.values
+    assert not world.store.exists("config/connections/shop-two.json")
+
+
+def test_delete_secret_refuses_a_secret_the_app_did_not_make(world: World) -> None:
+    world.service.create_connection(ADMIN_CALLER, conn_payload())  # an operator's secret
+    with pytest.raises(ConfigError) as info:
+        world.service.delete_connection(ADMIN_CALLER, "shop-ac", delete_secret=True)
+    assert info.value.field == "delete_secret"
+    assert world.secrets.deleted == []
+    assert world.store.exists("config/connections/shop-ac.json"), "nothing was deleted"
 
 
 def test_a_schedule_finer_than_the_timer_tick_is_refused_when_saved(world: World) -> None:

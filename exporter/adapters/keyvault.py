@@ -33,6 +33,7 @@ from azure.core.exceptions import (
 from azure.keyvault.secrets import SecretClient
 
 from exporter.errors import ConfigError, SecretError
+from exporter.management.secret_names import is_generated_key_ref
 from exporter.settings import KEYVAULT_URL, FunctionSettings
 
 logger = logging.getLogger(__name__)
@@ -40,8 +41,12 @@ logger = logging.getLogger(__name__)
 REFERENCE_PREFIX = "keyvault:"
 CONTENT_TYPE = "application/x-activecampaign-api-key"
 """Content type of the secrets we write: tells a vault's reader what the value is."""
-DEFAULT_TAGS: Mapping[str, str] = {"managed-by": "activecampaign-segment-exporter"}
+MANAGED_BY_TAG = "managed-by"
+DEFAULT_TAGS: Mapping[str, str] = {MANAGED_BY_TAG: "activecampaign-segment-exporter"}
 """Tags on the secrets we write (never anything secret)."""
+OWNER_TAG = "exporter-connection"
+"""Tag naming the connection a secret was written for: the app overwrites and deletes only
+secrets carrying it with that connection's name (see :meth:`KeyVaultSecretProvider.set`)."""
 READ_ROLE = "Key Vault Secrets User"
 WRITE_ROLE = "Key Vault Secrets Officer"
 
@@ -164,17 +169,19 @@ class KeyVaultSecretProvider:
                 self._cache[key] = _Cached(secret.value, now + self._ttl)
         return secret.value
 
-    def set(self, ref: str, value: str) -> None:
-        """Write a new version (content type and tags, never the value, describe it)."""
+    def set(self, ref: str, value: str, *, owner: str) -> None:
+        """Write a new version for connection ``owner`` (content type and tags, never the
+        value, describe it). An existing secret is overwritten only when it is ``owner``'s
+        (:meth:`_require_owned`): an operator's or another connection's secret is refused."""
         name = secret_name(ref)
         if not value:
             raise SecretError(f"refusing to store an empty value in secret '{name}'")
+        self._require_owned(name, owner, "overwrite", missing_ok=True)
+        tags = {**self._tags, OWNER_TAG: owner}
         self._call(
             "write",
             name,
-            lambda: self._client.set_secret(
-                name, value, content_type=CONTENT_TYPE, tags=self._tags
-            ),
+            lambda: self._client.set_secret(name, value, content_type=CONTENT_TYPE, tags=tags),
         )
         logger.info("stored a new version of secret %s in Key Vault", name)
         key = name.lower()
@@ -183,8 +190,9 @@ class KeyVaultSecretProvider:
             if self._ttl > 0:
                 self._cache[key] = _Cached(value, self._clock() + self._ttl)
 
-    def delete(self, ref: str) -> None:
-        """Start deleting the secret; a secret that is already gone is not an error.
+    def delete(self, ref: str, *, owner: str) -> None:
+        """Start deleting connection ``owner``'s secret; a secret that is already gone is not
+        an error, one that is not ``owner``'s (:meth:`_require_owned`) is refused.
 
         Deletion is started, not awaited: nothing in the exporter needs it complete, waiting
         would hold a worker for seconds, and the SDK's ``LROPoller.wait(timeout)`` leaves a
@@ -195,6 +203,7 @@ class KeyVaultSecretProvider:
         with self._lock:
             self._forget(name.lower())
         try:
+            self._require_owned(name, owner, "delete", missing_ok=False)
             self._call("delete", name, lambda: self._client.begin_delete_secret(name))
         except _AlreadyGone:
             logger.info("secret %s was already absent from Key Vault", name)
@@ -208,6 +217,31 @@ class KeyVaultSecretProvider:
             self._forget(key)
 
     # --- internals ----------------------------------------------------------------------------
+    def _require_owned(self, name: str, owner: str, verb: str, *, missing_ok: bool) -> None:
+        """Raise unless secret ``name`` is absent (``missing_ok``: writing; else
+        :class:`_AlreadyGone`) or was written by the app
+        for connection ``owner``: tagged with :data:`OWNER_TAG` = ``owner``, or (secrets written
+        before that tag existed) tagged :data:`MANAGED_BY_TAG` under a name generated for
+        ``owner``. Anything else is read-only to the app, whatever its role on the vault."""
+        action: Action = "write" if missing_ok else "delete"  # a 403 names the write role
+        try:
+            secret = self._call(action, name, lambda: self._client.get_secret(name))
+        except _Missing:  # writing a new secret; deleting an absent one raises _AlreadyGone
+            return
+        tags = secret.properties.tags or {}
+        if tags.get(OWNER_TAG) == owner:
+            return
+        legacy = OWNER_TAG not in tags and tags.get(MANAGED_BY_TAG) == self._tags.get(
+            MANAGED_BY_TAG
+        )
+        if legacy and is_generated_key_ref(f"{REFERENCE_PREFIX}{name}", owner):
+            return
+        raise SecretError(
+            f"refusing to {verb} secret '{name}': the exporter did not create it for connection "
+            f"{owner!r} (it may be read, never changed); give the connection a key under a new "
+            "name instead"
+        )
+
     def _forget(self, key: str) -> None:
         """Drop the entry and fence off reads in flight (caller holds the lock)."""
         self._cache.pop(key, None)
@@ -228,7 +262,8 @@ class KeyVaultSecretProvider:
         if isinstance(exc, ResourceNotFoundError):
             if action == "delete":
                 return _AlreadyGone(name)
-            return SecretError(f"secret '{name}' not found in vault {vault}{_detail(exc)}")
+            missing = _Missing if action == "write" else SecretError
+            return missing(f"secret '{name}' not found in vault {vault}{_detail(exc)}")
         if isinstance(exc, ClientAuthenticationError):
             return SecretError(
                 f"could not authenticate to Key Vault {vault} to {action} secret '{name}': check "
@@ -260,6 +295,10 @@ class KeyVaultSecretProvider:
 
 class _AlreadyGone(SecretError):
     """Internal: the secret to delete does not exist (deleting is then a no-op)."""
+
+
+class _Missing(SecretError):
+    """Internal: the secret about to be written does not exist yet (it is then created)."""
 
 
 def _detail(exc: AzureError) -> str:

@@ -93,13 +93,17 @@ SNAPSHOTS = "snapshots/"
 """Where snapshots live in the store (the ``snapshots`` container)."""
 
 
+MAX_PATH_PART_BYTES = 255
+"""Longest folder or file name in a snapshot path (what a local store's file system holds)."""
+
+
 def snapshot_path(value: str) -> str:
     """A store path under ``snapshots/``: the one rule for every snapshot path a host hands
     the core (an export's segment, a snapshot named in a run request, a blob the trigger
     reports). It is the store's own path rule, so a path it accepts is one the store can read:
-    no empty, ``.`` or ``..`` parts (a trailing ``/`` names a folder), no backslash, no control
-    character. Raises :class:`ValueError` (a validator); :func:`check_snapshot_path` raises
-    :class:`ConfigError`."""
+    no empty, ``.`` or ``..`` parts (a trailing ``/`` names a folder), no part over 255 bytes, no
+    backslash, no control character. Raises :class:`ValueError` (a validator);
+    :func:`check_snapshot_path` raises :class:`ConfigError`."""
     rest = value.removeprefix(SNAPSHOTS)
     if rest == value or not rest:
         raise ValueError("must be a store path under snapshots/, e.g. snapshots/high-value/")
@@ -108,6 +112,8 @@ def snapshot_path(value: str) -> str:
     parts = rest.split("/")
     if any(part in ("", ".", "..") for part in parts[:-1]) or parts[-1] in (".", ".."):
         raise ValueError("must not contain empty, '.' or '..' path segments")
+    if any(len(part.encode()) > MAX_PATH_PART_BYTES for part in parts):
+        raise ValueError(f"a path segment is longer than {MAX_PATH_PART_BYTES} bytes")
     return value
 
 
@@ -127,6 +133,15 @@ def _segment(value: str) -> str:
     if not _SEGMENT_CHARS.fullmatch(value.removeprefix(SNAPSHOTS)):
         raise ValueError("contains characters that are not allowed in a segment")
     return value
+
+
+def _segment_folder(value: str) -> str:
+    # A folder contributors may take segments from: a segment without wildcards, kept with
+    # its trailing "/" so "snapshots/team-a/" never admits "snapshots/team-ab/".
+    _segment(value)
+    if _GLOB_CHARS.intersection(value):
+        raise ValueError("must be a folder under snapshots/, without wildcards")
+    return value if value.endswith("/") else value + "/"
 
 
 Slug = Annotated[str, AfterValidator(_slug)]
@@ -189,6 +204,12 @@ class Connection(BaseModel):
         default=False,
         description="Whether contributors may build exports on it (administrators only if not).",
     )
+    contributor_segments: list[Annotated[str, AfterValidator(_segment_folder)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Folders under snapshots/ that contributors' exports on this connection may "
+        "read (their segments must lie inside one); empty: any segment.",
+    )
     consent: Consent | None = Field(
         default=None, description="Who agreed to the data privacy statement, and when."
     )
@@ -196,6 +217,13 @@ class Connection(BaseModel):
     created_at: Timestamp | None = Field(default=None, description="When it was created (UTC).")
     updated_by: str | None = Field(default=None, description="Principal who last changed it.")
     updated_at: Timestamp | None = Field(default=None, description="When it last changed (UTC).")
+
+    def open_to_contributors(self, segment: str) -> bool:
+        """Whether a contributor's export on this connection may read ``segment``."""
+        if not self.contributor_segments:
+            return True
+        folder = segment.rstrip("/") + "/"
+        return any(folder.startswith(allowed) for allowed in self.contributor_segments)
 
     def require_consent(self) -> Consent:
         """The consent, or a :class:`ConfigError` saying it is missing."""

@@ -8,6 +8,9 @@ the app's identity is not given purge rights. Only secrets with such a name, mad
 connection, are the app's own to overwrite: a new key for a connection whose reference is one
 of them becomes a new version of that secret; any other reference (an operator's secret, maybe
 shared by several connections) is left alone and a fresh name is made (:func:`ref_for_new_key`).
+The management service refuses to store a key under any other reference, and the Key Vault
+provider checks its ownership tag before overwriting or deleting
+(:mod:`exporter.adapters.keyvault`).
 """
 
 from __future__ import annotations

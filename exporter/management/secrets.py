@@ -29,12 +29,14 @@ class SecretProvider(Protocol):
         """The value. Raises :class:`exporter.errors.SecretError` (never with the value)."""
         ...
 
-    def set(self, ref: str, value: str) -> None:
-        """Store a secret (Key Vault ``set_secret``). Local providers may refuse."""
+    def set(self, ref: str, value: str, *, owner: str) -> None:
+        """Store a secret for connection ``owner`` (Key Vault ``set_secret``), refusing to
+        overwrite a secret the app did not create for ``owner``. Local providers refuse."""
         ...
 
-    def delete(self, ref: str) -> None:
-        """Delete a secret (optional when a connection is removed)."""
+    def delete(self, ref: str, *, owner: str) -> None:
+        """Delete connection ``owner``'s secret (optional when it is removed), refusing any
+        secret the app did not create for ``owner``."""
         ...
 
     def invalidate(self, ref: str) -> None:
@@ -144,7 +146,7 @@ class LocalSecretProvider:
             raise SecretError(f"key file {path} is empty")
         return value
 
-    def set(self, ref: str, value: str) -> None:
+    def set(self, ref: str, value: str, *, owner: str) -> None:
         parsed = parse_ref(ref)
         if parsed.kind == KEYVAULT:
             raise SecretError(f"{parsed} needs Key Vault ({KEYVAULT_URL_SETTING}) to store a key")
@@ -155,7 +157,7 @@ class LocalSecretProvider:
         )
         raise SecretError(f"local keys are kept by you, not by the exporter: {where}")
 
-    def delete(self, ref: str) -> None:
+    def delete(self, ref: str, *, owner: str) -> None:
         parsed = parse_ref(ref)
         if parsed.kind == KEYVAULT:
             raise SecretError(f"{parsed} needs Key Vault ({KEYVAULT_URL_SETTING}) to delete a key")

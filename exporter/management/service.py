@@ -22,6 +22,7 @@ from exporter.errors import (
     ConflictError,
     ExporterError,
     NotFoundError,
+    PermissionDenied,
 )
 from exporter.management import schedule as schedule_mod
 from exporter.management.config import (
@@ -42,9 +43,11 @@ from exporter.management.permissions import (
     require_role,
 )
 from exporter.management.repository import ConfigRepository
+from exporter.management.secret_names import is_generated_key_ref
 from exporter.management.secrets import SecretProvider
 from exporter.masking import mask_email
 from exporter.settings import HostPolicy
+from exporter.storage import runs
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +113,8 @@ class DeletedConnection:
 
 @dataclass(frozen=True)
 class DeletedExport:
-    """A deleted export: the host cancels its running run and stops its schedule.
-    Its run history stays."""
+    """A deleted export: its state and run files are gone, each run's report stays; the host
+    cancels its running run and stops its schedule."""
 
     name: str
     connection: str
@@ -252,6 +255,24 @@ def _parse_connection(data: dict[str, Any], errors: list[ConfigError]) -> Connec
     return connection
 
 
+def _require_own_key_ref(connection: Connection, api_key: str | None) -> None:
+    """A key sent with a connection is stored only under a name the app generates for that
+    connection: pointing ``api_key_ref`` at an operator's or another connection's secret and
+    sending ``api_key`` would overwrite it. (Referring to such a secret without a key is fine:
+    it is only read.)"""
+    if api_key is not None and not is_generated_key_ref(connection.api_key_ref, connection.name):
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    "a key sent with api_key is stored only in a secret the exporter creates for "
+                    "this connection: leave api_key_ref out (a name is made) or keep the key in "
+                    "your own secret and send no api_key",
+                    field="api_key_ref",
+                )
+            ]
+        )
+
+
 def _consent(caller: Caller, now: datetime) -> dict[str, Any]:
     return Consent(agreed=True, by=caller.principal, at=now).model_dump(mode="json")
 
@@ -322,6 +343,7 @@ class ManagementService:
         data.update(created_by=caller.principal, created_at=now)
         data.update(updated_by=caller.principal, updated_at=now)
         connection = _parse_connection(data, errors)
+        _require_own_key_ref(connection, api_key)
         if self.repo.connection_exists(connection.name):
             raise ConflictError(
                 f"a connection named {connection.name!r} exists already", field="name"
@@ -340,7 +362,7 @@ class ManagementService:
         # The connection is written first (create-only), so a lost race never overwrites
         # someone else's key; if the key cannot be stored, the new connection goes again.
         try:
-            self.secrets.set(connection.api_key_ref, api_key)
+            self.secrets.set(connection.api_key_ref, api_key, owner=connection.name)
         except ExporterError:
             self.repo.delete_connection(connection.name, force=True)
             raise
@@ -382,6 +404,7 @@ class ManagementService:
             )
         data.update(updated_by=caller.principal, updated_at=now)
         connection = _parse_connection(data, errors)
+        _require_own_key_ref(connection, api_key)
         # The key first: should the vault refuse, the stored connection must not already point
         # at a secret that was never written. (A lost ETag race after this leaves the new key in
         # place under the reference the caller asked for, which is what they wanted anyway.)
@@ -392,7 +415,7 @@ class ManagementService:
                     "read it again and reapply your change",
                     field="name",
                 )
-            self.secrets.set(connection.api_key_ref, api_key)
+            self.secrets.set(connection.api_key_ref, api_key, owner=connection.name)
         new_etag = self.repo.put_connection(connection, if_match=if_match or etag)
         log.info("connection %s changed by %s", name, _who(caller))
         return Saved(connection.to_public_dict(caller.view_role), new_etag, notes)
@@ -427,11 +450,17 @@ class ManagementService:
         ``delete_secret`` also deletes its key (Key Vault), unless another connection uses it."""
         authorize(caller, Action.DELETE_CONNECTION)
         connection, _etag = self.repo.get_connection(name)
+        if delete_secret and not is_generated_key_ref(connection.api_key_ref, name):
+            raise ConfigError(
+                "the connection's key is not a secret the exporter created for it: it is left "
+                "alone (delete the connection without delete_secret; remove the secret yourself)",
+                field="delete_secret",
+            )
         orphaned = self.repo.exports_using(name)
         self.repo.delete_connection(name, force=force)
         shared = any(c.api_key_ref == connection.api_key_ref for c in self.repo.list_connections())
         if delete_secret and not shared:
-            self.secrets.delete(connection.api_key_ref)
+            self.secrets.delete(connection.api_key_ref, owner=name)
         log.info("connection %s deleted by %s", name, _who(caller))
         return DeletedConnection(name, orphaned, delete_secret and not shared)
 
@@ -444,6 +473,18 @@ class ManagementService:
             raise ConfigError(f"no connection named {name!r}", field="connection") from None
         authorize(caller, action, connection)
         return connection
+
+    @staticmethod
+    def _segment_allowed(caller: Caller, connection: Connection, export: Export) -> None:
+        """Contributors' exports read only the folders the connection opens to them (the same
+        rule when an export is created and when its segment or connection changes)."""
+        if caller.is_admin or connection.open_to_contributors(export.segment):
+            return
+        folders = ", ".join(connection.contributor_segments)
+        raise PermissionDenied(
+            f"on connection {connection.name!r} contributors may export only segments under "
+            f"{folders}; an administrator can open more"
+        )
 
     def _checked_against_account(self, connection: Connection, export: Export) -> Export:
         """The export with its list ID checked and custom fields resolved on the account."""
@@ -477,6 +518,7 @@ class ManagementService:
         data.update(updated_by=caller.principal, updated_at=now)
         export = self._tick_checked(parse_export(data))
         connection = self._usable_connection(caller, export.connection, Action.CREATE_EXPORT)
+        self._segment_allowed(caller, connection, export)
         if self.repo.export_exists(export.name):
             raise ConflictError(f"an export named {export.name!r} exists already", field="name")
         export = self._checked_against_account(connection, export)
@@ -504,6 +546,8 @@ class ManagementService:
         data.update(updated_by=caller.principal, updated_at=self._now())
         export = self._tick_checked(parse_export(data))
         connection = self._usable_connection(caller, export.connection, Action.UPDATE_EXPORT)
+        if (export.segment, export.connection) != (existing.segment, existing.connection):
+            self._segment_allowed(caller, connection, export)
         recheck = ("connection", "list_id", "fields")
         if any(getattr(export, k) != getattr(existing, k) for k in recheck):
             export = self._checked_against_account(connection, export)
@@ -539,14 +583,23 @@ class ManagementService:
     def delete_export(
         self, caller: Caller, name: str, *, if_match: str | None = None
     ) -> DeletedExport:
-        """Delete an export (always possible for a caller allowed on it). The host then cancels
-        its running run and stops its schedule; its run history stays."""
+        """Delete an export (always possible for a caller allowed on it) and its personal data:
+        state (every address it sent), pending requests and run files; each run's report stays.
+        The host then cancels its running run and stops its schedule."""
         require_role(caller)
         export, _etag = self.repo.get_export(name)
         authorize(caller, Action.DELETE_EXPORT, self._connection_of(export))
         self.repo.delete_export(name, if_match=if_match)
-        log.info("export %s deleted by %s", name, _who(caller))
+        removed = self.forget_export(name)
+        log.info("export %s deleted by %s (%d data files removed)", name, _who(caller), removed)
         return DeletedExport(export.name, export.connection)
+
+    def forget_export(self, name: str) -> int:
+        """Remove a deleted export's personal data (:func:`runs.forget_export`); the host calls
+        it again once the export's runs are cancelled. Refused while the export exists."""
+        if self.repo.export_exists(name):
+            raise ConflictError(f"export {name!r} exists: delete it first", field="name")
+        return runs.forget_export(self.repo.store, name)
 
     def authorize_run(self, caller: Caller, name: str) -> tuple[Export, Connection]:
         """The export and its connection, if the caller may run it now (enabled, connection

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from exporter.errors import ConfigError, ConfigErrors
-from exporter.management.config import config_errors, snapshot_path
+from exporter.management.config import Export, config_errors, snapshot_path
 from exporter.run.records import RunOptions
 
 MAX_SNAPSHOT_PATH = 1_024
@@ -64,3 +64,25 @@ def _safe(error: ConfigError) -> ConfigError:
     if field is not None and not (field.isidentifier() and len(field) <= 40):
         return ConfigError(error.detail, field=None)
     return error
+
+
+def _in_segment(export: Export, path: str) -> bool:
+    folder = export.segment.rstrip("/")
+    return path.rstrip("/") == folder or export.segment_matches(path)
+
+
+def check_snapshot_in_segment(export: Export, path: str) -> None:
+    """Refuse a snapshot outside the export's segment, for every caller: a run sends only the
+    segment its export was made for (a contributor allowed on one export must not send another
+    team's snapshot through it). ``path`` is checked as requested and again once resolved
+    (a folder resolves to its newest snapshot). The message never repeats the path."""
+    if not _in_segment(export, path):
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    f"must be a snapshot of export {export.name!r}'s segment "
+                    "(or the segment itself, for its newest snapshot)",
+                    field="snapshot",
+                )
+            ]
+        )

@@ -111,6 +111,29 @@ def active_run_path(export: str) -> str:
     return f"state/{export}/active_run.json"
 
 
+KEPT_AFTER_DELETE = "report.json"
+"""What stays of a deleted export's runs: each run's report (counts and outcomes, no addresses)."""
+
+
+def forget_export(store: Store, export: str) -> int:
+    """Delete the personal data a deleted export left in the store; returns how many objects
+    went. That is all of ``state/<export>/`` (``state.bin``, every address it ever sent, and the
+    pending, active and last-run records) and every file of its runs except ``report.json``
+    (chunks, sent/confirmed records, ``rejected.csv``, ``plan.csv``, leavers kept). Idempotent:
+    call it again after cancelling runs that were still writing."""
+    removed = 0
+    doomed = [info.path for info in store.list(f"state/{export}/")]
+    doomed += [
+        info.path
+        for info in store.list(f"runs/{export}/")
+        if info.path.rpartition("/")[2] != KEPT_AFTER_DELETE
+    ]
+    for path in doomed:
+        store.delete(path)
+        removed += 1
+    return removed
+
+
 def new_run_id(now: datetime, snapshot_identity: str) -> str:
     """``20261125T183000Z-<8 hex of the snapshot identity>``: sortable, and recognisable."""
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")

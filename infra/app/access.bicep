@@ -106,8 +106,11 @@ resource appTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-// Key Vault Secrets Officer, only when the app saves connections' keys (allowKeyWritesFromApp):
-// saving a connection through the HTTP API writes its key as a secret.
+// Key Vault Secrets Officer (b86a8fe4-44ce-4948-aee5-eccb2c155cd7), only when the app saves
+// connections' keys (allowKeyWritesFromApp): saving a connection through the HTTP API writes its
+// key as a new secret. Azure RBAC cannot scope the creation of a secret that does not exist yet,
+// so this is on the vault; the app itself overwrites and deletes only secrets it created for a
+// connection (tag exporter-connection), never an operator's. See docs/deploy.md.
 resource appVaultOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (allowKeyWritesFromApp) {
   name: guid(vault.id, appPrincipalId, 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7')
   scope: vault
@@ -118,8 +121,10 @@ resource appVaultOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   }
 }
 
-// Key Vault Secrets User, when keys are set by operators only: the app just reads secret values.
-resource appVaultUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!allowKeyWritesFromApp) {
+// Key Vault Secrets User (4633458b-17de-408a-b874-0445c86b69e6), always: the app reads every
+// connection's key, operator-managed ones included. With allowKeyWritesFromApp=false this is
+// all it has (operators set keys): the least-privilege setup.
+resource appVaultUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(vault.id, appPrincipalId, '4633458b-17de-408a-b874-0445c86b69e6')
   scope: vault
   properties: {

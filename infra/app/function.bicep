@@ -118,7 +118,7 @@ var appSettings = [
     name: 'EXPORTER_STORAGE__blobServiceUri'
     value: blobEndpoint
   }
-  // The Event Grid blob trigger on the snapshots container (connection="SnapshotStorage").
+  // Snapshot storage (connection="SnapshotStorage"); new snapshots arrive as Event Grid events.
   {
     name: 'SnapshotStorage__blobServiceUri'
     value: blobEndpoint
@@ -180,7 +180,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_17: callers authenticate with Entra bearer tokens (App Service Authentication); Event Grid cannot present client certificates to the blob trigger webhook.
+  // checkov:skip=CKV_AZURE_17: callers authenticate with Entra bearer tokens (App Service Authentication); Event Grid cannot present client certificates to the Event Grid trigger webhook.
   // checkov:skip=CKV_AZURE_222: Event Grid delivers snapshot events to the public webhook, and the HTTP API is public behind Entra authentication; add private endpoints with a virtual network to close it.
   // checkov:skip=CKV_AZURE_212: Flex Consumption has no worker count; the platform scales instances per trigger group and keeps the always-ready Durable instance(s).
   // checkov:skip=CKV_AZURE_213: the App Service health check is not available on the Flex Consumption plan.
@@ -237,7 +237,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   }
   // App Service Authentication (on when authClientId is set): Entra bearer tokens only; the caller
   // reaches the code in X-MS-CLIENT-PRINCIPAL. Event Grid cannot get a token for the blob trigger
-  // webhook, so that path is excluded and the runtime checks its blobs_extension key instead.
+  // webhook, so that path is excluded and the runtime checks its eventgrid_extension key instead.
   resource authSettings 'config' = {
     // checkov:skip=CKV_AZURE_13: this is authsettingsV2, whose switch is properties.platform.enabled; the check reads the retired v1 schema (properties.enabled).
     // checkov:skip=CKV_AZURE_63: HTTP logging belongs to the site's web config, not to authsettingsV2; Flex Consumption sends request telemetry to Application Insights.
@@ -255,7 +255,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         requireAuthentication: authEnabled
         unauthenticatedClientAction: 'Return401'
         excludedPaths: [
-          '/runtime/webhooks/blobs'
+          '/runtime/webhooks/eventgrid'
         ]
       }
       httpSettings: {

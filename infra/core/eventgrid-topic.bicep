@@ -1,7 +1,7 @@
-// Event Grid system topic on the storage account: the source of the Event Grid blob trigger (the
-// only blob trigger on Flex Consumption). The subscription that delivers BlobCreated events to the
+// Event Grid system topic on the storage account: the source of the snapshot Event Grid trigger
+// (name only, never content). The subscription that delivers BlobCreated events to the
 // function is created after the code is deployed (infra/eventgrid.bicep), because its webhook
-// needs the blobs_extension key, which exists only once the blob trigger function does.
+// needs the eventgrid_extension key, which exists only once the trigger function does.
 
 @description('System topic name.')
 param name string

@@ -1,5 +1,5 @@
-# azd postdeploy hook (Windows): same steps as postdeploy.sh. Subscribes the snapshot blob trigger
-# to the storage account's Event Grid system topic once the blobs_extension key exists.
+# azd postdeploy hook (Windows): same steps as postdeploy.sh. Subscribes the snapshot Event Grid trigger
+# to the storage account's Event Grid system topic once the eventgrid_extension key exists.
 # Needs the Azure CLI signed in to the same tenant and subscription as azd (az login).
 $ErrorActionPreference = 'Stop'
 
@@ -17,14 +17,14 @@ if ($env:AZURE_SUBSCRIPTION_ID) {
 
 $ready = $false
 for ($attempt = 1; $attempt -le 30; $attempt++) {
-    $key = az functionapp keys list --resource-group $env:AZURE_RESOURCE_GROUP --name $env:AZURE_FUNCTION_APP_NAME --query 'systemKeys.blobs_extension' --output tsv 2>$null
+    $key = az functionapp keys list --resource-group $env:AZURE_RESOURCE_GROUP --name $env:AZURE_FUNCTION_APP_NAME --query 'systemKeys.eventgrid_extension' --output tsv 2>$null
     if ($key) { $ready = $true; break }
-    Write-Host "Waiting for the blob trigger's system key ($attempt/30)..."
+    Write-Host "Waiting for the Event Grid trigger's system key ($attempt/30)..."
     Start-Sleep -Seconds 10
 }
 Remove-Variable key -ErrorAction SilentlyContinue
 if (-not $ready) {
-    throw "The blobs_extension key of $($env:AZURE_FUNCTION_APP_NAME) did not appear within 5 minutes; check that the code deployed, then run this script again."
+    throw "The eventgrid_extension key of $($env:AZURE_FUNCTION_APP_NAME) did not appear within 5 minutes; check that the code deployed, then run this script again."
 }
 
 Write-Host 'Creating the Event Grid subscription for the snapshots container...'

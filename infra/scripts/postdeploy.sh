@@ -1,6 +1,6 @@
 #!/bin/sh
-# azd postdeploy hook: subscribe the snapshot blob trigger to the storage account's Event Grid
-# system topic. Runs after the code is deployed because the webhook needs the blobs_extension
+# azd postdeploy hook: subscribe the snapshot Event Grid trigger to the storage account's Event Grid
+# system topic. Runs after the code is deployed because the webhook needs the eventgrid_extension
 # system key, which the Functions host creates once it has loaded the blob-triggered function.
 # Needs the Azure CLI signed in to the same tenant and subscription as azd (az login).
 set -eu
@@ -22,17 +22,17 @@ fi
 attempt=0
 while :; do
   key=$(az functionapp keys list --resource-group "$AZURE_RESOURCE_GROUP" \
-    --name "$AZURE_FUNCTION_APP_NAME" --query "systemKeys.blobs_extension" --output tsv 2>/dev/null || true)
+    --name "$AZURE_FUNCTION_APP_NAME" --query "systemKeys.eventgrid_extension" --output tsv 2>/dev/null || true)
   if [ -n "$key" ]; then
     break
   fi
   attempt=$((attempt + 1))
   if [ "$attempt" -ge 30 ]; then
-    echo "The blobs_extension key of $AZURE_FUNCTION_APP_NAME did not appear within 5 minutes." >&2
+    echo "The eventgrid_extension key of $AZURE_FUNCTION_APP_NAME did not appear within 5 minutes." >&2
     echo "Check that the code deployed (snapshot_blob_trigger is listed in the portal), then run this script again." >&2
     exit 1
   fi
-  echo "Waiting for the blob trigger's system key ($attempt/30)..."
+  echo "Waiting for the Event Grid trigger's system key ($attempt/30)..."
   sleep 10
 done
 unset key

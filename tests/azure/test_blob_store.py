@@ -20,6 +20,7 @@ from azure.storage.blob import BlobServiceClient
 from exporter.adapters.blob_store import BlobStore, _redact
 from exporter.errors import ConfigError
 from exporter.settings import FunctionSettings
+from exporter.storage.runs import forget_export
 from exporter.storage.store import CONTAINERS, ObjectNotFound, PreconditionFailed, Store, StoreError
 from tests.azure.support import unique_prefix
 from tests.azurite import ACCOUNT_KEY
@@ -309,3 +310,23 @@ def test_the_accounts_wait_is_shared_through_blob_storage(azurite: str) -> None:
 
     with fresh_blob_store(azurite) as store:
         check_note(store)
+
+
+def test_forgetting_an_export_deletes_its_state_and_run_files_but_not_reports(
+    blob_store: BlobStore,
+) -> None:
+    """The deletion path of a removed export, through Azurite's listing and deletes."""
+    personal = [
+        "state/weekly/state.bin",
+        "state/weekly/pending.json",
+        "runs/weekly/r1/chunks/00000.jsonl",
+        "runs/weekly/r1/confirmed/00000.json",
+        "runs/weekly/r1/rejected.csv",
+    ]
+    kept = ["runs/weekly/r1/report.json", "state/weekly-2/state.bin", "runs/weekly-2/r/x.csv"]
+    for path in personal + kept:
+        blob_store.write_bytes(path, b"ada@example.com")
+    assert forget_export(blob_store, "weekly") == len(personal)
+    assert [p for p in personal if blob_store.exists(p)] == []
+    assert all(blob_store.exists(p) for p in kept)
+    assert forget_export(blob_store, "weekly") == 0, "idempotent"

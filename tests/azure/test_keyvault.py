@@ -16,6 +16,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from exporter.adapters.keyvault import (
     CONTENT_TYPE,
     DEFAULT_TAGS,
+    OWNER_TAG,
     READ_ROLE,
     WRITE_ROLE,
     KeyVaultSecretProvider,
@@ -34,6 +35,8 @@ from tests.keyvault_stub import (
 
 CANARY = "canary-3f9c1d7e-ac-key-must-never-be-seen"
 TTL = 60.0
+OWNER = "prod"
+"""The connection the secrets written in these tests belong to."""
 
 
 class FakeClock:
@@ -74,14 +77,15 @@ def test_is_a_secret_provider(provider: KeyVaultSecretProvider) -> None:
 def test_set_then_get_round_trips_through_the_vault(
     provider: KeyVaultSecretProvider, stub: KeyVaultStub, clock: FakeClock
 ) -> None:
-    provider.set("keyvault:ac-prod", "key-1")
+    provider.set("keyvault:ac-prod", "key-1", owner=OWNER)
 
     assert stub.value("ac-prod") == "key-1"
     assert stub.content_type("ac-prod") == CONTENT_TYPE
-    assert stub.tags("ac-prod") == dict(DEFAULT_TAGS)
+    assert stub.tags("ac-prod") == {**DEFAULT_TAGS, OWNER_TAG: OWNER}
+    before = stub.hits("GET", "ac-prod")  # set() looked for an existing secret first
     fresh = KeyVaultSecretProvider(stub.secret_client(), clock=clock)
     assert fresh.get("keyvault:ac-prod") == "key-1"
-    assert stub.hits("GET", "ac-prod") == 1
+    assert stub.hits("GET", "ac-prod") == before + 1
 
 
 def test_the_sdk_met_the_challenge_and_asked_for_the_vault_scope(stub: KeyVaultStub) -> None:
@@ -132,13 +136,14 @@ def test_invalidate_makes_the_next_get_reread_the_vault(
 def test_set_writes_a_new_version_and_the_cache_shows_it(
     provider: KeyVaultSecretProvider, stub: KeyVaultStub
 ) -> None:
-    provider.set("ac-prod", "key-1")
+    provider.set("ac-prod", "key-1", owner=OWNER)
     assert provider.get("ac-prod") == "key-1"
-    provider.set("ac-prod", "key-2")
+    provider.set("ac-prod", "key-2", owner=OWNER)
 
     assert len(set(stub.versions("ac-prod"))) == 2
     assert provider.get("ac-prod") == "key-2"
-    assert stub.hits("GET", "ac-prod") == 0  # both values came from the cache set() filled
+    # Only each set()'s ownership check read the vault: both values came from the cache.
+    assert stub.hits("GET", "ac-prod") == 2
 
 
 def test_names_are_case_insensitive_and_share_one_cache_entry(
@@ -212,8 +217,8 @@ def test_a_missing_secret_is_a_secret_error_naming_it(
     ("operation", "role"),
     [
         (lambda p: p.get("ac-prod"), READ_ROLE),
-        (lambda p: p.set("ac-prod", CANARY), WRITE_ROLE),
-        (lambda p: p.delete("ac-prod"), WRITE_ROLE),
+        (lambda p: p.set("ac-prod", CANARY, owner=OWNER), WRITE_ROLE),
+        (lambda p: p.delete("ac-prod", owner=OWNER), WRITE_ROLE),
     ],
     ids=["get", "set", "delete"],
 )
@@ -264,7 +269,7 @@ def test_errors_do_not_chain_the_sdk_exception(
     """The SDK exception of a failed write holds the request, whose body is the key."""
     stub.forbidden = True
     with pytest.raises(SecretError) as caught:
-        provider.set("ac-prod", CANARY)
+        provider.set("ac-prod", CANARY, owner=OWNER)
 
     assert caught.value.__cause__ is None
     assert caught.value.__context__ is None
@@ -276,10 +281,10 @@ def test_errors_do_not_chain_the_sdk_exception(
 def test_delete_removes_the_secret_and_the_cache_entry(
     provider: KeyVaultSecretProvider, stub: KeyVaultStub
 ) -> None:
-    stub.seed("ac-prod", "key-1")
+    stub.seed("ac-prod", "key-1", tags={OWNER_TAG: OWNER})
     assert provider.get("ac-prod") == "key-1"
 
-    provider.delete("keyvault:ac-prod")
+    provider.delete("keyvault:ac-prod", owner=OWNER)
 
     assert stub.value("ac-prod") is None
     assert stub.hits("DELETE", "ac-prod") == 1
@@ -290,28 +295,29 @@ def test_delete_removes_the_secret_and_the_cache_entry(
 def test_delete_of_an_absent_secret_is_not_an_error(
     provider: KeyVaultSecretProvider, stub: KeyVaultStub
 ) -> None:
-    provider.delete("ac-never-existed")
+    provider.delete("ac-never-existed", owner=OWNER)
 
-    assert stub.hits("DELETE", "ac-never-existed") == 1
+    assert stub.hits("GET", "ac-never-existed") == 1  # the ownership check found nothing
+    assert stub.hits("DELETE", "ac-never-existed") == 0
 
 
 def test_reusing_a_soft_deleted_name_says_what_to_do(
     provider: KeyVaultSecretProvider, stub: KeyVaultStub
 ) -> None:
-    provider.set("ac-prod", "key-1")
-    provider.delete("ac-prod")
+    provider.set("ac-prod", "key-1", owner=OWNER)
+    provider.delete("ac-prod", owner=OWNER)
 
     with pytest.raises(SecretError, match=r"deleted but recoverable.*recover or purge"):
-        provider.set("ac-prod", "key-2")
+        provider.set("ac-prod", "key-2", owner=OWNER)
 
 
 def test_without_soft_delete_a_deleted_name_can_be_reused(
     provider: KeyVaultSecretProvider, stub: KeyVaultStub
 ) -> None:
     stub.soft_delete = False
-    provider.set("ac-prod", "key-1")
-    provider.delete("ac-prod")
-    provider.set("ac-prod", "key-2")
+    provider.set("ac-prod", "key-1", owner=OWNER)
+    provider.delete("ac-prod", owner=OWNER)
+    provider.set("ac-prod", "key-2", owner=OWNER)
 
     assert stub.value("ac-prod") == "key-2"
 
@@ -342,11 +348,13 @@ def test_valid_references(ref: str) -> None:
 def test_invalid_references_are_config_errors(
     provider: KeyVaultSecretProvider, stub: KeyVaultStub, ref: str
 ) -> None:
-    for operation in (provider.get, provider.invalidate, provider.delete):
+    for operation in (provider.get, provider.invalidate):
         with pytest.raises(ConfigError):
             operation(ref)
     with pytest.raises(ConfigError):
-        provider.set(ref, "key-1")
+        provider.delete(ref, owner=OWNER)
+    with pytest.raises(ConfigError):
+        provider.set(ref, "key-1", owner=OWNER)
     assert stub.requests == []
 
 
@@ -383,15 +391,16 @@ def test_the_canary_value_never_reaches_an_exception_or_a_log_record(
             operation()
         errors.append(caught.value)
 
-    provider.set("ac-canary", CANARY)
+    provider.set("ac-canary", CANARY, owner=OWNER)
     assert KeyVaultSecretProvider(stub.secret_client()).get("ac-canary") == CANARY
     stub.forbidden = True
     provider.invalidate("ac-canary")
     expect_error(lambda: provider.get("ac-canary"))
-    expect_error(lambda: provider.set("ac-canary", CANARY))
+    expect_error(lambda: provider.set("ac-canary", CANARY, owner=OWNER))
     stub.forbidden = False
-    provider.delete("ac-canary")
-    expect_error(lambda: provider.set("ac-canary", CANARY))  # 409: deleted but recoverable
+    provider.delete("ac-canary", owner=OWNER)
+    # 409: deleted but recoverable
+    expect_error(lambda: provider.set("ac-canary", CANARY, owner=OWNER))
     expect_error(lambda: provider.get("ac-canary"))  # 404
 
     for error in errors:
@@ -411,7 +420,7 @@ def test_the_canary_check_catches_body_logging(
     caplog.set_level(logging.DEBUG)
     provider = KeyVaultSecretProvider(stub.secret_client(logging_enable=True))
 
-    provider.set("ac-canary", CANARY)
+    provider.set("ac-canary", CANARY, owner=OWNER)
 
     assert any(CANARY in record.getMessage() for record in caplog.records)
 
@@ -463,3 +472,57 @@ def test_stub_serves_the_sdk_delete_poller_versions_and_purge(stub: KeyVaultStub
     client.purge_deleted_secret("ac-prod")
     client.set_secret("ac-prod", "key-3")
     assert stub.value("ac-prod") == "key-3"
+
+
+# --- ownership: the app changes only the secrets it created for a connection -------------------
+
+
+def test_a_written_secret_is_tagged_with_its_connection(
+    provider: KeyVaultSecretProvider, stub: KeyVaultStub
+) -> None:
+    provider.set("ac-prod-0a1b2c3d", "key-1", owner="prod")
+    assert (stub.tags("ac-prod-0a1b2c3d") or {})[OWNER_TAG] == "prod"
+    provider.set("ac-prod-0a1b2c3d", "key-2", owner="prod")
+    assert stub.value("ac-prod-0a1b2c3d") == "key-2"
+
+
+def test_an_operator_secret_may_be_read_but_never_overwritten_or_deleted(
+    provider: KeyVaultSecretProvider, stub: KeyVaultStub
+) -> None:
+    stub.seed("operator-ac-key", "operator-value", tags={"owner": "ops"})
+    assert provider.get("keyvault:operator-ac-key") == "operator-value"
+    with pytest.raises(SecretError, match="did not create it"):
+        provider.set("keyvault:operator-ac-key", "attacker-value", owner="prod")
+    with pytest.raises(SecretError, match="did not create it"):
+        provider.delete("keyvault:operator-ac-key", owner="prod")
+    assert stub.value("operator-ac-key") == "operator-value"
+    assert stub.versions("operator-ac-key") and len(stub.versions("operator-ac-key")) == 1
+    assert stub.hits("DELETE") == 0 and stub.hits("PUT") == 0
+
+
+def test_another_connections_secret_is_not_overwritten_or_deleted(
+    provider: KeyVaultSecretProvider, stub: KeyVaultStub
+) -> None:
+    provider.set("ac-shop-0a1b2c3d", "shop-key", owner="shop")
+    with pytest.raises(SecretError, match="connection 'prod'"):
+        provider.set("ac-shop-0a1b2c3d", "other-key", owner="prod")
+    with pytest.raises(SecretError):
+        provider.delete("ac-shop-0a1b2c3d", owner="prod")
+    assert stub.value("ac-shop-0a1b2c3d") == "shop-key"
+    provider.delete("ac-shop-0a1b2c3d", owner="shop")
+    assert stub.value("ac-shop-0a1b2c3d") is None
+
+
+def test_a_secret_written_before_owner_tags_is_still_its_connections(
+    provider: KeyVaultSecretProvider, stub: KeyVaultStub
+) -> None:
+    """Secrets from earlier versions carry only managed-by under a name made for the
+    connection: those stay the connection's; managed-by under any other name does not."""
+    legacy = {"managed-by": "activecampaign-segment-exporter"}
+    stub.seed("ac-prod-0a1b2c3d", "old", tags=legacy)
+    provider.set("ac-prod-0a1b2c3d", "new", owner="prod")
+    assert stub.value("ac-prod-0a1b2c3d") == "new"
+    stub.seed("shared-key", "shared", tags=legacy)
+    with pytest.raises(SecretError):
+        provider.set("shared-key", "new", owner="prod")
+    assert stub.value("shared-key") == "shared"

@@ -193,3 +193,18 @@ def seed(
 def snapshot_csv(rows: int, *, start: int = 0) -> bytes:
     lines = ["Email,First"] + [f"person{i}@example.com,P{i}" for i in range(start, start + rows)]
     return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def blob_event(name: str, event_type: str = "Microsoft.Storage.BlobCreated") -> func.EventGridEvent:
+    """The Event Grid event the storage account sends when blob ``name`` (container/path) is
+    created: a name, never the blob's content."""
+    container, _, path = name.partition("/")
+    return func.EventGridEvent(
+        id="evt-1",
+        data={"api": "PutBlob", "url": f"https://acct.blob.core.windows.net/{name}"},
+        topic="/subscriptions/x/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acct",
+        subject=f"/blobServices/default/containers/{container}/blobs/{path}",
+        event_type=event_type,
+        event_time=None,
+        data_version="",
+    )

@@ -30,7 +30,7 @@ from blueprints.management import Cancelled
 from exporter.activecampaign.client import ActiveCampaignClient
 from exporter.activecampaign.limiter import RateLimiter
 from exporter.activecampaign.retry import RetryPolicy
-from exporter.adapters.keyvault import KeyVaultSecretProvider
+from exporter.adapters.keyvault import OWNER_TAG, KeyVaultSecretProvider
 from exporter.management.config import Connection, Consent, Export
 from exporter.management.hostnames import base_url
 from exporter.management.permissions import ADMIN, CONTRIBUTOR
@@ -155,6 +155,8 @@ class World:
         ref: str | None = None,
     ) -> Connection:
         """A saved connection (written directly: not the subject of the test) and its key."""
+        # A generated name is the app's own secret (tagged so); a given one is an operator's.
+        tags = {OWNER_TAG: name} if ref is None else None
         ref = ref or new_key_ref(name)
         connection = Connection(
             name=name,
@@ -167,7 +169,7 @@ class World:
             created_at=NOW,
         )
         self.repo.put_connection(connection, create_only=True)
-        self.vault.seed(ref.removeprefix("keyvault:"), key)
+        self.vault.seed(ref.removeprefix("keyvault:"), key, tags=tags)
         return connection
 
     def seed_export(self, name: str = "weekly", connection: str = "shop") -> Export:

@@ -9,7 +9,6 @@ import asyncio
 import json
 from collections.abc import Iterator
 
-import azure.functions as func
 import pytest
 
 from blueprints import orchestration as orch
@@ -24,6 +23,7 @@ from tests.functions.durable_host import DurableHost
 from tests.functions.fake_durable import (
     API_KEY,
     FakeDurableClient,
+    blob_event,
     make_runtime,
     seed,
     snapshot_csv,
@@ -60,7 +60,7 @@ def test_a_snapshot_blob_ends_up_on_the_list_with_a_report_in_blob_storage(
     client = FakeDurableClient()
 
     with use_runtime(runtime):
-        blob = func.blob.InputStream(data=b"", name=store.container_prefix + SNAPSHOT)
+        blob = blob_event(store.container_prefix + SNAPSHOT)
         asyncio.run(triggers.snapshot_blob_trigger(blob, client))
         [(name, iid, data)] = client.started()
         assert name == orch.RUN_ORCHESTRATOR

@@ -319,7 +319,7 @@ def test_deleting_a_connection_and_its_key_then_reusing_the_name(world: World) -
     assert world.vault.value(secret) is None
     # Soft delete keeps the old name reserved: writing it again would fail...
     with pytest.raises(SecretError, match="deleted but recoverable"):
-        world.service.secrets.set(f"keyvault:{secret}", SANDBOX_KEY)
+        world.service.secrets.set(f"keyvault:{secret}", SANDBOX_KEY, owner="shop")
     # ...so a new connection of the same name gets a new secret name and simply works.
     again = create_shop(world)
     assert secret_of(again) != secret
@@ -332,6 +332,43 @@ def test_deleting_a_connection_keeps_its_key_unless_asked(world: World) -> None:
     resp = handle_delete_connection(request("DELETE", "connections/shop"), world.service)
     assert payload(resp)["secret_deleted"] is False
     assert world.vault.value(secret) == SANDBOX_KEY
+
+
+def test_an_operator_secret_is_read_but_never_overwritten_or_deleted(world: World) -> None:
+    """Regression (issue 15): an administrator pointed api_key_ref at an operator's secret,
+    sent api_key and overwrote it; delete_secret=true then deleted it."""
+    world.vault.seed("operator-ac-key", SANDBOX_KEY, tags={"owner": "platform-team"})
+    body = conn_body(world, api_key_ref="keyvault:operator-ac-key")
+    resp = handle_put_connection(request("PUT", "connections/shop", body=body), world.service)
+    assert resp.status_code == 201, payload(resp)  # referring to it is fine: it is only read
+    verify = handle_verify_connection(request("POST", "connections/shop/verify"), world.service)
+    assert verify.status_code == 200, payload(verify)
+
+    headers = {"If-Match": resp.headers["ETag"]}
+    changed = {"api_key_ref": "keyvault:operator-ac-key", "api_key": "e" * 72}
+    req = request("PUT", "connections/shop", body=changed, headers=headers)
+    overwrite = handle_put_connection(req, world.service)
+    assert overwrite.status_code == 400
+    assert field_names(overwrite) == {"api_key_ref"}
+    other = conn_body(world, api_key_ref="keyvault:operator-ac-key", api_key="e" * 72)
+    created = handle_put_connection(request("PUT", "connections/two", body=other), world.service)
+    assert created.status_code == 400 and field_names(created) == {"api_key_ref"}
+
+    req = request("DELETE", "connections/shop", params={"delete_secret": "true"})
+    refused = handle_delete_connection(req, world.service)
+    assert refused.status_code == 400 and field_names(refused) == {"delete_secret"}
+    assert world.vault.value("operator-ac-key") == SANDBOX_KEY
+    assert len(world.vault.versions("operator-ac-key")) == 1
+    assert world.vault.hits("PUT", "operator-ac-key") == 0
+    assert world.vault.hits("DELETE", "operator-ac-key") == 0
+
+
+def test_another_connections_secret_cannot_be_taken_over(world: World) -> None:
+    shop_secret = secret_of(create_shop(world))
+    body = conn_body(world, api_key_ref=f"keyvault:{shop_secret}", api_key="e" * 72)
+    resp = handle_put_connection(request("PUT", "connections/other", body=body), world.service)
+    assert resp.status_code == 400 and field_names(resp) == {"api_key_ref"}
+    assert world.vault.value(shop_secret) == SANDBOX_KEY
 
 
 def test_a_key_vault_refusal_on_delete_says_the_connection_went(world: World) -> None:
@@ -429,6 +466,27 @@ def test_deleting_an_export_cancels_its_run_and_keeps_its_history(world: World) 
     assert "runs/weekly/r1/report.json" in world.stored_files()
     assert "config/exports/weekly.json" not in world.stored_files()
     assert handle_get_export(request("GET", "exports/weekly"), world.service).status_code == 404
+
+
+def test_state_a_cancelled_run_wrote_after_the_delete_is_removed_too(world: World) -> None:
+    world.seed_connection("shop")
+    world.seed_export("weekly")
+    world.store.write_bytes("state/weekly/state.bin", b"ada@example.com")
+    store = world.store
+
+    class LateWriter:
+        async def cancel(self, export: str, reason: str) -> Cancelled:
+            # The run's last activity finished between the delete and the termination.
+            store.write_bytes("state/weekly/state.bin", b"ada@example.com")
+            store.write_bytes("runs/weekly/r1/chunks/00000.jsonl", b"ada@example.com")
+            return Cancelled(cancelled=["weekly:r1"])
+
+    resp = asyncio.run(
+        handle_delete_export(request("DELETE", "exports/weekly"), world.service, LateWriter())
+    )
+    assert resp.status_code == 200
+    assert not store.exists("state/weekly/state.bin")
+    assert not store.exists("runs/weekly/r1/chunks/00000.jsonl")
 
 
 def test_runs_that_cannot_be_cancelled_are_reported(world: World) -> None:

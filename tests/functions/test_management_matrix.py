@@ -194,3 +194,82 @@ def test_cell(endpoint: Endpoint, role: str, allow: bool, world: World) -> None:
         assert body["cancelled_runs"] == ["weekly-run1"]
     if endpoint.call in (create_export, replace_export):
         assert body["export"]["fields"][0]["field_id"] == "150"
+
+
+# --- rights a role carries into an export's connection and segment (issue 15) -----------------
+#
+# Contributors may not move an export to a connection, or point it at a segment, they could not
+# create an export on: connection ``vault`` is for administrators only and connection ``shop``
+# opens only ``snapshots/high-value/`` to contributors.
+
+
+def _restricted_world(world: World) -> None:
+    shop = world.seed_connection("shop", allow_contributors=True)
+    world.repo.put_connection(
+        shop.model_copy(update={"contributor_segments": ["snapshots/high-value/"]}),
+        if_match=world.repo.get_connection("shop")[1],
+    )
+    world.seed_connection("vault", allow_contributors=False)
+    world.seed_export("weekly")
+
+
+def _replace_weekly(world: World, role: str, **changes: Any) -> func.HttpResponse:
+    headers = {"If-Match": _etag(world, "export", "weekly")}
+    req = request("PUT", "exports/weekly", role=role, body=changes, headers=headers)
+    return handle_put_export(req, world.service)
+
+
+def move_to_admin_connection(world: World, role: str) -> func.HttpResponse:
+    return _replace_weekly(world, role, connection="vault")
+
+
+def segment_outside(world: World, role: str) -> func.HttpResponse:
+    return _replace_weekly(world, role, segment="snapshots/other-team/")
+
+
+def segment_glob_outside(world: World, role: str) -> func.HttpResponse:
+    return _replace_weekly(world, role, segment="snapshots/*/vip.csv")
+
+
+def segment_sibling_prefix(world: World, role: str) -> func.HttpResponse:
+    return _replace_weekly(world, role, segment="snapshots/high-value-vip/")
+
+
+def segment_inside(world: World, role: str) -> func.HttpResponse:
+    return _replace_weekly(world, role, segment="snapshots/high-value/eu/")
+
+
+def create_outside(world: World, role: str) -> func.HttpResponse:
+    body = export_body(segment="snapshots/other-team/")
+    return handle_put_export(request("PUT", "exports/daily", role=role, body=body), world.service)
+
+
+RIGHTS = [
+    # (case, admin's status, contributor's status)
+    (move_to_admin_connection, 200, 403),
+    (segment_outside, 200, 403),
+    (segment_glob_outside, 200, 403),
+    (segment_sibling_prefix, 200, 403),
+    (segment_inside, 200, 200),
+    (create_outside, 201, 403),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "role", "want"),
+    [
+        pytest.param(call, role, status, id=f"{call.__name__} | {role}")
+        for call, admin, contributor in RIGHTS
+        for role, status in (("admin", admin), ("contributor", contributor))
+    ],
+)
+def test_rights_follow_the_export_into_its_connection_and_segment(
+    call: Call, role: str, want: int, world: World
+) -> None:
+    _restricted_world(world)
+    files_before = world.stored_files()
+    resp = call(world, role)
+    assert resp.status_code == want, payload(resp)
+    if want == 403:
+        assert payload(resp)["code"] == "forbidden"
+        assert world.stored_files() == files_before, "a refused change changes nothing"

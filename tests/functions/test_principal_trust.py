@@ -28,6 +28,10 @@ from tests.functions.mgmt_fixtures import payload, request
         ({"AZURE_FUNCTIONS_ENVIRONMENT": "Production"}, False),
         ({"WEBSITE_AUTH_ENABLED": "True"}, True),
         ({"AZURE_FUNCTIONS_ENVIRONMENT": "Development"}, True),
+        # In Azure (the platform sets WEBSITE_INSTANCE_ID) a stray Development setting is
+        # ignored: only App Service Authentication makes the header believable there.
+        ({"AZURE_FUNCTIONS_ENVIRONMENT": "Development", "WEBSITE_INSTANCE_ID": "abc123"}, False),
+        ({"WEBSITE_AUTH_ENABLED": "true", "WEBSITE_INSTANCE_ID": "abc123"}, True),
     ],
 )
 def test_trust_comes_from_the_platform_settings(env: dict[str, str], trusted: bool) -> None:
@@ -70,3 +74,17 @@ def test_without_easy_auth_even_an_admin_header_is_refused(tmp_path: Path, trust
         for resp in (listed, runs, started):
             assert resp.status_code == 401
             assert "App Service Authentication is not enabled" in resp.get_body().decode()
+
+
+def test_a_forged_admin_header_in_azure_with_a_stray_development_setting_is_401(
+    tmp_path: Path,
+) -> None:
+    """Regression (issue 15): an ``AZURE_FUNCTIONS_ENVIRONMENT=Development`` app setting made a
+    forged principal header trusted in Azure, where the platform sets ``WEBSITE_INSTANCE_ID``."""
+    env = {"AZURE_FUNCTIONS_ENVIRONMENT": "Development", "WEBSITE_INSTANCE_ID": "0a1b2c"}
+    trusted = FunctionSettings.from_env(env).principal_header_trusted
+    functions = registered()
+    with use_runtime(_runtime(tmp_path, trusted=trusted)):
+        forged = request("GET", "connections")  # carries an administrator's principal header
+        listed = functions["connections_list"].get_user_function()(forged)
+    assert listed.status_code == 401

@@ -4,6 +4,7 @@ a real engine over a local store, and a fake Durable client (the host-only seam)
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from tests.functions.app_functions import registered
 from tests.functions.fake_durable import (
     SYSTEM_KEY,
     FakeDurableClient,
+    blob_event,
     make_runtime,
     seed,
     snapshot_csv,
@@ -104,9 +106,9 @@ def expected_instance(rt: Runtime, path: str = SNAPSHOT) -> str:
 def test_the_app_registers_every_function_with_its_binding() -> None:
     functions = registered()
     bindings = {name: {b.type: b for b in f.get_bindings()} for name, f in functions.items()}
-    blob = bindings["snapshot_blob_trigger"]["blobTrigger"]
-    assert (blob.path, blob.connection) == ("snapshots/{name}", "SnapshotStorage")
-    assert str(getattr(blob.source, "value", blob.source)) == "EventGrid"
+    # An Event Grid trigger, not a blob trigger: no binding hands the function a blob's content.
+    assert set(bindings["snapshot_blob_trigger"]) == {"eventGridTrigger", "durableClient"}
+    assert "InputStream" not in inspect.getsource(triggers)
     timer = bindings["export_timer"]["timerTrigger"]
     assert timer.schedule == "%EXPORTER_TIMER_SCHEDULE%" and not timer.run_on_startup
     for name in ("start_export_run", "get_export_run", "cancel_export_run", "list_export_runs"):
@@ -171,7 +173,7 @@ def test_an_error_starting_one_export_does_not_stop_the_others(
 def test_a_new_snapshot_blob_starts_its_exports_and_redelivery_does_not_duplicate(
     runtime: Runtime, client: FakeDurableClient
 ) -> None:
-    blob = func.blob.InputStream(data=b"", name=SNAPSHOT, length=0)
+    blob = blob_event(SNAPSHOT)
     asyncio.run(triggers.snapshot_blob_trigger(blob, client))
     [(_, iid, data)] = client.started()
     assert iid == expected_instance(runtime)
@@ -186,9 +188,27 @@ def test_a_new_snapshot_blob_starts_its_exports_and_redelivery_does_not_duplicat
 
 def test_a_blob_no_export_reads_starts_nothing(runtime: Runtime, client: FakeDurableClient) -> None:
     runtime.store.write_bytes("snapshots/other/x.csv", snapshot_csv(1))
-    blob = func.blob.InputStream(data=b"", name="snapshots/other/x.csv")
+    blob = blob_event("snapshots/other/x.csv")
     asyncio.run(triggers.snapshot_blob_trigger(blob, client))
     assert client.started() == []
+
+
+def test_only_blob_created_events_start_runs(runtime: Runtime, client: FakeDurableClient) -> None:
+    deleted = blob_event(SNAPSHOT, "Microsoft.Storage.BlobDeleted")
+    asyncio.run(triggers.snapshot_blob_trigger(deleted, client))
+    odd = blob_event(SNAPSHOT)
+    odd.__init__(  # type: ignore[misc]
+        id="evt-2",
+        data={},
+        topic="t",
+        subject="/blobServices/default/containers/snapshots",
+        event_type="Microsoft.Storage.BlobCreated",
+        event_time=None,
+        data_version="",
+    )
+    asyncio.run(triggers.snapshot_blob_trigger(odd, client))
+    assert client.started() == []
+    assert triggers.blob_name_of_event(blob_event(SNAPSHOT)) == SNAPSHOT
 
 
 def test_blob_names_map_to_store_paths() -> None:
@@ -205,10 +225,10 @@ def test_a_blob_named_like_any_export_file_runs_and_a_dotted_one_is_refused(
     contains (spaces, parentheses) still starts its export; '..' never reaches the store."""
     odd = "snapshots/high-value/2026-01-06 (1).csv"
     runtime.store.write_bytes(odd, snapshot_csv(2))
-    asyncio.run(triggers.snapshot_blob_trigger(func.blob.InputStream(data=b"", name=odd), client))
+    asyncio.run(triggers.snapshot_blob_trigger(blob_event(odd), client))
     [(_, _iid, data)] = client.started()
     assert data["request"]["snapshot"]["path"] == odd
-    dotted = func.blob.InputStream(data=b"", name="snapshots/high-value/../x.csv")
+    dotted = blob_event("snapshots/high-value/../x.csv")
     with pytest.raises(ConfigError, match=r"'\.\.'"):
         asyncio.run(triggers.snapshot_blob_trigger(dotted, client))
     assert len(client.started()) == 1
@@ -227,12 +247,27 @@ def test_post_starts_a_run_and_answers_202_with_status_links(
     assert body["instance_id"] == iid
     assert body["status_url"] == f"{ORIGIN}/api/exports/weekly/runs/{iid}"
     assert resp.headers["Location"] == body["status_url"]
-    assert body["durable"]["statusQueryGetUri"].startswith(ORIGIN)
-    assert iid in body["durable"]["statusQueryGetUri"]
+    assert body["cancel_url"] == f"{body['status_url']}/cancel"
     [(_, _, data)] = client.started()
     assert data["request"]["options"]["dry_run"] is True
     assert data["request"]["requested_by"] == "http:ada@example.com"
     assert "function-key" not in resp.get_body().decode()
+
+
+def test_administrators_do_not_get_the_durable_system_key_either(
+    runtime: Runtime, client: FakeDurableClient
+) -> None:
+    resp = start(client)
+    assert resp.status_code == 202
+    text = resp.get_body().decode()
+    assert SYSTEM_KEY not in text and "statusQueryGetUri" not in text
+    assert "durable" not in answer(resp)
+    iid = answer(resp)["instance_id"]
+    client.set(iid, "Running")
+    status = status_of(client, iid)
+    assert status.status_code == 200
+    assert SYSTEM_KEY not in status.get_body().decode()
+    assert "code=" not in status.get_body().decode()
 
 
 def test_contributors_do_not_get_the_durable_system_key(
@@ -294,6 +329,12 @@ def test_a_named_snapshot_may_have_any_name_the_store_can_read(
         ({"colour": True, "full_resync": 1}, {"colour", "full_resync"}),
         ({"snapshot": "config/exports/weekly.json"}, {"snapshot"}),
         ({"snapshot": "snapshots/../config/x.csv"}, {"snapshot"}),
+        ({"snapshot": "snapshots/.."}, {"snapshot"}),
+        ({"snapshot": "snapshots/high-value/.."}, {"snapshot"}),
+        ({"snapshot": "snapshots/other-team/vip.csv"}, {"snapshot"}),
+        ({"snapshot": "snapshots/high-value-other/vip.csv"}, {"snapshot"}),
+        ({"snapshot": "snapshots/"}, {"snapshot"}),
+        ({"snapshot": "snapshots/high-value/" + "a" * 300 + ".csv"}, {"snapshot"}),  # was 500
     ],
 )
 def test_bad_bodies_are_400_with_field_errors(
@@ -303,6 +344,45 @@ def test_bad_bodies_are_400_with_field_errors(
     assert resp.status_code == 400
     assert {e["field"] for e in answer(resp)["errors"]} == fields
     assert client.started() == []
+
+
+def test_a_snapshot_outside_the_segment_is_400_even_when_it_exists(
+    runtime: Runtime, client: FakeDurableClient
+) -> None:
+    runtime.store.write_bytes("snapshots/other-team/vip.csv", snapshot_csv(3))
+    resp = start(client, {"snapshot": "snapshots/other-team/vip.csv"})
+    assert resp.status_code == 400
+    [error] = answer(resp)["errors"]
+    assert error["field"] == "snapshot"
+    assert "other-team" not in error["message"]
+    assert client.started() == []
+
+
+def test_a_contributor_cannot_run_another_teams_snapshot_through_an_export(
+    store: LocalStore, client: FakeDurableClient
+) -> None:
+    """Regression (issue 15): a contributor's run body named another team's snapshot (202)."""
+    seed(store, allow_contributors=True)
+    store.write_bytes(SNAPSHOT, snapshot_csv(2))
+    store.write_bytes("snapshots/other-team/vip.csv", snapshot_csv(2))
+    contributor = principal("cy@example.com", CONTRIBUTOR)
+    with use_runtime(make_runtime(store)):
+        refused = start(client, {"snapshot": "snapshots/other-team/vip.csv"}, headers=contributor)
+        assert refused.status_code == 400
+        assert answer(refused)["errors"][0]["field"] == "snapshot"
+        assert client.started() == []
+        allowed = start(client, {"snapshot": SNAPSHOT}, headers=contributor)
+    assert allowed.status_code == 202, answer(allowed)
+
+
+def test_the_segment_folder_itself_runs_its_newest_snapshot(
+    runtime: Runtime, client: FakeDurableClient
+) -> None:
+    newest = "snapshots/high-value/2026-01-07.csv"
+    runtime.store.write_bytes(newest, snapshot_csv(3))  # written last: the newest
+    resp = start(client, {"snapshot": "snapshots/high-value/"})
+    assert resp.status_code == 202, answer(resp)
+    assert answer(resp)["snapshot"] == newest
 
 
 def test_refusals(runtime: Runtime, client: FakeDurableClient) -> None:
@@ -467,7 +547,7 @@ def test_one_run_per_export_http_409_blob_waits_and_the_timer_runs_it_after(
     second = "snapshots/high-value/2026-01-06.csv"
     store.write_bytes(second, snapshot_csv(6))
 
-    blob = func.blob.InputStream(data=b"", name=second, length=0)
+    blob = blob_event(second)
     asyncio.run(triggers.snapshot_blob_trigger(blob, client))
     assert client.started() == []
     assert store.exists(runs.pending_path("weekly"))
@@ -496,7 +576,7 @@ def test_a_newer_pending_snapshot_replaces_an_older_one(
     for day in ("06", "07"):
         path = f"snapshots/high-value/2026-01-{day}.csv"
         store.write_bytes(path, snapshot_csv(int(day)))
-        blob = func.blob.InputStream(data=b"", name=path, length=0)
+        blob = blob_event(path)
         asyncio.run(triggers.snapshot_blob_trigger(blob, client))
     pending = json.loads(store.read_bytes(runs.pending_path("weekly")))
     assert pending["path"] == "snapshots/high-value/2026-01-07.csv"  # latest wins
@@ -511,7 +591,7 @@ def test_starts_that_raced_past_the_check_prepare_one_at_a_time(
     second = "snapshots/high-value/2026-01-06.csv"
     store.write_bytes(second, snapshot_csv(6))
     assert start(client, {"snapshot": SNAPSHOT}).status_code == 202
-    blob = func.blob.InputStream(data=b"", name=second, length=0)
+    blob = blob_event(second)
     asyncio.run(triggers.snapshot_blob_trigger(blob, client))
     (_, _, by_http), (_, _, by_blob) = client.started()
 
@@ -561,3 +641,27 @@ def test_the_timer_closes_a_run_whose_orchestration_ended_without_a_report(
     assert listed.status == closed_as
     signals = [args for name, args in client.calls if name == "signal_entity"]
     assert [(op, member) for _, op, member in signals] == [("leave", iid)], "its share is freed"
+
+
+# --- activities ----------------------------------------------------------------------------------
+
+
+def test_activities_refuse_a_snapshot_on_the_workers_disk(runtime: Runtime, tmp_path: Path) -> None:
+    """Regression (issue 15): a run input naming ``location: "local"`` made the activity read
+    a path on the worker's own disk; the Functions app reads only the store."""
+    secret_file = tmp_path / "etc-passwd.csv"
+    secret_file.write_bytes(snapshot_csv(2))
+    local = runtime.engine.new_run(
+        "weekly",
+        snapshot=runtime.engine.local_snapshot(secret_file),
+        snapshot_location=runs.LOCAL,
+        requested_by="test",
+    )
+    payload = {"request": local.to_dict(), "chunk": "x", "share": 1.0}
+    for activity in (orch.prepare_run, orch.push_chunk, orch.confirm_chunk, orch.finalize_run):
+        with pytest.raises(ConfigError, match="only snapshots in the store"):
+            activity(payload)
+    assert not runtime.store.exists(runs.manifest_path("weekly", local.run_id))
+    stored = runtime.engine.new_run("weekly", requested_by="test")
+    result = orch.prepare_run({"request": stored.to_dict()})
+    assert result["run_id"] == stored.run_id

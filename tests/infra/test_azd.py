@@ -45,7 +45,7 @@ def test_postdeploy_hook_runs_the_event_grid_step() -> None:
         content = script.read_text(encoding="utf-8")
         assert "az deployment group create" in content
         assert "eventgrid.bicep" in content
-        assert "blobs_extension" in content  # waits for the key before subscribing
+        assert "eventgrid_extension" in content  # waits for the key before subscribing
 
 
 def test_postdeploy_script_is_valid_sh() -> None:

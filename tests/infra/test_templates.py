@@ -283,7 +283,7 @@ def test_easy_auth_protects_the_api_but_not_the_blob_webhook(
     props = auth["properties"]
     assert props["platform"]["enabled"] == "authEnabled"
     assert props["globalValidation"]["unauthenticatedClientAction"] == "Return401"
-    assert props["globalValidation"]["excludedPaths"] == ["/runtime/webhooks/blobs"]
+    assert props["globalValidation"]["excludedPaths"] == ["/runtime/webhooks/eventgrid"]
     # Authentication follows the authClientId parameter (empty: off).
     assert "authClientId" in json.dumps(templates[FUNCTION]["variables"]["authEnabled"])
 
@@ -360,10 +360,8 @@ def test_the_app_identity_gets_exactly_what_the_code_uses(templates: dict[str, T
         "Storage Table Data Contributor": ("storage", None),
         "Monitoring Metrics Publisher": ("applicationInsights", None),
         "Key Vault Secrets Officer": ("vault", "allowKeyWritesFromApp"),
-        "Key Vault Secrets User": (
-            "vault",
-            {"operator": {"type": "not", "operands": {"bool_value": "allowKeyWritesFromApp"}}},
-        ),
+        # Reading is always granted (operator-managed keys); writing only when asked.
+        "Key Vault Secrets User": ("vault", None),
     }
     access = templates[ACCESS]["parameters"]["allowKeyWritesFromApp"]
     assert access["type"] == "bool" and access["default"] is True
@@ -451,14 +449,15 @@ def test_subscription_sends_new_snapshots_to_the_blob_trigger(
     assert sub["destination"]["properties"]["endpointUrl"] == "webhookUrl"
     url = grid["variables"]["webhookUrl"]["value"]
     assert url.startswith(
-        "https://${functionApp.properties.defaultHostName}/runtime/webhooks/blobs?"
+        "https://${functionApp.properties.defaultHostName}/runtime/webhooks/eventgrid?"
     )
-    assert "functionName=Host.Functions.${functionName}&code=${blobsExtensionKey}" in url
-    key = grid["variables"]["blobsExtensionKey"]["value"]["operator"]["operands"]
+    # The Event Grid trigger's webhook: the function gets the event (a name), never the blob.
+    assert "functionName=${functionName}&code=${eventGridExtensionKey}" in url
+    key = grid["variables"]["eventGridExtensionKey"]["value"]["operator"]["operands"]
     assert key["operand_1"]["function"]["parameters"]["resource_identifier"] == (
         "${functionApp.id}/host/default"
     )
-    assert json.dumps(key["operand_2"]).count("blobs_extension") == 1
+    assert json.dumps(key["operand_2"]).count("eventgrid_extension") == 1
     dead_letter = sub["deadLetterWithResourceIdentity"]["deadLetterDestination"]["properties"]
     assert dead_letter["blobContainerName"] == "deadLetterContainerName"
 
