@@ -57,7 +57,7 @@ def build_runtime(settings: FunctionSettings, env: Mapping[str, str]) -> Runtime
         if settings.keyvault_url
         else LocalSecretProvider(env)
     )
-    engine = Engine(store, secrets, host_policy=settings.hosts)
+    engine = Engine(store, secrets, host_policy=settings.hosts, read_limits=settings.read_limits)
     management = ManagementService(
         ConfigRepository(store),
         secrets,

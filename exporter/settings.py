@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from exporter.reading.limits import ReadLimits
+
 # --- Names of app settings (Functions app) and environment variables (CLI) -------------------
 EXPORTER_HOME = "EXPORTER_HOME"
 """CLI: folder of the local store (default ``.exporter`` in the working directory)."""
@@ -115,6 +117,9 @@ class FunctionSettings:
     (``AZURE_FUNCTIONS_ENVIRONMENT=Development`` without ``WEBSITE_INSTANCE_ID``). Without
     Easy Auth anyone holding a function key could forge the header, so the HTTP API then
     refuses every call with 401."""
+    read_limits: ReadLimits = field(default_factory=ReadLimits)
+    """What one snapshot may cost (line, field, columns, decompression, rejected rows): the
+    ``EXPORTER_MAX_*`` app settings, defaults when absent — as on the command line."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FunctionSettings:
@@ -128,4 +133,5 @@ class FunctionSettings:
             push_wave_width=max(1, int(env.get(PUSH_WAVE_WIDTH) or 4)),
             hosts=HostPolicy.from_env(env, loopback_default=False),
             principal_header_trusted=_principal_header_trusted(env),
+            read_limits=ReadLimits.from_env(env),
         )

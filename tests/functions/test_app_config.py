@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from blueprints import orchestration as orch
+from exporter.reading.limits import ReadLimits
 from exporter.run.engine import Engine
 from exporter.settings import APP_SETTING_NAMES, DEFAULT_SCHEDULE, FunctionSettings
 from exporter.storage.store import LocalStore
@@ -47,3 +48,11 @@ def test_host_json_bounds_the_per_worker_concurrency_and_outlasts_a_confirm(
     timeout = hours * 3600 + minutes * 60 + seconds
     engine: Engine = make_runtime(LocalStore(tmp_path)).engine
     assert timeout > engine.poll.deadline, "a confirm activity may poll until its deadline"
+
+
+def test_the_snapshot_limits_are_app_settings_too() -> None:
+    """The ``EXPORTER_MAX_*`` settings an input error names raise the limit in Azure as on
+    the command line: the worker's engine reads snapshots with them."""
+    settings = FunctionSettings.from_env({"EXPORTER_MAX_COLUMNS": "7"})
+    assert settings.read_limits.max_columns == 7
+    assert FunctionSettings.from_env({}).read_limits == ReadLimits()
