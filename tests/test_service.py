@@ -29,7 +29,8 @@ from exporter.management.config import Connection, FieldMap
 from exporter.management.permissions import ADMIN, CONTRIBUTOR, Caller
 from exporter.management.repository import ConfigRepository
 from exporter.management.secrets import LocalSecretProvider
-from exporter.management.service import DeletedExport, ManagementService, resolve_fields
+from exporter.management.service import DeletedExport, ManagementService
+from exporter.management.validation import resolve_fields
 from exporter.settings import HostPolicy
 from exporter.storage.store import LocalStore
 

@@ -22,19 +22,15 @@ from exporter.errors import (
     ConflictError,
     ExporterError,
     NotFoundError,
-    PermissionDenied,
 )
 from exporter.management import schedule as schedule_mod
 from exporter.management.config import (
     Connection,
-    Consent,
     Export,
-    FieldMap,
     missing_consent,
-    parse_connection,
     parse_export,
 )
-from exporter.management.hostnames import check_hostname, normalise_hostname
+from exporter.management.hostnames import check_hostname
 from exporter.management.permissions import (
     Action,
     Caller,
@@ -45,14 +41,24 @@ from exporter.management.permissions import (
 from exporter.management.repository import ConfigRepository
 from exporter.management.secret_names import is_generated_key_ref
 from exporter.management.secrets import SecretProvider
-from exporter.masking import mask_email
+from exporter.management.validation import (
+    agreed,
+    as_dict,
+    check_api_key,
+    checked_connection,
+    checked_hostname,
+    consent_change,
+    consent_record,
+    raise_all,
+    require_open_segment,
+    require_own_key_ref,
+    resolve_fields,
+    who,
+)
 from exporter.settings import HostPolicy
 from exporter.storage import runs
 
 log = logging.getLogger(__name__)
-
-SERVER_FIELDS = ("created_by", "created_at", "updated_by", "updated_at")
-"""Set by the service, whatever a payload says (a round-tripped document may carry them)."""
 
 
 class ClientLike(Protocol):
@@ -128,155 +134,6 @@ class _MissingConnection:
     allow_contributors: bool = False
 
 
-def _who(caller: Caller) -> str:
-    return mask_email(caller.principal) if "@" in caller.principal else caller.principal
-
-
-def _as_dict(payload: object) -> dict[str, Any]:
-    if not isinstance(payload, Mapping):
-        raise ConfigErrors([ConfigError("expected a JSON object")])
-    return {k: v for k, v in payload.items() if k not in SERVER_FIELDS}
-
-
-def data_consent(connection: Connection) -> object:
-    """The stored consent as JSON (a round-tripped document carries it unchanged)."""
-    return None if connection.consent is None else connection.consent.model_dump(mode="json")
-
-
-def _agreed(value: object) -> bool:
-    if value is True:
-        return True
-    return isinstance(value, Mapping) and value.get("agreed") is True
-
-
-def _raise_all(errors: list[ConfigError]) -> None:
-    if errors:
-        raise ConfigErrors(errors)
-
-
-def _check_api_key(api_key: str | None) -> list[ConfigError]:
-    if api_key is None:
-        return []
-    if not api_key.strip() or any(ch.isspace() for ch in api_key.strip()):
-        return [ConfigError("must be the API key, without spaces", field="api_key")]
-    return []
-
-
-def resolve_fields(maps: list[FieldMap], available: Iterable[Mapping[str, Any]]) -> list[FieldMap]:
-    """Fill in ``field_id``/``field_type`` of each mapping from the account's custom fields.
-
-    ``available`` must cover every page of ``/fields`` (reading only the first 20 is the classic
-    integration bug). A mapping names a field by id, personalisation tag (with or without the
-    ``%``) or title (case-insensitive). Raises :class:`ConfigErrors` naming each mapping that
-    matches no field, or several.
-    """
-    fields = list(available)
-    errors: list[ConfigError] = []
-    resolved: list[FieldMap] = []
-    claimed: dict[str, int] = {}
-    for i, fm in enumerate(maps):
-        where = f"fields.{i}.field"
-        matches = _match_field(fm.field, fields)
-        if not matches:
-            errors.append(
-                ConfigError(
-                    f"no custom field has the ID, title or personalisation tag {fm.field!r} "
-                    f"({len(fields)} fields on the account)",
-                    field=where,
-                )
-            )
-            continue
-        if len(matches) > 1:
-            ids = ", ".join(str(m["id"]) for m in matches)
-            errors.append(
-                ConfigError(
-                    f"{fm.field!r} matches several fields (IDs {ids}); use an ID", field=where
-                )
-            )
-            continue
-        found = matches[0]
-        field_id = str(found["id"])
-        if field_id in claimed:
-            errors.append(
-                ConfigError(
-                    f"the same field as fields.{claimed[field_id]} (ID {field_id})", field=where
-                )
-            )
-            continue
-        claimed[field_id] = i
-        resolved.append(
-            fm.model_copy(update={"field_id": field_id, "field_type": _str(found.get("type"))})
-        )
-    _raise_all(errors)
-    return resolved
-
-
-def _str(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def _match_field(wanted: str, fields: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    key = wanted.strip()
-    if key.isdigit():
-        by_id = [f for f in fields if str(f.get("id")) == key]
-        if by_id:
-            return by_id
-    tag = key.strip("%").casefold()
-    by_tag = [f for f in fields if str(f.get("perstag") or "").strip("%").casefold() == tag]
-    if by_tag:
-        return by_tag
-    return [f for f in fields if str(f.get("title") or "").casefold() == key.casefold()]
-
-
-def _hostname(data: dict[str, Any], errors: list[ConfigError], policy: HostPolicy) -> list[str]:
-    """Normalise the ``hostname`` of a connection payload in place; notes for the caller."""
-    raw = data.get("hostname")
-    if not isinstance(raw, str):
-        return []
-    try:
-        data["hostname"], notes = normalise_hostname(raw, policy)
-    except ConfigError as exc:
-        errors.append(exc)
-        data.pop("hostname")
-        return []
-    return notes
-
-
-def _parse_connection(data: dict[str, Any], errors: list[ConfigError]) -> Connection:
-    """The connection, with every field error at once (the ones found before included)."""
-    try:
-        connection = parse_connection(data)
-    except ConfigErrors as exc:
-        taken = {e.field for e in errors}
-        errors.extend(e for e in exc.errors if e.field not in taken)
-        _raise_all(errors)
-        raise
-    _raise_all(errors)
-    return connection
-
-
-def _require_own_key_ref(connection: Connection, api_key: str | None) -> None:
-    """A key sent with a connection is stored only under a name the app generates for that
-    connection: pointing ``api_key_ref`` at an operator's or another connection's secret and
-    sending ``api_key`` would overwrite it. (Referring to such a secret without a key is fine:
-    it is only read.)"""
-    if api_key is not None and not is_generated_key_ref(connection.api_key_ref, connection.name):
-        raise ConfigErrors(
-            [
-                ConfigError(
-                    "a key sent with api_key is stored only in a secret the exporter creates for "
-                    "this connection: leave api_key_ref out (a name is made) or keep the key in "
-                    "your own secret and send no api_key",
-                    field="api_key_ref",
-                )
-            ]
-        )
-
-
-def _consent(caller: Caller, now: datetime) -> dict[str, Any]:
-    return Consent(agreed=True, by=caller.principal, at=now).model_dump(mode="json")
-
-
 class ManagementService:
     """Connections and exports for a caller, with the permission rules applied."""
 
@@ -332,18 +189,18 @@ class ManagementService:
         ``api_key`` is stored via the secret provider under ``api_key_ref``; with ``verify``
         the key and host are checked against ActiveCampaign before anything is saved."""
         authorize(caller, Action.CREATE_CONNECTION)
-        data = _as_dict(payload)
-        errors = _check_api_key(api_key)
-        notes = _hostname(data, errors, self.host_policy)
+        data = as_dict(payload)
+        errors = check_api_key(api_key)
+        notes = checked_hostname(data, errors, self.host_policy)
         now = self._now()
-        if _agreed(data.pop("consent", None)):
-            data["consent"] = _consent(caller, now)
+        if agreed(data.pop("consent", None)):
+            data["consent"] = consent_record(caller, now)
         else:
             errors.append(missing_consent())
         data.update(created_by=caller.principal, created_at=now)
         data.update(updated_by=caller.principal, updated_at=now)
-        connection = _parse_connection(data, errors)
-        _require_own_key_ref(connection, api_key)
+        connection = checked_connection(data, errors)
+        require_own_key_ref(connection, api_key)
         if self.repo.connection_exists(connection.name):
             raise ConflictError(
                 f"a connection named {connection.name!r} exists already", field="name"
@@ -355,7 +212,7 @@ class ManagementService:
         etag = self.repo.put_connection(connection, create_only=True)
         if api_key is not None:
             self._store_key(connection, api_key)
-        log.info("connection %s created by %s", connection.name, _who(caller))
+        log.info("connection %s created by %s", connection.name, who(caller))
         return Saved(connection.to_public_dict(caller.view_role), etag, notes)
 
     def _store_key(self, connection: Connection, api_key: str) -> None:
@@ -380,31 +237,17 @@ class ManagementService:
         Pointing it at another host needs fresh consent; ``api_key`` replaces the stored key."""
         authorize(caller, Action.UPDATE_CONNECTION)
         existing, etag = self.repo.get_connection(name)
-        changes = _as_dict(payload)
-        errors = _check_api_key(api_key)
+        changes = as_dict(payload)
+        errors = check_api_key(api_key)
         if changes.get("name", name) != name:
             errors.append(ConfigError("a connection cannot be renamed", field="name"))
-        notes = _hostname(changes, errors, self.host_policy)
+        notes = checked_hostname(changes, errors, self.host_policy)
         now = self._now()
         data = existing.model_dump(mode="json") | changes
-        if "consent" in changes and changes["consent"] != data_consent(existing):
-            if not _agreed(changes["consent"]):
-                errors.append(
-                    ConfigError(
-                        "consent cannot be withdrawn; delete the connection", field="consent"
-                    )
-                )
-            data["consent"] = _consent(caller, now)
-        elif changes.get("hostname", existing.hostname) != existing.hostname:
-            errors.append(
-                ConfigError(
-                    "the destination changed: agree to the data privacy statement again",
-                    field="consent",
-                )
-            )
+        data.update(consent_change(existing, changes, caller, now, errors))
         data.update(updated_by=caller.principal, updated_at=now)
-        connection = _parse_connection(data, errors)
-        _require_own_key_ref(connection, api_key)
+        connection = checked_connection(data, errors)
+        require_own_key_ref(connection, api_key)
         # The key first: should the vault refuse, the stored connection must not already point
         # at a secret that was never written. (A lost ETag race after this leaves the new key in
         # place under the reference the caller asked for, which is what they wanted anyway.)
@@ -417,7 +260,7 @@ class ManagementService:
                 )
             self.secrets.set(connection.api_key_ref, api_key, owner=connection.name)
         new_etag = self.repo.put_connection(connection, if_match=if_match or etag)
-        log.info("connection %s changed by %s", name, _who(caller))
+        log.info("connection %s changed by %s", name, who(caller))
         return Saved(connection.to_public_dict(caller.view_role), new_etag, notes)
 
     def get_connection(self, caller: Caller, name: str) -> Fetched:
@@ -461,7 +304,7 @@ class ManagementService:
         shared = any(c.api_key_ref == connection.api_key_ref for c in self.repo.list_connections())
         if delete_secret and not shared:
             self.secrets.delete(connection.api_key_ref, owner=name)
-        log.info("connection %s deleted by %s", name, _who(caller))
+        log.info("connection %s deleted by %s", name, who(caller))
         return DeletedConnection(name, orphaned, delete_secret and not shared)
 
     # --- exports -----------------------------------------------------------------------------
@@ -473,18 +316,6 @@ class ManagementService:
             raise ConfigError(f"no connection named {name!r}", field="connection") from None
         authorize(caller, action, connection)
         return connection
-
-    @staticmethod
-    def _segment_allowed(caller: Caller, connection: Connection, export: Export) -> None:
-        """Contributors' exports read only the folders the connection opens to them (the same
-        rule when an export is created and when its segment or connection changes)."""
-        if caller.is_admin or connection.open_to_contributors(export.segment):
-            return
-        folders = ", ".join(connection.contributor_segments)
-        raise PermissionDenied(
-            f"on connection {connection.name!r} contributors may export only segments under "
-            f"{folders}; an administrator can open more"
-        )
 
     def _checked_against_account(self, connection: Connection, export: Export) -> Export:
         """The export with its list ID checked and custom fields resolved on the account."""
@@ -505,25 +336,25 @@ class ManagementService:
                 fields = resolve_fields(export.fields, client.iter_fields())
             except ConfigErrors as exc:
                 errors.extend(exc.errors)
-        _raise_all(errors)
+        raise_all(errors)
         return export.model_copy(update={"fields": fields})
 
     def create_export(self, caller: Caller, payload: Mapping[str, Any]) -> Saved:
         """Create an export: validated, its list ID checked and custom fields resolved on the
         account. Saving never runs it."""
         require_role(caller)
-        data = _as_dict(payload)
+        data = as_dict(payload)
         now = self._now()
         data.update(created_by=caller.principal, created_at=now)
         data.update(updated_by=caller.principal, updated_at=now)
         export = self._tick_checked(parse_export(data))
         connection = self._usable_connection(caller, export.connection, Action.CREATE_EXPORT)
-        self._segment_allowed(caller, connection, export)
+        require_open_segment(caller, connection, export)
         if self.repo.export_exists(export.name):
             raise ConflictError(f"an export named {export.name!r} exists already", field="name")
         export = self._checked_against_account(connection, export)
         etag = self.repo.put_export(export, create_only=True)
-        log.info("export %s created by %s", export.name, _who(caller))
+        log.info("export %s created by %s", export.name, who(caller))
         return Saved(export.to_public_dict(), etag)
 
     def update_export(
@@ -539,7 +370,7 @@ class ManagementService:
         require_role(caller)
         existing, etag = self.repo.get_export(name)
         authorize(caller, Action.UPDATE_EXPORT, self._connection_of(existing))
-        changes = _as_dict(payload)
+        changes = as_dict(payload)
         if changes.get("name", name) != name:
             raise ConfigErrors([ConfigError("an export cannot be renamed", field="name")])
         data = existing.model_dump(mode="json") | changes
@@ -547,12 +378,12 @@ class ManagementService:
         export = self._tick_checked(parse_export(data))
         connection = self._usable_connection(caller, export.connection, Action.UPDATE_EXPORT)
         if (export.segment, export.connection) != (existing.segment, existing.connection):
-            self._segment_allowed(caller, connection, export)
+            require_open_segment(caller, connection, export)
         recheck = ("connection", "list_id", "fields")
         if any(getattr(export, k) != getattr(existing, k) for k in recheck):
             export = self._checked_against_account(connection, export)
         new_etag = self.repo.put_export(export, if_match=if_match or etag)
-        log.info("export %s changed by %s", name, _who(caller))
+        log.info("export %s changed by %s", name, who(caller))
         return Saved(export.to_public_dict(), new_etag)
 
     def _tick_checked(self, export: Export) -> Export:
@@ -591,7 +422,7 @@ class ManagementService:
         authorize(caller, Action.DELETE_EXPORT, self._connection_of(export))
         self.repo.delete_export(name, if_match=if_match)
         removed = self.forget_export(name)
-        log.info("export %s deleted by %s (%d data files removed)", name, _who(caller), removed)
+        log.info("export %s deleted by %s (%d data files removed)", name, who(caller), removed)
         return DeletedExport(export.name, export.connection)
 
     def forget_export(self, name: str) -> int:
