@@ -77,9 +77,10 @@ class Grant:
 
 
 def allotment(rank: int, runs: int) -> tuple[int, float]:
-    """(workers, bulk share) of the run joined ``rank``-th (0-based) of ``runs``: the account's
-    workers and bulk budget split evenly among the first :data:`MAX_WORKERS` runs (the first
-    ones get the remainder); a later run gets nothing until one of them leaves."""
+    """(workers, bulk share) of the run ``rank``-th (0-based) in the queue of ``runs``: the
+    account's workers and bulk budget split evenly among the first :data:`MAX_WORKERS` (the
+    first ones get the remainder); a later run waits — a run that had a turn while another
+    waited goes to the back of the queue (:meth:`AccountGrants.ack`)."""
     sending = min(runs, MAX_WORKERS)
     if rank >= sending:
         return 0, 0.0
@@ -105,6 +106,11 @@ class AccountGrants:
         self._forget_stale(now)
         me = self.members.setdefault(run, Member(0, 0.0, now.isoformat()))
         me.seen = now.isoformat()
+        if me.workers and any(m.workers == 0 for n, m in self.members.items() if n != run):
+            # More runs than workers: one that just had a turn goes to the back of the queue,
+            # so over its steps every run gets about 1/n of the account, not the first five.
+            del self.members[run]
+            self.members[run] = me
         runs = len(self.members)
         workers, bulk = allotment(list(self.members).index(run), runs)
         others = [m for name, m in self.members.items() if name != run]

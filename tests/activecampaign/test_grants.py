@@ -86,3 +86,17 @@ def test_every_run_gets_its_turn() -> None:
         grants_now = [grants.ack(run, T0) for run in "abc"]
     assert all(g.ready for g in grants_now)
     assert sum(g.workers for g in grants_now) == MAX_WORKERS
+
+
+def test_more_runs_than_workers_take_turns() -> None:
+    """Seven runs on one account, each stepping in turn: the five at the front send, and a
+    run that just had a step goes to the back, so every run keeps getting an equal share of
+    the steps instead of the first five taking everything (before: two runs got none)."""
+    grants = AccountGrants()
+    runs = [f"r{i}" for i in range(7)]
+    turns = dict.fromkeys(runs, 0)
+    for _ in range(30):
+        for run in runs:
+            if grants.ack(run, T0).ready:
+                turns[run] += 1
+    assert min(turns.values()) >= 10, turns
