@@ -33,6 +33,7 @@ highest contact id read).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -82,10 +83,16 @@ def load(store: Store, export: str, list_id: str) -> tuple[U64, int | None]:
 
 
 def refresh(
-    store: Store, export: str, list_id: str, state: ExportState, session: ApiSession
+    store: Store,
+    export: str,
+    list_id: str,
+    state: Callable[[], ExportState],
+    session: ApiSession,
 ) -> U64:
     """Read the list's members added since the last read (all of them the first time), record
-    those this export did not subscribe, and return every recorded hash (sorted)."""
+    those this export did not subscribe, and return every recorded hash (sorted). ``state``
+    loads the export's state, only when the read found someone (usually nobody, and the state
+    of a million contacts is worth not loading for nothing)."""
     known, max_id = load(store, export, list_id)
     first = max_id is None
     emails: list[bytes] = []
@@ -103,8 +110,11 @@ def refresh(
 
     highest = session.call_client(read)
     found = hash64(emails)
-    ours = state.hashes[(state.flags & np.uint8(SUBSCRIBED_BY_US)) != 0]
-    found = found[~np.isin(found, ours)]
+    if len(found):  # the state is loaded only when there is something to tell apart
+        current = state()
+        ours = current.hashes[(current.flags & np.uint8(SUBSCRIBED_BY_US)) != 0]
+        found = found[~np.isin(found, ours)]
+        del current
     merged = np.union1d(known, found).astype(np.uint64)
     store.write_bytes(hashes_path(export), merged.tobytes())
     write_record(
@@ -141,15 +151,19 @@ def read_before_sending(
     export, connection = ctx.export_config(req.export)
     if export.leaver_policy != "unsubscribe":
         return 0
-    state, _etag = state_mod.load(ctx.store, export.name)
     own = session is None
     active = ctx.session(export, connection, share, rate_share) if session is None else session
     try:
-        merged = refresh(ctx.store, export.name, export.list_id, state, active)
+        merged = refresh(
+            ctx.store,
+            export.name,
+            export.list_id,
+            lambda: state_mod.load(ctx.store, export.name)[0],
+            active,
+        )
     finally:
         if own:
             active.close()
-    del state
     record = read_record(ctx.store, record_path(export.name), ListMembersRecord)
     if record is not None:
         write_record(ctx.store, marker, record)
