@@ -57,9 +57,9 @@ def take(ctx: RunContext, req: RunRequest) -> ActiveRun | None:
         if holder.run_id == req.run_id:
             return None
         try:
-            refuse_while_live(ctx, req.export, holder, ctx.now())
+            done = refuse_while_live(ctx, req.export, holder, ctx.now())
             write_record(ctx.store, path, mine, if_match=etag)
-            return None if finished(ctx, req.export, holder.run_id) else holder
+            return None if done else holder
         except PreconditionFailed:
             continue  # someone else took it over first: look again
         except RunConflict:
@@ -79,12 +79,13 @@ def release(ctx: RunContext, req: RunRequest) -> None:
         ctx.store.delete(path)
 
 
-def refuse_while_live(ctx: RunContext, export: str, active: ActiveRun, now: datetime) -> None:
+def refuse_while_live(ctx: RunContext, export: str, active: ActiveRun, now: datetime) -> bool:
     """Raise :class:`RunConflict` while ``active`` is unfinished and alive. Two runs over
     different snapshots would otherwise interleave their sends and their state commits (a
-    leaver one unsubscribes, the other records as confirmed)."""
+    leaver one unsubscribes, the other records as confirmed). Returns whether ``active`` had
+    finished (``False``: it is gone without finishing, its report still to be written)."""
     if finished(ctx, export, active.run_id):
-        return
+        return True
     last = _last_activity(ctx, export, active.run_id)
     if last is not None and now - last > LEASE_TTL:
         logger.warning(
@@ -93,7 +94,7 @@ def refuse_while_live(ctx: RunContext, export: str, active: ActiveRun, now: date
             active.run_id,
             last.isoformat(),
         )
-        return
+        return False
     raise RunConflict(
         f"export {export!r} is already running run {active.run_id} (over another snapshot); "
         "one run per export at a time: the newer snapshot runs after it",
