@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness
-from bench.scenarios import Figures, Goal, Settings, allowed_within
+from bench.scenarios import Figures, Goal, Settings, floor_efficiency
 from examples import synthetic
 from exporter.management.config import Export
 from exporter.management.repository import ConfigRepository
@@ -72,9 +72,7 @@ class SharedAccountScenario:
             "throttled": float(stats["throttled"]),
             "bulk_accepted": float(accepted),
             "busy_span_sandbox_min": span / 60.0,
-            "combined_wire_efficiency_pct": (
-                100.0 * accepted / allowed_within(span) if accepted > 1 else 100.0
-            ),
+            "combined_wire_efficiency_pct": floor_efficiency(accepted, span),
             "small_done_sandbox_min": took,
             "peak_requests_per_second": float(stats["peak_requests_per_second"]),
             "bulk_requests_per_minute_peak": float(stats["bulk_requests_per_minute_peak"]),
