@@ -443,3 +443,22 @@ class ManagementService:
         connection.require_consent()
         check_hostname(connection.hostname, self.host_policy)
         return export, connection
+
+    def account_choices(
+        self, caller: Caller, name: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The account's lists (``id``, ``name``) and custom fields (``id``, ``title``,
+        ``perstag``) on connection ``name``, for a caller who may build exports on it (the
+        console offers them as choices; saving checks the chosen ones again)."""
+        connection = self._usable_connection(caller, name, Action.CREATE_EXPORT)
+        client = self._client(connection)
+        iter_lists = getattr(client, "iter_lists", None)
+        lists = [
+            {"id": str(item.get("id", "")), "name": str(item.get("name", ""))}
+            for item in (iter_lists() if callable(iter_lists) else [])
+        ]
+        fields = [
+            {k: str(item.get(k, "")) for k in ("id", "title", "perstag")}
+            for item in client.iter_fields()
+        ]
+        return lists, fields
