@@ -396,7 +396,7 @@ def cmd_console(ctx: Context, args: argparse.Namespace) -> int:
     from exporter.console.local import serve  # web dependencies only for this command
 
     home = args.console_home or str(ctx.store.root)
-    return serve(home, ctx.env, ctx.caller.principal, port=args.port, err=ctx.err)
+    return serve(home, ctx.env, ctx.caller.principal, args.port, ctx.err, ctx.time_scale)
 
 
 # --- the parser ------------------------------------------------------------------------------

@@ -80,15 +80,16 @@ def serve(
     home: str | Path,
     env: Mapping[str, str],
     principal: str,
-    *,
-    port: int = 8080,
+    port: int,
     err: IO[str],
+    time_scale: float = 1.0,
+    *,
     run: Callable[..., None] | None = None,
 ) -> int:
     """Serve the console on http://127.0.0.1:PORT until interrupted (uvicorn)."""
     import uvicorn
 
-    app = create_app(local_host(home, env, principal))
+    app = create_app(local_host(home, env, principal, time_scale=time_scale))
     err.write(f"console for {Path(home).resolve()} on http://{LOOPBACK}:{port}/ (Ctrl+C stops)\n")
     (run or uvicorn.run)(app, host=LOOPBACK, port=port, log_level="warning")
     return 0

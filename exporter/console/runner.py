@@ -69,10 +69,11 @@ class LiveRun:
         """The progress as JSON for the run page (counts only, never personal data)."""
         with self.lock:
             elapsed = max(now - (self.push_started or self.started), 1e-6)
-            rate = self.settled / elapsed if self.push_started and self.settled else None
+            moved = self.settled or self.sent  # confirmed, or sent while nothing is yet
+            rate = moved / elapsed if self.push_started and moved else None
             left = None
             if rate and self.total is not None:
-                left = max(self.total - self.settled, 0) / rate
+                left = max(self.total - moved, 0) / rate
             return {
                 "export": self.export,
                 "run_id": self.run_id,
