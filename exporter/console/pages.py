@@ -89,17 +89,16 @@ def connection_edit(page: Page) -> Response:
     etag = forms.first(page.form, "etag")
     try:
         page.service.update_connection(
-            page.caller, name, payload, if_match=etag or None, api_key=key
+            page.caller, name, payload, if_match=etag or None, api_key=key, verify=True
         )
-        verified = page.service.verify_connection(page.caller, name)
     except ConfigError as exc:
-        errors = forms.errors_from(exc, forms.CONNECTION_FIELDS)
+        errors = forms.errors_from(exc, forms.CONNECTION_FIELDS[1:])  # no name field to edit
         return _connection_form(page, view, creating=False, errors=errors, status=400, etag=etag)
     except ExporterError as exc:
-        errors = forms.FieldErrors(general=[f"saved, but ActiveCampaign refused it: {exc}"])
-        return _connection_form(page, view, creating=False, errors=errors, status=400)
-    notes = [f"saved; ActiveCampaign at {verified.hostname} accepted the key"]
+        errors = forms.FieldErrors(general=[f"not saved: ActiveCampaign refused it: {exc}"])
+        return _connection_form(page, view, creating=False, errors=errors, status=400, etag=etag)
     fresh = page.service.get_connection(page.caller, name)
+    notes = [f"saved: ActiveCampaign at {fresh.view['hostname']} accepted the key"]
     return _connection_form(page, fresh.view, creating=False, notes=notes, etag=fresh.etag)
 
 
@@ -219,7 +218,8 @@ def _save_export(page: Page, name: str | None, base: dict[str, Any]) -> Response
         else:
             saved = page.service.update_export(page.caller, name, payload, if_match=etag or None)
     except ConfigError as exc:
-        errors = forms.errors_from(exc, forms.EXPORT_FIELDS)
+        known = forms.EXPORT_FIELDS if creating else forms.EXPORT_FIELDS[1:]  # name: not editable
+        errors = forms.errors_from(exc, known)
         return _export_form(
             page, view, rows, creating=creating, errors=errors, etag=etag, status=400
         )

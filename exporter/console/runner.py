@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.activecampaign.limiter import ACCOUNT_BUDGET, BULK_MULTI_BUDGET
 from exporter.errors import ConflictError, ExporterError, NotFoundError
 from exporter.management.permissions import Caller
 from exporter.management.service import ManagementService
@@ -24,6 +25,12 @@ from exporter.progress import ProgressEvent
 from exporter.run.engine import Engine, RunOptions
 
 log = logging.getLogger(__name__)
+
+
+BUDGET = (
+    f"account budget {ACCOUNT_BUDGET.limit:g} requests/s, "
+    f"{BULK_MULTI_BUDGET.limit:g} bulk imports/min (250 contacts each), shared by its runs"
+)
 
 
 class _Cancelled(Exception):
@@ -85,6 +92,7 @@ class LiveRun:
                 "confirmed": self.settled,
                 "total": self.total,
                 "rate_per_second": round(rate, 1) if rate else None,
+                "budget": BUDGET,
                 "seconds_left": round(left) if left is not None else None,
                 "elapsed_seconds": round(now - self.started, 1),
                 "cancel_requested": self.cancel_requested,

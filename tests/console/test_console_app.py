@@ -4,6 +4,7 @@ never echoed."""
 
 from __future__ import annotations
 
+import html
 import re
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from starlette.testclient import TestClient
 from exporter.console.app import ConsoleHost
 from exporter.storage import runs
 from sandbox import Sandbox
-from tests.console.conftest import API_KEY, LIST_ID, SEGMENT, csrf_of
+from tests.console.conftest import API_KEY, LIST_ID, SEGMENT, csrf_of, segment_csv
 
 
 def _errors(html: str) -> list[str]:
@@ -210,3 +211,55 @@ def test_a_connection_in_use_is_not_removed_and_says_why(
     assert refused.status_code == 409
     assert "not removed" in refused.text and "newsletter" in refused.text
     assert "/connections/shop/edit" in client.get("/connections").text
+
+
+def test_cancel_stops_sending_and_the_run_ends_cancelled(
+    client: TestClient, account: Sandbox, host: ConsoleHost
+) -> None:
+    connect(client, account)
+    add_export(client)
+    store = host.store
+    store.write_bytes(SEGMENT + "2026-01-06.csv", segment_csv(6000, bad=0))
+    token = csrf_of(client.get("/exports").text)
+    started = client.post(
+        "/exports/newsletter/run", data={"csrf_token": token}, follow_redirects=False
+    )
+    run_url = started.headers["location"]
+    # Cancelled while it prepares: it stops at the first chunk it sends, before the rest.
+    cancelled = client.post(run_url + "/cancel", data={"csrf_token": token}, follow_redirects=False)
+    assert cancelled.status_code == 303
+    deadline = time.monotonic() + 60
+    while not (progress := client.get(run_url + "/progress.json").json())["finished"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert progress["status"] == "cancelled", progress
+    report = client.get(run_url).text
+    assert 'id="run-status">cancelled' in report
+    confirmed = int(re.search(r'id="r-confirmed">([\d,]+)<', report).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert confirmed <= 250  # at most the one chunk sent before the cancel took effect
+
+
+def test_a_rotated_key_is_checked_before_it_replaces_the_stored_one(
+    client: TestClient, account: Sandbox, home: Path
+) -> None:
+    connect(client, account)
+    page = client.get("/connections/shop/edit").text
+    etag = html.unescape(re.search(r'name="etag" value="([^"]+)"', page).group(1))  # type: ignore[union-attr]
+    form = {
+        "csrf_token": csrf_of(page),
+        "etag": etag,
+        "display_name": "Shop renamed",
+        "hostname": f"127.0.0.1:{account.port}",
+        "allow_contributors": "contributors",
+        "api_key": "a-wrong-new-key-1234567890",
+    }
+    refused = client.post("/connections/shop/edit", data=form)
+    assert refused.status_code == 400 and "not saved" in refused.text
+    assert "a-wrong-new-key" not in refused.text
+    (key_file,) = (home / "keys").iterdir()
+    assert key_file.read_text() == API_KEY  # the working key stays
+    rotated = client.post("/connections/shop/edit", data={**form, "api_key": API_KEY})
+    assert rotated.status_code == 200
+    assert "accepted the key" in rotated.text
+    listing = client.get("/connections").text
+    assert "Shop renamed" in listing and "Administrators and contributors" in listing
