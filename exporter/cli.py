@@ -395,8 +395,7 @@ def cmd_runs_show(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_console(ctx: Context, args: argparse.Namespace) -> int:
     from exporter.console.local import serve  # web dependencies only for this command
 
-    home = args.console_home or str(ctx.store.root)
-    return serve(home, ctx.env, ctx.caller.principal, args.port, ctx.err, ctx.time_scale)
+    return serve(ctx.store.root, ctx.env, ctx.caller.principal, args.port, ctx.err, ctx.time_scale)
 
 
 # --- the parser ------------------------------------------------------------------------------
@@ -527,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.set_defaults(handler=cmd_runs_show)
     con = top.add_parser("console", help="the web console on http://127.0.0.1:PORT")
     con.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
-    con.add_argument("--home", dest="console_home", help="store folder (as the global --home)")
+    con.add_argument("--home", default=argparse.SUPPRESS, help="store folder (as --home before)")
     con.set_defaults(handler=cmd_console)
     return parser
 
