@@ -223,6 +223,14 @@ def test_the_seeds_flow_in_a_browser(
     assert page.locator("#history-chart .run-bar").count() == 1
     assert page.locator("#history-chart rect.bar-confirmed").count() == 1
     assert page.locator("#history-table tbody tr").count() == 1
+
+    # A second run of the same snapshot: nothing changed, so nothing is sent again.
+    page.get_by_role("button", name="Run now").click()
+    page.locator("#run-status").wait_for(timeout=40_000)
+    assert page.locator("#r-confirmed").inner_text() == "0"
+    page.get_by_role("link", name="Runs of Newsletter").click()
+    assert page.locator("#history-chart .run-bar").count() == 2
+    assert page.locator("#history-chart rect.bar-unchanged").count() == 1
     shot(page, "07-history")
 
     # 390 px wide: every page still fits and its controls can be reached.
