@@ -84,7 +84,13 @@ class ConsoleHost:
     """The URL prefix the console is served under (``/api/console`` in Functions)."""
     host_label: str = "local"
     run_hint: str = ""
-    """Shown instead of the Run buttons when ``runner`` is ``None``."""
+    """Shown instead of the Run buttons when there is no runner."""
+    runner_of: Callable[[Request], Runner | None] | None = None
+    """A runner for one request (the Functions host's needs the request's Durable client);
+    when set, it is used instead of ``runner``."""
+
+    def runner_for(self, request: Request) -> Runner | None:
+        return self.runner_of(request) if self.runner_of is not None else self.runner
 
 
 class SecurityHeaders:
@@ -117,10 +123,16 @@ class Page:
     """One request as a page handler sees it: caller, form values, CSRF token, rendering."""
 
     def __init__(
-        self, console: Console, request: Request, caller: Caller, form: dict[str, list[str]]
+        self,
+        console: Console,
+        request: Request,
+        caller: Caller,
+        form: dict[str, list[str]],
+        runner: Runner | None = None,
     ):
         self.console = console
         self.host = console.host
+        self.runner = runner
         self.request = request
         self.caller = caller
         self.form = form
@@ -196,7 +208,7 @@ class Console:
                         if isinstance(value, str):
                             form.setdefault(key, []).append(value)
                     self._check_csrf(request, caller, form)
-                page = Page(self, request, caller, form)
+                page = Page(self, request, caller, form, self.host.runner_for(request))
                 response = await run_in_threadpool(handler, page)
             except ExporterError as exc:
                 return self._error(request, exc, caller)

@@ -142,7 +142,7 @@ def exports(page: Page) -> Response:
             }
         )
     return page.render(
-        "exports.html", rows=rows, can_run=page.host.runner is not None, run_hint=page.host.run_hint
+        "exports.html", rows=rows, can_run=page.runner is not None, run_hint=page.host.run_hint
     )
 
 
@@ -262,15 +262,15 @@ def export_remove(page: Page) -> Response:
 
 def run_start(page: Page) -> Response:
     name = page.param("name")
-    if page.host.runner is None:
+    if page.runner is None:
         raise ConfigError(page.host.run_hint or "runs cannot be started from this console")
     dry_run = forms.first(page.form, "dry_run") == "yes"
-    run_id = page.host.runner.start(page.caller, page.service, name, dry_run=dry_run)
+    run_id = page.runner.start(page.caller, page.service, name, dry_run=dry_run)
     return page.redirect(f"exports/{name}/runs/{run_id}")
 
 
 def _progress(page: Page, name: str, run_id: str) -> dict[str, Any]:
-    live = page.host.runner.progress(name, run_id) if page.host.runner else None
+    live = page.runner.progress(name, run_id) if page.runner else None
     if live is not None:
         return live
     report = history.get_run(page.host.store, name, run_id)
@@ -301,9 +301,9 @@ def run_progress(page: Page) -> Response:
 def run_cancel(page: Page) -> Response:
     name, run_id = page.param("name"), page.param("run_id")
     page.service.authorize_run(page.caller, name)
-    if page.host.runner is None:
+    if page.runner is None:
         raise ConfigError(page.host.run_hint or "runs cannot be cancelled from this console")
-    page.host.runner.cancel(name, run_id)
+    page.runner.cancel(name, run_id)
     return page.redirect(f"exports/{name}/runs/{run_id}")
 
 
@@ -316,7 +316,7 @@ def run_history(page: Page) -> Response:
         export=export,
         reports=reports,
         chart=history_chart(reports),
-        can_run=page.host.runner is not None,
+        can_run=page.runner is not None,
         run_hint=page.host.run_hint,
     )
 
@@ -341,7 +341,7 @@ def run_detail(page: Page) -> Response:
         progress=progress,
         report=report,
         files=files,
-        can_run=page.host.runner is not None,
+        can_run=page.runner is not None,
     )
 
 

@@ -4,9 +4,11 @@ Service Authentication's principal header, for an administrator, a contributor a
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -27,7 +29,8 @@ from exporter.settings import FunctionSettings, HostPolicy
 from exporter.storage import runs
 from exporter.storage.store import LocalStore
 from sandbox import Sandbox
-from tests.console.conftest import API_KEY, LIST_ID, SEGMENT
+from tests.console.conftest import API_KEY, LIST_ID, SEGMENT, segment_csv
+from tests.functions.fake_durable import FakeDurableClient
 
 ADMIN_HEADERS = {PRINCIPAL_HEADER: principal_header("ada@example.com", [ADMIN])}
 CONTRIBUTOR_HEADERS = {PRINCIPAL_HEADER: principal_header("cy@example.com", [CONTRIBUTOR])}
@@ -91,7 +94,9 @@ def runtime(tmp_path: Path, account: Sandbox) -> Iterator[Runtime]:
         yield rt
 
 
-def call(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> func.HttpResponse:
+def call(
+    method: str, path: str, headers: dict[str, str], body: bytes = b"", client: Any = None
+) -> func.HttpResponse:
     req = func.HttpRequest(
         method,
         f"https://exporter.example.net/api/console/{path}",
@@ -100,7 +105,7 @@ def call(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> 
         route_params={"path": path},
         body=body,
     )
-    return asyncio.run(console.handle_console(req))
+    return asyncio.run(console.handle_console(req, client))
 
 
 def text(resp: func.HttpResponse) -> str:
@@ -180,3 +185,39 @@ def test_a_contributors_post_needs_the_csrf_token_of_its_session(runtime: Runtim
     )
     assert saved.status_code == 303, text(saved)
     assert "Renamed" in text(call("GET", "exports", CONTRIBUTOR_HEADERS))
+
+
+def test_run_now_in_azure_starts_the_apis_orchestration_and_follows_it(runtime: Runtime) -> None:
+    runtime.store.write_bytes(SEGMENT + "2026-01-07.csv", segment_csv(10))
+    durable = FakeDurableClient()
+    history = call("GET", "exports/shared-news/runs", CONTRIBUTOR_HEADERS, client=durable)
+    assert "Run now" in text(history)
+    cookie = history.headers["Set-Cookie"].split(";", 1)[0]
+    token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', text(history)).group(1)  # type: ignore[union-attr]
+    headers = {
+        **CONTRIBUTOR_HEADERS,
+        "Cookie": cookie,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    body = f"csrf_token={token}".encode()
+    started = call("POST", "exports/shared-news/run", headers, body, durable)
+    assert started.status_code == 303, text(started)
+    run_id = started.headers["Location"].rsplit("/", 1)[1]
+    ((_orchestrator, iid, run_input),) = durable.started()
+    assert run_input["request"]["run_id"] == run_id
+    assert run_input["request"]["requested_by"] == "console:cy@example.com"
+    durable.set(
+        iid,
+        "Running",
+        customStatus={"phase": "sending", "sent": 6, "confirmed": 2, "contacts_to_send": 10},
+    )
+    url = f"exports/shared-news/runs/{run_id}"
+    answer = call("GET", url + "/progress.json", headers, client=durable)
+    assert answer.status_code == 200, text(answer)[-800:]
+    progress = json.loads(answer.get_body())
+    assert (progress["phase"], progress["sent"], progress["confirmed"]) == ("sending", 6, 2)
+    assert 'id="progress"' in text(call("GET", url, headers, client=durable))
+    cancelled = call("POST", url + "/cancel", headers, body, durable)
+    assert cancelled.status_code == 303
+    assert ("raise_event", (iid, "cancel", {"by": "console"})) in durable.calls
+    assert call("POST", url + "/cancel", READER_HEADERS, body, durable).status_code == 403
