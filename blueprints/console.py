@@ -13,14 +13,17 @@ which the deployment requires for every request, is what stands in front of them
 the same event as ``.../cancel`` (:class:`DurableRunner`, built per request around the
 function's Durable client).
 
-The CSRF secret is the ``EXPORTER_CONSOLE_SECRET`` app setting when set (share it across
-instances, e.g. as a Key Vault reference); else a random one per worker process.
+The CSRF secret is the ``EXPORTER_CONSOLE_SECRET`` app setting when set (e.g. a Key Vault
+reference); else derived from Easy Auth's ``WEBSITE_AUTH_ENCRYPTION_KEY`` (shared by the app's
+instances, so a form served by one is accepted by another); else random per worker process.
 """
 
 from __future__ import annotations
 
 import contextvars
 import functools
+import hashlib
+import hmac
 import os
 import secrets
 import threading
@@ -50,6 +53,8 @@ bp = df.Blueprint()
 
 BASE = "/api/console"
 SECRET_SETTING = "EXPORTER_CONSOLE_SECRET"  # noqa: S105 - the setting's name, not a secret
+PLATFORM_KEY_SETTING = "WEBSITE_AUTH_ENCRYPTION_KEY"
+"""Set by App Service Authentication on every instance of the app."""
 RUN_HINT = "Runs cannot be started here: the console was reached without a Durable client."
 _durable_client: contextvars.ContextVar[Any] = contextvars.ContextVar("console_durable_client")
 
@@ -155,8 +160,15 @@ def console_host(runtime: Runtime, secret: bytes) -> ConsoleHost:
 
 
 def _secret() -> bytes:
+    """The CSRF secret: the app setting, else one derived from Easy Auth's own per-app key
+    (the same on every instance), else a random one for this worker process."""
     configured = os.environ.get(SECRET_SETTING, "")
-    return configured.encode() if len(configured) >= 32 else secrets.token_bytes(32)
+    if len(configured) >= 32:
+        return configured.encode()
+    platform = os.environ.get(PLATFORM_KEY_SETTING, "")
+    if len(platform) >= 32:
+        return hmac.new(platform.encode(), b"exporter-console-csrf", hashlib.sha256).digest()
+    return secrets.token_bytes(32)
 
 
 def middleware(runtime: Runtime) -> func.AsgiMiddleware:

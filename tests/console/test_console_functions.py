@@ -221,3 +221,16 @@ def test_run_now_in_azure_starts_the_apis_orchestration_and_follows_it(runtime: 
     assert cancelled.status_code == 303
     assert ("raise_event", (iid, "cancel", {"by": "console"})) in durable.calls
     assert call("POST", url + "/cancel", READER_HEADERS, body, durable).status_code == 403
+
+
+def test_the_csrf_secret_is_shared_by_the_apps_instances_and_never_hard_coded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(console.SECRET_SETTING, raising=False)
+    monkeypatch.delenv(console.PLATFORM_KEY_SETTING, raising=False)
+    assert console._secret() != console._secret()  # random per worker process
+    monkeypatch.setenv(console.PLATFORM_KEY_SETTING, "k" * 64)
+    derived = console._secret()
+    assert derived == console._secret() and b"k" * 32 not in derived  # same on every instance
+    monkeypatch.setenv(console.SECRET_SETTING, "s" * 40)
+    assert console._secret() == b"s" * 40
