@@ -104,6 +104,17 @@ def connection_edit(page: Page) -> Response:
 
 def connection_remove(page: Page) -> Response:
     name = page.param("name")
+    if page.request.method == "GET":
+        page.service.get_connection(page.caller, name)
+        authorize(page.caller, Action.DELETE_CONNECTION)
+        return page.render(
+            "confirm.html",
+            kind="connection",
+            name=name,
+            back=page.url("connections"),
+            consequence="Its settings go; its API key secret stays where it is kept. A "
+            "connection that exports still use is not removed.",
+        )
     try:
         page.service.delete_connection(page.caller, name)
     except ConfigError as exc:
@@ -253,7 +264,18 @@ def export_edit(page: Page) -> Response:
 
 
 def export_remove(page: Page) -> Response:
-    page.service.delete_export(page.caller, page.param("name"))
+    name = page.param("name")
+    if page.request.method == "GET":
+        page.service.get_export(page.caller, name)
+        return page.render(
+            "confirm.html",
+            kind="export",
+            name=name,
+            back=page.url(f"exports/{name}/edit"),
+            consequence="Its settings, its state (who it sent) and its run files are deleted; "
+            "each run's report stays. Its running run is stopped and its schedule ends.",
+        )
+    page.service.delete_export(page.caller, name)
     return page.redirect("exports")
 
 
@@ -373,11 +395,11 @@ ROUTES: list[tuple[str, Any, list[str]]] = [
     ("/connections", connections, ["GET"]),
     ("/connections/new", connection_new, ["GET", "POST"]),
     ("/connections/{name}/edit", connection_edit, ["GET", "POST"]),
-    ("/connections/{name}/remove", connection_remove, ["POST"]),
+    ("/connections/{name}/remove", connection_remove, ["GET", "POST"]),
     ("/exports", exports, ["GET"]),
     ("/exports/new", export_new, ["GET", "POST"]),
     ("/exports/{name}/edit", export_edit, ["GET", "POST"]),
-    ("/exports/{name}/remove", export_remove, ["POST"]),
+    ("/exports/{name}/remove", export_remove, ["GET", "POST"]),
     ("/exports/{name}/run", run_start, ["POST"]),
     ("/exports/{name}/runs", run_history, ["GET"]),
     ("/exports/{name}/runs/{run_id}", run_detail, ["GET"]),

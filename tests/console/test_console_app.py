@@ -206,8 +206,9 @@ def test_a_connection_in_use_is_not_removed_and_says_why(
 ) -> None:
     connect(client, account)
     add_export(client)
-    token = csrf_of(client.get("/connections").text)
-    refused = client.post("/connections/shop/remove", data={"csrf_token": token})
+    confirm = client.get("/connections/shop/remove").text
+    assert "Remove connection" in confirm
+    refused = client.post("/connections/shop/remove", data={"csrf_token": csrf_of(confirm)})
     assert refused.status_code == 409
     assert "not removed" in refused.text and "newsletter" in refused.text
     assert "/connections/shop/edit" in client.get("/connections").text
@@ -263,3 +264,27 @@ def test_a_rotated_key_is_checked_before_it_replaces_the_stored_one(
     assert "accepted the key" in rotated.text
     listing = client.get("/connections").text
     assert "Shop renamed" in listing and "Administrators and contributors" in listing
+
+
+def test_removing_an_export_asks_first_then_deletes_it(
+    client: TestClient, account: Sandbox
+) -> None:
+    connect(client, account)
+    add_export(client)
+    confirm = client.get("/exports/newsletter/remove")
+    assert confirm.status_code == 200 and "run files are deleted" in confirm.text
+    assert "/exports/newsletter/edit" in client.get("/exports").text  # asking removed nothing
+    done = client.post(
+        "/exports/newsletter/remove",
+        data={"csrf_token": csrf_of(confirm.text)},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert "/exports/newsletter/edit" not in client.get("/exports").text
+    assert client.get("/exports/newsletter/edit").status_code == 404
+    removed = client.post(
+        "/connections/shop/remove",
+        data={"csrf_token": csrf_of(client.get("/connections/shop/remove").text)},
+        follow_redirects=False,
+    )
+    assert removed.status_code == 303  # no export uses it any more
