@@ -152,8 +152,13 @@ def exports(page: Page) -> Response:
                 "last": _last_run(page, e["name"]),
             }
         )
+    saved = page.request.query_params.get("saved")
     return page.render(
-        "exports.html", rows=rows, can_run=page.runner is not None, run_hint=page.host.run_hint
+        "exports.html",
+        rows=rows,
+        can_run=page.runner is not None,
+        run_hint=page.host.run_hint,
+        request_saved=f"Export {saved} saved. Saving does not run it." if saved else "",
     )
 
 

@@ -288,3 +288,29 @@ def test_removing_an_export_asks_first_then_deletes_it(
         follow_redirects=False,
     )
     assert removed.status_code == 303  # no export uses it any more
+
+
+def test_a_dry_run_sends_nothing_and_offers_its_plan_to_administrators(
+    client: TestClient, account: Sandbox, home: Path
+) -> None:
+    connect(client, account)
+    add_export(client)
+    saved = client.get("/exports?saved=newsletter").text
+    assert "Saving does not run it" in saved
+    imports_before = account.request_counts().get("POST /import/bulk_import", 0)
+    started = client.post(
+        "/exports/newsletter/run",
+        data={"csrf_token": csrf_of(saved), "dry_run": "yes"},
+        follow_redirects=False,
+    )
+    run_url = started.headers["location"]
+    deadline = time.monotonic() + 30
+    while not (progress := client.get(run_url + "/progress.json").json())["finished"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert progress["status"] == "dry_run", progress
+    detail = client.get(run_url).text
+    assert "plan.csv" in detail and "personal data" in detail
+    plan = client.get(run_url + "/plan.csv")
+    assert plan.status_code == 200 and "person10@example.com" in plan.text
+    assert account.request_counts().get("POST /import/bulk_import", 0) == imports_before
