@@ -314,3 +314,18 @@ def test_a_dry_run_sends_nothing_and_offers_its_plan_to_administrators(
     plan = client.get(run_url + "/plan.csv")
     assert plan.status_code == 200 and "person10@example.com" in plan.text
     assert account.request_counts().get("POST /import/bulk_import", 0) == imports_before
+
+
+def test_the_command_line_uses_a_key_typed_into_the_console(
+    client: TestClient, account: Sandbox, home: Path
+) -> None:
+    import io
+
+    from exporter.cli import main
+
+    connect(client, account)
+    out, err = io.StringIO(), io.StringIO()
+    env = {"EXPORTER_ALLOW_LOOPBACK_SANDBOX": "true"}
+    code = main(["--home", str(home), "connections", "verify", "shop"], env=env, out=out, err=err)
+    assert code == 0, err.getvalue()
+    assert "accepted the key" in out.getvalue() and API_KEY not in out.getvalue() + err.getvalue()
