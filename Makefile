@@ -9,7 +9,7 @@ CHECKOV_VENV := .venv-checkov
 PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint typecheck pytest bench bench-smoke clean
+.PHONY: help setup browser demo test lint typecheck pytest bench bench-smoke clean
 
 help:
 	@echo "make demo   - set up, start the ActiveCampaign sandbox and export a sample segment"
@@ -36,8 +36,13 @@ node_modules/.stamp: package.json package-lock.json
 
 setup: $(VENV)/.stamp node_modules/.stamp $(CHECKOV_VENV)/.stamp
 
+# The console's browser tests drive the system's headless Chromium (Debian's package; Playwright
+# never downloads a browser). Installed here when missing: CI runs as root on a clean machine.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
+
 demo: $(VENV)/.stamp
-	$(PY) -m examples.demo
+	$(PY) -m examples.demo $(DEMO_ARGS)
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check .
@@ -49,7 +54,7 @@ typecheck: $(VENV)/.stamp
 # Timing-sensitive tests (several processes pacing against a time-compressed sandbox) run on
 # their own after the parallel suite: on a 2-core machine a neighbour's load is jitter they
 # would have to absorb, which real time does not have.
-pytest: setup
+pytest: setup browser
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" CHECKOV="$(CURDIR)/$(CHECKOV_VENV)/bin/checkov" \
 		$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not serial" $(PYTEST_ARGS)
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(PY) -m pytest -p no:xdist -m serial $(PYTEST_ARGS)

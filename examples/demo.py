@@ -121,10 +121,12 @@ def main(argv: list[str] | None = None) -> None:
     _say(f"done in {time.monotonic() - started:.1f} s; the sandbox is stopped")
     if args.keep:
         print(f"the store is kept in {home}")
+        print(f"open it in the web console: python -m exporter console --home {home}")
     else:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
+        print("web console on the demo's data: make demo DEMO_ARGS=--keep, then run what it prints")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from exporter.management.config import (
     Connection,
     check_snapshot_path,
 )
+from exporter.management.local_keys import LocalKeyStore
 from exporter.management.permissions import Caller
 from exporter.management.repository import ConfigRepository
 from exporter.management.secrets import LocalSecretProvider
@@ -82,6 +83,7 @@ class Context:
     err: IO[str]
     read_limits: ReadLimits = field(default_factory=ReadLimits)
     """What reading one snapshot may cost (``EXPORTER_MAX_*`` settings)."""
+    env: Mapping[str, str] = field(default_factory=dict)  # what main() read (for the console)
 
     def engine(self) -> Engine:
         # Every process using this store folder shares each account's budget through a
@@ -390,6 +392,12 @@ def cmd_runs_show(ctx: Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_console(ctx: Context, args: argparse.Namespace) -> int:
+    from exporter.console.local import serve  # web dependencies only for this command
+
+    return serve(ctx.store.root, ctx.env, ctx.caller.principal, args.port, ctx.err, ctx.time_scale)
+
+
 # --- the parser ------------------------------------------------------------------------------
 
 
@@ -516,6 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("export")
     rs.add_argument("run_id")
     rs.set_defaults(handler=cmd_runs_show)
+    con = top.add_parser("console", help="the web console on http://127.0.0.1:PORT")
+    con.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    con.add_argument("--home", default=argparse.SUPPRESS, help="store folder (as --home before)")
+    con.set_defaults(handler=cmd_console)
     return parser
 
 
@@ -564,7 +576,7 @@ def main(
     try:
         ctx = Context(
             store=LocalStore(home),
-            secrets=LocalSecretProvider(env),
+            secrets=LocalKeyStore(env, Path(home) / "keys"),
             hosts=HostPolicy.from_env(env, loopback_default=True),
             caller=Caller.local_admin(_principal(env)),
             json=args.json,
@@ -573,6 +585,7 @@ def main(
             out=out,
             err=err,
             read_limits=ReadLimits.from_env(env),
+            env=env,
         )
         handler: Handler = args.handler
         return handler(ctx, args)

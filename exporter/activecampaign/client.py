@@ -263,6 +263,10 @@ class ActiveCampaignClient:
         """Every custom field (``id``, ``title``, ``perstag``, ``type``), all pages."""
         return self._paged("/fields", "fields")
 
+    def iter_lists(self) -> Iterator[dict[str, Any]]:
+        """Every list (``id``, ``name``), all pages."""
+        return self._paged("/lists", "lists")
+
     def iter_tags(self) -> Iterator[dict[str, Any]]:
         """Every tag, all pages."""
         return self._paged("/tags", "tags")

@@ -232,9 +232,11 @@ class ManagementService:
         *,
         if_match: str | None = None,
         api_key: str | None = None,
+        verify: bool = False,
     ) -> Saved:
         """Change a connection (administrators): the payload's fields replace the stored ones.
-        Pointing it at another host needs fresh consent; ``api_key`` replaces the stored key."""
+        Pointing it at another host needs fresh consent; ``api_key`` replaces the stored key.
+        With ``verify`` the (new) key and host are checked with ActiveCampaign first."""
         authorize(caller, Action.UPDATE_CONNECTION)
         existing, etag = self.repo.get_connection(name)
         changes = as_dict(payload)
@@ -248,6 +250,10 @@ class ManagementService:
         data.update(updated_by=caller.principal, updated_at=now)
         connection = checked_connection(data, errors)
         require_own_key_ref(connection, api_key)
+        if verify:
+            key = api_key if api_key is not None else self.secrets.get(connection.api_key_ref)
+            check_hostname(connection.hostname, self.host_policy)
+            self.client_factory(connection, key).verify()
         # The key first: should the vault refuse, the stored connection must not already point
         # at a secret that was never written. (A lost ETag race after this leaves the new key in
         # place under the reference the caller asked for, which is what they wanted anyway.)
@@ -443,3 +449,22 @@ class ManagementService:
         connection.require_consent()
         check_hostname(connection.hostname, self.host_policy)
         return export, connection
+
+    def account_choices(
+        self, caller: Caller, name: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The account's lists (``id``, ``name``) and custom fields (``id``, ``title``,
+        ``perstag``) on connection ``name``, for a caller who may build exports on it (the
+        console offers them as choices; saving checks the chosen ones again)."""
+        connection = self._usable_connection(caller, name, Action.CREATE_EXPORT)
+        client = self._client(connection)
+        iter_lists = getattr(client, "iter_lists", None)
+        lists = [
+            {"id": str(item.get("id", "")), "name": str(item.get("name", ""))}
+            for item in (iter_lists() if callable(iter_lists) else [])
+        ]
+        fields = [
+            {k: str(item.get(k, "")) for k in ("id", "title", "perstag")}
+            for item in client.iter_fields()
+        ]
+        return lists, fields
