@@ -253,6 +253,7 @@ class Account:
             return
         members[contact_id] = ACTIVE
         self._changed(list_id)
+        self._touch(contact_id)
 
     def unsubscribe(self, contact_id: int, list_id: str, *, force: bool = False) -> None:
         """Mark the contact unsubscribed from the list. Bulk import only touches existing
@@ -263,6 +264,18 @@ class Account:
             return
         members[contact_id] = UNSUBSCRIBED
         self._changed(list_id)
+        self._touch(contact_id)
+
+    def _touch(self, contact_id: int) -> None:
+        """A change of list membership updates the contact's ``udate``, as ActiveCampaign's
+        ``filters[updated_after]`` finds list subscriptions since a date."""
+        record = self._by_id[contact_id]
+        stamp = self.stamp()
+        if record is None or record[9] is stamp:
+            return
+        touched: Record = (*record[:9], stamp)
+        self._by_id[contact_id] = touched
+        self._by_email[record[1]] = touched
 
     # -- reads (callers hold the lock) -------------------------------------------------------
 
@@ -321,9 +334,14 @@ class Account:
         descending: bool,
         offset: int,
         limit: int,
+        updated_after: str | None = None,
     ) -> tuple[list[Contact], int]:
-        """One page of contacts matching the filters, and how many match in all."""
+        """One page of contacts matching the filters, and how many match in all.
+        ``updated_after``: a UTC date-time in the stamps' format; only contacts updated later."""
         ids = self._candidates(email, list_id, status)
+        if updated_after is not None:
+            by_id = self._by_id
+            ids = [i for i in ids if (c := by_id[i]) is not None and c[9] > updated_after]
         start = bisect_right(ids, id_greater)
         total = len(ids) - start
         if descending:

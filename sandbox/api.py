@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -408,6 +409,11 @@ def contacts(api: Api, call: Call) -> Response:
     if status is not None and status < 0:
         status = None
     descending = q.get("orders[id]", "DESC").upper() != "ASC"
+    updated_after, bad = _utc_stamp(q.get("filters[updated_after]"))
+    if bad:
+        return json_response(
+            400, {"errors": [{"title": "Invalid date", "detail": "filters[updated_after]"}]}
+        )
     account = api.account
     with account.lock:
         if list_id is not None and list_id not in account.lists:
@@ -419,6 +425,7 @@ def contacts(api: Api, call: Call) -> Response:
                 list_id=list_id,
                 status=status,
                 id_greater=_int(q.get("id_greater"), 0),
+                updated_after=updated_after,
                 descending=descending,
                 offset=offset,
                 limit=limit,
@@ -429,6 +436,20 @@ def contacts(api: Api, call: Call) -> Response:
         "page_input": shapes.page_input(list_id=list_id, status=status, limit=limit, offset=offset),
     }
     return json_response(200, {"scoreValues": [], "contacts": items, "meta": meta})
+
+
+def _utc_stamp(value: str | None) -> tuple[str | None, bool]:
+    """A ``filters[…]`` date or date-time (any offset; none means the account's time zone,
+    UTC here) as a UTC stamp comparable with the contacts' dates; ``(None, True)`` if invalid."""
+    if value in (None, ""):
+        return None, False
+    try:
+        parsed = datetime.fromisoformat(str(value).replace(" ", "T"))
+    except ValueError:
+        return None, True
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).replace(microsecond=0).isoformat(), False
 
 
 def _contact_or_404(api: Api, call: Call) -> tuple[object, Response | None]:

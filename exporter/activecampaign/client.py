@@ -16,9 +16,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -139,6 +142,7 @@ class ActiveCampaignClient:
         self.clock = clock
         self._rng = rng or random.Random()
         self._wall_clock = wall_clock  # only to read Retry-After given as an HTTP date
+        self._answers = threading.local()  # the last answer's Date header, per thread
 
     def __repr__(self) -> str:  # never the key
         return f"ActiveCampaignClient({self.base_url!r})"
@@ -188,12 +192,13 @@ class ActiveCampaignClient:
                 timeout=self.timeout,
             )
             logger.debug("%s %s -> %d", method, path, response.status)
+            self._answers.date = response.header("Date")
             try:
                 raise_for_status(
                     response,
                     method=method,
                     path=path,
-                    bulk=kind is not RequestKind.OTHER,
+                    bulk=kind in (RequestKind.BULK_MULTI, RequestKind.BULK_SINGLE),
                     secrets=(self._api_key,),
                     wall_clock=self._wall_clock,
                     bulk_throttle_pause=60.0 / self.limiter.time_scale,
@@ -320,24 +325,29 @@ class ActiveCampaignClient:
         return None
 
     def iter_list_members(
-        self, list_id: str, status: int = 1, *, after_id: int = 0
+        self,
+        list_id: str,
+        status: int = 1,
+        *,
+        after_id: int = 0,
+        updated_after: str | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Every contact with ``status`` on the list whose id is above ``after_id``, walked by
-        ascending id (``id_greater``), which stays correct and cheap on lists far larger than
-        offset paging handles."""
+        """Every contact with ``status`` on the list whose id is above ``after_id`` (and, with
+        ``updated_after``, updated after that date-time: ``filters[updated_after]``, which
+        finds list subscriptions since then), walked by ascending id (``id_greater``), which
+        stays correct and cheap on lists far larger than offset paging handles."""
         last_id = after_id
         while True:
-            page = self._call(
-                "GET",
-                "/contacts",
-                params={
-                    "listid": str(list_id),
-                    "status": str(status),
-                    "limit": str(PAGE_LIMIT),
-                    "orders[id]": "ASC",
-                    "id_greater": str(last_id),
-                },
-            )
+            params = {
+                "listid": str(list_id),
+                "status": str(status),
+                "limit": str(PAGE_LIMIT),
+                "orders[id]": "ASC",
+                "id_greater": str(last_id),
+            }
+            if updated_after is not None:
+                params["filters[updated_after]"] = updated_after
+            page = self._call("GET", "/contacts", params=params)
             items = page.get("contacts") if isinstance(page, dict) else None
             if not isinstance(items, list):
                 raise FatalApiError("GET /contacts: answer has no 'contacts' list")
@@ -349,14 +359,26 @@ class ActiveCampaignClient:
 
     def newest_contact_id(self) -> int:
         """The highest contact id in the account (0 when it has none): one request."""
+        return self.newest_contact_mark()[0]
+
+    def newest_contact_mark(self) -> tuple[int, str | None]:
+        """One request: the highest contact id in the account (0 when it has none), and *now*
+        by ActiveCampaign's own clock (its ``Date`` header, less a second) written in the
+        account's time zone (the offset of that contact's dates) — a mark for
+        ``filters[updated_after]`` that depends on no clock of ours, whether ActiveCampaign
+        reads the offset or takes the time as the account's local time. ``None`` without a
+        ``Date`` header."""
         page = self._call("GET", "/contacts", params={"orders[id]": "DESC", "limit": "1"})
+        date = getattr(self._answers, "date", None)
         items = page.get("contacts") if isinstance(page, dict) else None
-        if not isinstance(items, list) or not items or not isinstance(items[0], dict):
-            return 0
+        newest = items[0] if isinstance(items, list) and items else None
+        if not isinstance(newest, dict):
+            return 0, _server_mark(date, None)
         try:
-            return int(items[0].get("id", 0))
+            contact_id = int(newest.get("id", 0))
         except (TypeError, ValueError):
-            return 0
+            contact_id = 0
+        return contact_id, _server_mark(date, newest.get("udate") or newest.get("cdate"))
 
     def contact_sync(
         self,
@@ -394,3 +416,23 @@ class ActiveCampaignClient:
             "contactList": {"list": str(list_id), "contact": str(contact_id), "status": str(status)}
         }
         self._call("POST", "/contactLists", json_body=dumps(body).encode())
+
+
+def _server_mark(date_header: str | None, account_date: object) -> str | None:
+    """``date_header`` (an HTTP date) less one second, as an ISO date-time in the offset of
+    ``account_date`` (an ActiveCampaign date of the account; UTC when it has none)."""
+    if not date_header:
+        return None
+    try:
+        now = parsedate_to_datetime(date_header)
+    except (TypeError, ValueError):
+        return None
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    zone: tzinfo = UTC
+    if isinstance(account_date, str):
+        try:
+            zone = datetime.fromisoformat(account_date).tzinfo or UTC
+        except ValueError:
+            zone = UTC
+    return (now - timedelta(seconds=1)).astimezone(zone).replace(microsecond=0).isoformat()

@@ -10,15 +10,18 @@ Cost, in requests to ActiveCampaign (100 contacts per request, walked by ascendi
 
 * an export's **first run** reads the whole list: ``ceil(members / 100)`` requests (an empty
   list: one request);
-* **every later run** reads only contacts created since the last run (ids above the highest
-  seen): ``ceil(new members / 100)``, typically one or two requests;
-* and **after sending**, one request (the account's newest contact id) moves the mark past the
-  contacts the run itself created, so the next run does not read them back (:func:`mark_sent`).
+* **every later run** reads the members created since the last run (ids above the highest
+  seen) and the members *updated* since the last run ended (``filters[updated_after]``: a list
+  subscription updates the contact, so this finds existing contacts who joined the list by
+  another route): ``ceil(new / 100) + ceil(updated / 100)`` requests, typically two;
+* and **after sending**, one request (the account's newest contact id, and ActiveCampaign's
+  clock) moves both marks past what the run itself created and updated, so the next run does
+  not read them back (:func:`mark_sent`).
 
-What it does not see (docs/guarantees.md): a contact that already existed in the account when
-the list was last read — or was created by another route while the run was sending — joined the
-list by another route, and then entered the segment, is treated as the export's own. Seeing
-that would take reading the whole list every run, or one request per new contact.
+What it does not see (docs/guarantees.md): an existing contact who joins the list by another
+route *while a run of this export is sending* (after its read, before its mark), and enters the
+segment later, is treated as the export's own. Seeing that too would take reading back every
+contact the run sent, or one request per contact.
 
 The read happens once per run, before its first bulk import (:func:`read_before_sending`, which
 both hosts call: the command line before its first push, the orchestration as an activity
@@ -59,6 +62,10 @@ class ListMembersRecord(Record):
     """The highest contact id read: the next read starts above it."""
     count: int
     """Members recorded (hashes in ``list_members.bin``)."""
+    updated_mark: str | None = None
+    """When the last run ended by ActiveCampaign's clock, in the account's time zone: the next
+    run also reads members updated after it. ``None`` (a record from before marks were kept,
+    or a first run that stopped before its mark): the next run reads the whole list again."""
 
 
 def record_path(export: str) -> str:
@@ -72,6 +79,11 @@ def hashes_path(export: str) -> str:
 def load(store: Store, export: str, list_id: str) -> tuple[U64, int | None]:
     """The recorded members' hashes (sorted) and the highest id read; ``None`` for a list
     never read (or another list than the one recorded)."""
+    hashes, record = _load(store, export, list_id)
+    return hashes, None if record is None else record.max_id
+
+
+def _load(store: Store, export: str, list_id: str) -> tuple[U64, ListMembersRecord | None]:
     record = read_record(store, record_path(export), ListMembersRecord)
     if record is None or record.list_id != list_id:
         return np.zeros(0, np.uint64), None
@@ -79,7 +91,7 @@ def load(store: Store, export: str, list_id: str) -> tuple[U64, int | None]:
         data = store.read_bytes(hashes_path(export))
     except ObjectNotFound:
         return np.zeros(0, np.uint64), None
-    return np.frombuffer(data, dtype=np.uint64).copy(), record.max_id
+    return np.frombuffer(data, dtype=np.uint64).copy(), record
 
 
 def refresh(
@@ -89,24 +101,30 @@ def refresh(
     state: Callable[[], ExportState],
     session: ApiSession,
 ) -> U64:
-    """Read the list's members added since the last read (all of them the first time), record
-    those this export did not subscribe, and return every recorded hash (sorted). ``state``
-    loads the export's state, only when the read found someone (usually nobody, and the state
-    of a million contacts is worth not loading for nothing)."""
-    known, max_id = load(store, export, list_id)
-    first = max_id is None
+    """Read the list's members added or updated since the last run (all of them the first
+    time), record those this export did not subscribe, and return every recorded hash
+    (sorted). ``state`` loads the export's state, only when the read found someone (usually
+    nobody, and the state of a million contacts is worth not loading for nothing)."""
+    known, record = _load(store, export, list_id)
+    # Without an updated mark, only a whole read sees members who joined by another route.
+    first = record is None or record.updated_mark is None
+    max_id = None if record is None else record.max_id
     emails: list[bytes] = []
-    highest = max_id or 0
 
     def read(client: ActiveCampaignClient) -> int:
         emails.clear()  # a retry after a re-read key starts over
-        top = max_id or 0
+        top = 0 if first else (max_id or 0)
         for contact in client.iter_list_members(list_id, after_id=top):
             email, contact_id = _email_and_id(contact)
             top = max(top, contact_id)
             if email:
                 emails.append(email.lower().encode())
-        return top
+        if not first and record is not None:
+            for contact in client.iter_list_members(list_id, updated_after=record.updated_mark):
+                email, _ = _email_and_id(contact)
+                if email:
+                    emails.append(email.lower().encode())
+        return max(top, max_id or 0)
 
     highest = session.call_client(read)
     found = hash64(emails)
@@ -120,7 +138,12 @@ def refresh(
     write_record(
         store,
         record_path(export),
-        ListMembersRecord(list_id=list_id, max_id=highest, count=len(merged)),
+        ListMembersRecord(
+            list_id=list_id,
+            max_id=highest,
+            count=len(merged),
+            updated_mark=None if record is None else record.updated_mark,
+        ),
     )
     logger.info(
         "list %s: %d members not subscribed by export %s recorded (%s read, %d new)",
@@ -171,8 +194,9 @@ def read_before_sending(
 
 
 def mark_sent(ctx: RunContext, req: RunRequest, session: ApiSession | None = None) -> int:
-    """After the run sent: move the export's mark to the account's newest contact id, so the
-    next run's read skips the contacts this run created. One request; returns the mark."""
+    """After the run sent: move the export's marks to the account's newest contact id and to
+    now by ActiveCampaign's clock, so the next run's read skips the contacts this run created
+    and updated. One request; returns the id mark."""
     export, connection = ctx.export_config(req.export)
     record = read_record(ctx.store, record_path(export.name), ListMembersRecord)
     if export.leaver_policy != "unsubscribe" or record is None:
@@ -180,15 +204,15 @@ def mark_sent(ctx: RunContext, req: RunRequest, session: ApiSession | None = Non
     own = session is None
     active = ctx.session(export, connection, 1.0) if session is None else session
     try:
-        newest = int(active.call_client(lambda client: client.newest_contact_id()))
+        newest, now = active.call_client(lambda client: client.newest_contact_mark())
     finally:
         if own:
             active.close()
-    if newest > record.max_id:
-        write_record(
-            ctx.store, record_path(export.name), record.model_copy(update={"max_id": newest})
-        )
-    return max(newest, record.max_id)
+    # No Date header: keep the old mark (a longer read next run, never a missed joiner).
+    mark = max(int(newest), record.max_id)
+    update = {"max_id": mark, "updated_mark": now or record.updated_mark}
+    write_record(ctx.store, record_path(export.name), record.model_copy(update=update))
+    return mark
 
 
 def _email_and_id(contact: dict[str, Any]) -> tuple[str, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from tests.sandbox.conftest import Env, Make, complete, person
@@ -101,6 +103,30 @@ def test_walking_with_id_greater_and_ascending_order(sb: Env) -> None:
     assert seen == [str(n) for n in range(1, 8)]
     newest_first = client.get("/contacts").json()["contacts"]
     assert [c["id"] for c in newest_first][:2] == ["7", "6"]
+
+
+def test_updated_after_finds_contacts_who_joined_a_list_since_then(sb: Env) -> None:
+    """A list subscription updates the contact (``udate``), so ``filters[updated_after]`` finds
+    an existing contact who joined the list after a date — in any offset — and nobody else."""
+    _, client, _ = sb
+    _load(sb, 3)
+    time.sleep(1.1)  # the account's dates have whole seconds
+    mark = datetime.now(UTC).replace(microsecond=0)
+    time.sleep(1.1)
+    joiner = client.get("/contacts", params={"email": "person2@example.com"}).json()["contacts"]
+    body = {"contactList": {"list": "1", "contact": joiner[0]["id"], "status": 1}}
+    assert client.post("/contactLists", body).status_code in (200, 201)
+
+    def updated_since(when: str) -> list[str]:
+        params = {"listid": "1", "status": "1", "filters[updated_after]": when}
+        return [c["email"] for c in client.get("/contacts", params=params).json()["contacts"]]
+
+    assert updated_since(mark.isoformat()) == ["person2@example.com"]
+    paris = timezone(timedelta(hours=1))
+    assert updated_since(mark.astimezone(paris).isoformat()) == ["person2@example.com"]
+    assert updated_since((mark + timedelta(seconds=5)).isoformat()) == []
+    bad = client.get("/contacts", params={"filters[updated_after]": "yesterday"})
+    assert bad.status_code == 400
 
 
 def test_pagination_defaults_maximum_offset_and_string_total(make: Make) -> None:
