@@ -5,8 +5,12 @@ application as ``python -m exporter console`` (:mod:`exporter.console.app`), thr
 Who is calling comes from App Service Authentication's principal, as for the management API
 (:mod:`blueprints.auth`): administrators and contributors get the pages their role allows, a
 signed-in user without an exporter role gets 403, and without trusted Easy Auth every page is 401.
-These routes take no function key (a browser cannot send one): App Service Authentication,
-which the deployment requires for every request, is what stands in front of them.
+These routes take no function key (a browser cannot send one): App Service Authentication is
+what stands in front of them. It lets unauthenticated requests through to the app
+(``AllowAnonymous``, so that browsers can be sent to sign in while API callers still get 401),
+still strips forged principal headers, and validates sessions and tokens; a page requested
+without a principal redirects a browser to Microsoft Entra sign-in
+(``/.auth/login/aad?post_login_redirect_uri=...``) and back.
 
 **Run now** starts the same Durable orchestration as ``POST /api/exports/{name}/runs``
 (:func:`blueprints.triggers.start_run`), the run page reads its custom status, and cancel raises
@@ -28,6 +32,7 @@ import os
 import secrets
 import threading
 from typing import Any
+from urllib.parse import quote
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -41,7 +46,7 @@ from blueprints.runtime import Runtime, get_runtime
 from blueprints.triggers import start_run, status_name
 from exporter.console.app import ConsoleHost, Runner, create_app
 from exporter.errors import NotFoundError
-from exporter.http_errors import Unauthenticated
+from exporter.http_errors import SignInRequired
 from exporter.management.permissions import Caller
 from exporter.management.service import ManagementService
 from exporter.run.engine import RunOptions
@@ -55,6 +60,7 @@ BASE = "/api/console"
 SECRET_SETTING = "EXPORTER_CONSOLE_SECRET"  # noqa: S105 - the setting's name, not a secret
 PLATFORM_KEY_SETTING = "WEBSITE_AUTH_ENCRYPTION_KEY"
 """Set by App Service Authentication on every instance of the app."""
+SIGN_IN = "/.auth/login/aad?post_login_redirect_uri="
 RUN_HINT = "Runs cannot be started here: the console was reached without a Durable client."
 _durable_client: contextvars.ContextVar[Any] = contextvars.ContextVar("console_durable_client")
 
@@ -139,7 +145,7 @@ def console_host(runtime: Runtime, secret: bytes) -> ConsoleHost:
         require_trusted_principal(runtime.settings)
         value = request.headers.get(PRINCIPAL_HEADER)
         if value is None:
-            raise Unauthenticated("sign in: App Service Authentication sent no principal")
+            raise SignInRequired("sign in: App Service Authentication sent no principal")
         return caller_from_principal(value)
 
     def runner_of(_request: Request) -> Runner | None:
@@ -156,7 +162,14 @@ def console_host(runtime: Runtime, secret: bytes) -> ConsoleHost:
         base=BASE,
         host_label="azure",
         run_hint=RUN_HINT,
+        sign_in=sign_in_url,
     )
+
+
+def sign_in_url(back: str) -> str:
+    """App Service Authentication's Microsoft Entra sign-in, returning to ``back`` (a path on
+    this app: Easy Auth refuses other hosts unless allowed, so this is no open redirect)."""
+    return SIGN_IN + quote(back, safe="/")
 
 
 def _secret() -> bytes:

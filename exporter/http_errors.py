@@ -54,6 +54,11 @@ class Unauthenticated(HttpProblem):
     code = "unauthenticated"
 
 
+class SignInRequired(Unauthenticated):
+    """No principal at all, though App Service Authentication is on: a browser may be sent to
+    sign in (an API caller gets 401 like any :class:`Unauthenticated`)."""
+
+
 class PayloadTooLarge(HttpProblem):
     """The request body exceeds the limit."""
 

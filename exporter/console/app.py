@@ -35,7 +35,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exporter.errors import ExporterError, PermissionDenied
-from exporter.http_errors import http_status
+from exporter.http_errors import SignInRequired, http_status
 from exporter.management.permissions import Caller, require_role
 from exporter.management.service import ManagementService
 from exporter.storage.store import Store
@@ -88,6 +88,9 @@ class ConsoleHost:
     runner_of: Callable[[Request], Runner | None] | None = None
     """A runner for one request (the Functions host's needs the request's Durable client);
     when set, it is used instead of ``runner``."""
+    sign_in: Callable[[str], str] | None = None
+    """Where to send a browser that is not signed in (:class:`SignInRequired` on a GET), given
+    the page's path and query to come back to; ``None``: answer 401."""
 
     def runner_for(self, request: Request) -> Runner | None:
         return self.runner_of(request) if self.runner_of is not None else self.runner
@@ -210,6 +213,11 @@ class Console:
                     self._check_csrf(request, caller, form)
                 page = Page(self, request, caller, form, self.host.runner_for(request))
                 response = await run_in_threadpool(handler, page)
+            except SignInRequired as exc:
+                if request.method != "GET" or self.host.sign_in is None:
+                    return self._error(request, exc, caller)
+                back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse(self.host.sign_in(back), status_code=302)
             except ExporterError as exc:
                 return self._error(request, exc, caller)
             if CSRF_COOKIE not in request.cookies:

@@ -235,9 +235,9 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
     }
   }
-  // App Service Authentication (on when authClientId is set): Entra bearer tokens only; the caller
-  // reaches the code in X-MS-CLIENT-PRINCIPAL. Event Grid cannot get a token for the blob trigger
-  // webhook, so that path is excluded and the runtime checks its eventgrid_extension key instead.
+  // Easy Auth (on when authClientId is set): API bearer tokens and console sign-in sessions reach the code as
+  // X-MS-CLIENT-PRINCIPAL; requests without one pass (every HTTP function answers 401, a console page sends the
+  // browser to sign in; see docs/deploy.md). Event Grid gets no token, so its webhook path is excluded.
   resource authSettings 'config' = {
     // checkov:skip=CKV_AZURE_13: this is authsettingsV2, whose switch is properties.platform.enabled; the check reads the retired v1 schema (properties.enabled).
     // checkov:skip=CKV_AZURE_63: HTTP logging belongs to the site's web config, not to authsettingsV2; Flex Consumption sends request telemetry to Application Insights.
@@ -252,8 +252,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         enabled: authEnabled
       }
       globalValidation: {
-        requireAuthentication: authEnabled
-        unauthenticatedClientAction: 'Return401'
+        requireAuthentication: false
+        unauthenticatedClientAction: 'AllowAnonymous'
         excludedPaths: [
           '/runtime/webhooks/eventgrid'
         ]

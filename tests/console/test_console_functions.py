@@ -4,6 +4,7 @@ Service Authentication's principal header, for an administrator, a contributor a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -158,7 +159,23 @@ def test_a_reader_sees_nothing_and_an_anonymous_caller_must_sign_in(runtime: Run
     for path in ("exports", "connections", "exports/shared-news/runs"):
         answer = call("GET", path, READER_HEADERS)
         assert answer.status_code == 403 and "shared" not in text(answer).lower()
-    assert call("GET", "exports", {}).status_code == 401
+    # Without a principal a browser is sent to Microsoft Entra sign-in and back to its page.
+    anonymous = call("GET", "exports/shared-news/runs", {})
+    assert anonymous.status_code == 302
+    assert anonymous.headers["Location"] == (
+        "/.auth/login/aad?post_login_redirect_uri=/api/console/exports/shared-news/runs"
+    )
+    assert "shared" not in text(anonymous).lower()
+    # A form posted without one is refused, not redirected (its data would be lost).
+    assert call("POST", "exports/new", {}).status_code == 401
+
+
+def test_without_trusted_app_service_authentication_every_page_is_401(runtime: Runtime) -> None:
+    untrusted = dataclasses.replace(runtime.settings, principal_header_trusted=False)
+    with use_runtime(dataclasses.replace(runtime, settings=untrusted)):
+        for headers in ({}, ADMIN_HEADERS):
+            answer = call("GET", "exports", headers)
+            assert answer.status_code == 401 and "Location" not in answer.headers
 
 
 def test_a_contributors_post_needs_the_csrf_token_of_its_session(runtime: Runtime) -> None:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import json
+import re
 from pathlib import Path
+from typing import Any
 
+import azure.functions as func
 import pytest
 
 from blueprints import triggers
@@ -16,7 +21,7 @@ from exporter.run.engine import Engine
 from exporter.settings import FunctionSettings, HostPolicy
 from exporter.storage.store import LocalStore
 from tests.functions.app_functions import registered
-from tests.functions.fake_durable import FakeDurableClient
+from tests.functions.fake_durable import BINDING, FakeDurableClient
 from tests.functions.mgmt_fixtures import payload, request
 
 
@@ -88,3 +93,47 @@ def test_a_forged_admin_header_in_azure_with_a_stray_development_setting_is_401(
         forged = request("GET", "connections")  # carries an administrator's principal header
         listed = functions["connections_list"].get_user_function()(forged)
     assert listed.status_code == 401
+
+
+def test_every_http_function_refuses_a_request_without_a_principal(tmp_path: Path) -> None:
+    """App Service Authentication lets unauthenticated requests through (so that the console
+    can send browsers to sign in): every HTTP function must then refuse them itself — 401, or
+    for a console page a redirect to sign-in that shows nothing."""
+    seen = []
+    with use_runtime(_runtime(tmp_path, trusted=True)):
+        for name, function in registered().items():
+            trigger = next((b for b in function.get_bindings() if b.type == "httpTrigger"), None)
+            if trigger is None:
+                continue
+            route = re.sub(r"\{\*path\}", "exports/new", trigger.route)
+            route = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: f"x{m.group(1)}", route)
+            for method in trigger.methods:
+                answer = _call(
+                    function,
+                    func.HttpRequest(
+                        str(method),
+                        f"https://exporter.example.net/api/{route}",
+                        headers={},
+                        params={},
+                        route_params={"name": "xname", "run_id": "xrun", "path": "exports/new"},
+                        body=b"{}",
+                    ),
+                )
+                seen.append((name, str(method)))
+                if trigger.route.startswith("console/") and str(method) == "GET":
+                    assert answer.status_code == 302, name
+                    assert answer.headers["Location"].startswith("/.auth/login/aad?"), name
+                else:
+                    assert answer.status_code == 401, (name, method, answer.get_body()[:200])
+    assert len(seen) >= 10  # the management API, runs and status, and the console
+
+
+def _call(function: Any, req: func.HttpRequest) -> func.HttpResponse:
+    kwargs: dict[str, Any] = {}
+    for binding in function.get_bindings():
+        if binding.type == "httpTrigger":
+            kwargs[binding.name] = req
+        elif binding.type == "durableClient":
+            kwargs[binding.name] = json.dumps(BINDING)  # as the host passes it
+    result = function.get_user_function()(**kwargs)
+    return asyncio.run(result) if inspect.iscoroutine(result) else result  # type: ignore[no-any-return]

@@ -282,7 +282,10 @@ def test_easy_auth_protects_the_api_but_not_the_blob_webhook(
     assert auth["name"] == "authsettingsV2"
     props = auth["properties"]
     assert props["platform"]["enabled"] == "authEnabled"
-    assert props["globalValidation"]["unauthenticatedClientAction"] == "Return401"
+    # One app serves API callers (401) and browsers (sent to sign in): the code decides, and
+    # every HTTP function refuses a request without a principal (tests/functions, tests/console).
+    assert props["globalValidation"]["unauthenticatedClientAction"] == "AllowAnonymous"
+    assert props["globalValidation"]["requireAuthentication"] is False
     assert props["globalValidation"]["excludedPaths"] == ["/runtime/webhooks/eventgrid"]
     # Authentication follows the authClientId parameter (empty: off).
     assert "authClientId" in json.dumps(templates[FUNCTION]["variables"]["authEnabled"])
