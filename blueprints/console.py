@@ -45,6 +45,7 @@ from blueprints.register import bind
 from blueprints.runtime import Runtime, get_runtime
 from blueprints.triggers import start_run, status_name
 from exporter.console.app import ConsoleHost, Runner, create_app
+from exporter.console.runner import BUDGET, pace
 from exporter.errors import NotFoundError
 from exporter.http_errors import SignInRequired
 from exporter.management.permissions import Caller
@@ -110,6 +111,9 @@ class DurableRunner:
         if status_name(status) not in ACTIVE_INSTANCE_STATUSES:
             return None
         counts = status.custom_status if isinstance(status.custom_status, dict) else {}
+        sent, confirmed = int(counts.get("sent", 0)), int(counts.get("confirmed", 0))
+        total = int(counts.get("contacts_to_send", 0)) or None
+        rate, left = pace(confirmed or sent, total, _elapsed(status))
         return {
             "export": export,
             "run_id": run_id,
@@ -117,11 +121,13 @@ class DurableRunner:
             "phase": str(counts.get("phase", "preparing")),
             "dry_run": False,
             "rows_read": 0,
-            "sent": int(counts.get("sent", 0)),
-            "confirmed": int(counts.get("confirmed", 0)),
-            "total": int(counts.get("contacts_to_send", 0)) or None,
-            "rate_per_second": None,
-            "seconds_left": None,
+            "sent": sent,
+            "confirmed": confirmed,
+            "total": total,
+            # From the orchestration's counts and times: the average since it started.
+            "rate_per_second": round(rate, 1) if rate else None,
+            "budget": BUDGET,
+            "seconds_left": round(left) if left is not None else None,
             "cancel_requested": counts.get("phase") == "cancelling",
             "error": None,
             "finished": False,
@@ -132,6 +138,17 @@ class DurableRunner:
         if iid is None:
             raise NotFoundError(f"run {run_id} of {export!r} is not running")
         from_thread.run(self.client.raise_event, iid, CANCEL_EVENT, {"by": "console"})
+
+
+def _elapsed(status: Any) -> float:
+    """Seconds from the orchestration's creation to its last update (0 when unknown)."""
+    created, updated = (
+        getattr(status, "created_time", None),
+        getattr(status, "last_updated_time", None),
+    )
+    if created is None or updated is None:
+        return 0.0
+    return max(float((updated - created).total_seconds()), 0.0)
 
 
 _lock = threading.Lock()

@@ -80,6 +80,14 @@ class FileLedger:
         """The ledger of the account at ``hostname`` in ``folder`` (one file per account)."""
         return cls(Path(folder) / f"{_SAFE.sub('_', hostname.lower())}.json")
 
+    def peek(self) -> Book:
+        """The ledger as last written, without taking the lock (it is replaced atomically):
+        for showing the account's use, never for reserving."""
+        try:
+            return _parse(self.path.read_bytes())
+        except FileNotFoundError:
+            return Book()
+
     @contextlib.contextmanager
     def locked(self, keep_after: float) -> Iterator[Book]:
         self.path.parent.mkdir(parents=True, exist_ok=True)

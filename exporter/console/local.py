@@ -9,6 +9,7 @@ the CSRF secret is made fresh for each start (forms open before a restart must b
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
@@ -17,7 +18,8 @@ from starlette.requests import Request
 
 from exporter.activecampaign.ledger import FileLedger
 from exporter.console.app import ConsoleHost, create_app
-from exporter.console.runner import LocalRunner
+from exporter.console.runner import LocalRunner, account_usage
+from exporter.errors import ExporterError
 from exporter.management.config import Connection
 from exporter.management.local_keys import LocalKeyStore
 from exporter.management.permissions import Caller
@@ -66,11 +68,20 @@ def local_host(
     def caller_of(_request: Request) -> Caller:
         return caller
 
+    def usage(export: str) -> dict[str, float] | None:
+        """The account's use by every run on this machine (its budget ledger)."""
+        try:
+            _config, connection = shared.export_config(export)
+        except ExporterError:
+            return None
+        book = FileLedger.for_account(budget, connection.hostname).peek()
+        return account_usage(book, time.time(), time_scale)
+
     return ConsoleHost(
         service=service,
         store=store,
         caller_of=caller_of,
-        runner=LocalRunner(engine),
+        runner=LocalRunner(engine, usage=usage),
         secret=secrets.token_bytes(32),
         host_label="local",
     )

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.activecampaign.ledger import Book
 from exporter.activecampaign.limiter import ACCOUNT_BUDGET, BULK_MULTI_BUDGET
 from exporter.errors import ConflictError, ExporterError, NotFoundError
 from exporter.management.permissions import Caller
@@ -31,6 +32,40 @@ BUDGET = (
     f"account budget {ACCOUNT_BUDGET.limit:g} requests/s, "
     f"{BULK_MULTI_BUDGET.limit:g} bulk imports/min (250 contacts each), shared by its runs"
 )
+
+
+RATE_WINDOW = 10.0
+"""Seconds (of the account's time) over which the live request rate is averaged."""
+
+Usage = Callable[[str], dict[str, float] | None]
+"""The export's account use now (:func:`account_usage`), or ``None`` when unknown."""
+
+
+def pace(moved: int, total: int | None, elapsed: float) -> tuple[float | None, float | None]:
+    """Contacts per second so far and the seconds left at that pace (``None``: not yet known)."""
+    rate = moved / elapsed if moved and elapsed > 0 else None
+    left = max(total - moved, 0) / rate if rate and total is not None else None
+    return rate, left
+
+
+def account_usage(book: Book, now: float, time_scale: float = 1.0) -> dict[str, float]:
+    """What every run on this machine used of the account's budget lately, from its ledger:
+    requests per second over the last :data:`RATE_WINDOW` seconds and bulk imports in the last
+    minute (both in the account's own time: a sandbox at a time scale runs faster)."""
+    second = 1.0 / time_scale
+    requests = [t for t in book.starts.get("account", []) if now - RATE_WINDOW * second < t <= now]
+    bulk = [
+        t
+        for name in ("bulk_multi", "bulk_single")
+        for t in book.starts.get(name, [])
+        if now - 60 * second < t <= now
+    ]
+    return {
+        "requests_per_second": round(len(requests) / RATE_WINDOW, 1),
+        "requests_limit": ACCOUNT_BUDGET.limit,
+        "bulk_last_minute": len(bulk),
+        "bulk_limit": BULK_MULTI_BUDGET.limit,
+    }
 
 
 class _Cancelled(Exception):
@@ -72,15 +107,12 @@ class LiveRun:
         if cancel:
             raise _Cancelled
 
-    def snapshot(self, now: float) -> dict[str, Any]:
+    def snapshot(self, now: float, usage: dict[str, float] | None = None) -> dict[str, Any]:
         """The progress as JSON for the run page (counts only, never personal data)."""
         with self.lock:
-            elapsed = max(now - (self.push_started or self.started), 1e-6)
+            elapsed = now - (self.push_started or self.started)
             moved = self.settled or self.sent  # confirmed, or sent while nothing is yet
-            rate = moved / elapsed if self.push_started and moved else None
-            left = None
-            if rate and self.total is not None:
-                left = max(self.total - moved, 0) / rate
+            rate, left = pace(moved if self.push_started else 0, self.total, elapsed)
             return {
                 "export": self.export,
                 "run_id": self.run_id,
@@ -93,6 +125,7 @@ class LiveRun:
                 "total": self.total,
                 "rate_per_second": round(rate, 1) if rate else None,
                 "budget": BUDGET,
+                "usage": usage if self.status == "running" else None,
                 "seconds_left": round(left) if left is not None else None,
                 "elapsed_seconds": round(now - self.started, 1),
                 "cancel_requested": self.cancel_requested,
@@ -104,9 +137,15 @@ class LiveRun:
 class LocalRunner:
     """Starts runs in background threads of this process (the local console)."""
 
-    def __init__(self, engine: Callable[[], Engine], clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        engine: Callable[[], Engine],
+        clock: Callable[[], float] = time.monotonic,
+        usage: Usage | None = None,
+    ):
         self._engine = engine
         self._clock = clock
+        self._usage = usage
         self._live: dict[tuple[str, str], LiveRun] = {}
         self._lock = threading.Lock()
 
@@ -149,7 +188,9 @@ class LocalRunner:
     def progress(self, export: str, run_id: str) -> dict[str, Any] | None:
         """The live progress of a run started here, or ``None``."""
         live = self._live.get((export, run_id))
-        return live.snapshot(self._clock()) if live is not None else None
+        if live is None:
+            return None
+        return live.snapshot(self._clock(), self._usage(export) if self._usage else None)
 
     def cancel(self, export: str, run_id: str) -> None:
         """Ask a running run to stop after the chunk it is sending."""

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from exporter.storage import runs
 from exporter.storage.store import LocalStore
 from sandbox import Sandbox
 from tests.console.conftest import API_KEY, LIST_ID, SEGMENT, segment_csv
-from tests.functions.fake_durable import FakeDurableClient
+from tests.functions.fake_durable import NOW, FakeDurableClient
 
 ADMIN_HEADERS = {PRINCIPAL_HEADER: principal_header("ada@example.com", [ADMIN])}
 CONTRIBUTOR_HEADERS = {PRINCIPAL_HEADER: principal_header("cy@example.com", [CONTRIBUTOR])}
@@ -227,12 +228,16 @@ def test_run_now_in_azure_starts_the_apis_orchestration_and_follows_it(runtime: 
         iid,
         "Running",
         customStatus={"phase": "sending", "sent": 6, "confirmed": 2, "contacts_to_send": 10},
+        lastUpdatedTime=(NOW + timedelta(seconds=4)).isoformat(),
     )
     url = f"exports/shared-news/runs/{run_id}"
     answer = call("GET", url + "/progress.json", headers, client=durable)
     assert answer.status_code == 200, text(answer)[-800:]
     progress = json.loads(answer.get_body())
     assert (progress["phase"], progress["sent"], progress["confirmed"]) == ("sending", 6, 2)
+    # 2 confirmed in the 4 s since the orchestration started: 0.5/s, 8 left take 16 s.
+    assert (progress["rate_per_second"], progress["seconds_left"]) == (0.5, 16)
+    assert "requests/s" in progress["budget"]
     assert 'id="progress"' in text(call("GET", url, headers, client=durable))
     cancelled = call("POST", url + "/cancel", headers, body, durable)
     assert cancelled.status_code == 303

@@ -62,7 +62,7 @@ class FakeDurableClient:
     def set(self, iid: str, status: str, **fields: Any) -> None:
         """Put an instance in a state (as the host would after running it)."""
         record = self.instances.setdefault(iid, {"instanceId": iid, "createdTime": NOW.isoformat()})
-        record.update(runtimeStatus=status, lastUpdatedTime=NOW.isoformat(), **fields)
+        record.update({"runtimeStatus": status, "lastUpdatedTime": NOW.isoformat(), **fields})
 
     async def start_new(
         self, name: str, instance_id: str | None = None, client_input: Any = None

@@ -25,6 +25,9 @@
         show("p-total", p.total);
         show("p-rate", p.rate_per_second === null ? null : p.rate_per_second + " contacts/s");
         show("p-left", seconds(p.seconds_left));
+        var u = p.usage;
+        show("p-usage", u ? u.requests_per_second + " of " + u.requests_limit + " requests/s, " +
+          u.bulk_last_minute + " of " + u.bulk_limit + " bulk imports in the last minute" : null);
         var bar = document.getElementById("p-bar");
         if (bar && p.total) { bar.max = p.total; bar.value = p.confirmed; }
         if (p.finished) { window.location.reload(); return; }
