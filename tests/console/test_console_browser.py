@@ -246,3 +246,70 @@ def test_the_seeds_flow_in_a_browser(
         shot(page, name)
     assert page.get_by_role("button", name="Save", exact=True).is_visible()
     assert not [e for e in errors if "Content Security Policy" in e], errors
+
+
+FOCUSABLE = "a[href], button, input:not([type=hidden]), select, textarea"
+ACTIVE = """() => {
+  const e = document.activeElement;
+  if (!e || e === document.body) return null;
+  const s = getComputedStyle(e);
+  return {key: e.tagName + '#' + (e.id || e.name || e.textContent.trim().slice(0, 40)),
+          visible: s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0};
+}"""
+
+
+def tab_walk(page: object) -> list[dict[str, object]]:
+    """Every stop of the Tab key through a page, from its top, once round."""
+    page.evaluate("document.activeElement && document.activeElement.blur()")  # type: ignore[attr-defined]
+    stops: list[dict[str, object]] = []
+    for _ in range(300):
+        page.keyboard.press("Tab")  # type: ignore[attr-defined]
+        here = page.evaluate(ACTIVE)  # type: ignore[attr-defined]
+        if here is None or (stops and here["key"] == stops[0]["key"]):
+            break
+        stops.append(here)
+    return stops
+
+
+def tab_to(page: object, selector: str) -> None:
+    """Press Tab until the element matching ``selector`` has the focus (keyboard only)."""
+    for _ in range(100):
+        if page.evaluate(f"document.activeElement.matches({selector!r})"):  # type: ignore[attr-defined]
+            return
+        page.keyboard.press("Tab")  # type: ignore[attr-defined]
+    pytest.fail(f"Tab never reached {selector}")
+
+
+def test_every_control_is_reached_by_tab_with_a_visible_focus_and_a_form_works_by_keyboard(
+    browser: object, console_url: str, sandbox: SandboxProcess
+) -> None:
+    page = browser.new_page()  # type: ignore[attr-defined]
+    for path in ("/connections", "/connections/new", "/exports", "/exports/new"):
+        page.goto(console_url + path)
+        stops = tab_walk(page)
+        # A group of radio buttons is one stop (the arrow keys move within it).
+        controls = page.evaluate(  # type: ignore[attr-defined]
+            f"new Set([...document.querySelectorAll({FOCUSABLE!r})]"
+            ".filter(e => !e.disabled && e.getClientRects().length)"
+            ".map(e => e.type === 'radio' ? 'radio:' + e.name : e)).size"
+        )
+        assert len(stops) == controls, (path, stops)
+        assert all(stop["visible"] for stop in stops), (path, stops)
+    # A connection made with the keyboard alone: Tab to each field, type, Space, Enter.
+    page.goto(console_url + "/connections/new")
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    for field, value in (
+        ("#name", "keyboard"),
+        ("#display_name", "Keyboard"),
+        ("#hostname", f"http://127.0.0.1:{sandbox.port}/api/3"),
+        ("#api_key", API_KEY),
+    ):
+        tab_to(page, field)
+        page.keyboard.type(value)
+    tab_to(page, "input[type=checkbox][name=consent]")
+    page.keyboard.press("Space")
+    tab_to(page, "button[type=submit]")
+    page.keyboard.press("Enter")
+    page.wait_for_url(console_url + "/connections*")
+    assert "Keyboard" in page.locator("main").inner_text()
+    page.close()
