@@ -172,11 +172,11 @@ def read_json_body(req: func.HttpRequest, *, max_bytes: int = MAX_BODY_BYTES) ->
     return data
 
 
-def query_flag(req: func.HttpRequest, name: str) -> bool:
-    """A boolean query parameter (``true``/``false``/``1``/``0``; absent is false)."""
+def query_flag(req: func.HttpRequest, name: str, *, default: bool = False) -> bool:
+    """A boolean query parameter (``true``/``false``/``1``/``0``; absent is ``default``)."""
     raw = req.params.get(name)
     if raw is None:
-        return False
+        return default
     value = raw.strip().lower()
     if value in ("", "true", "1", "yes"):
         return True

@@ -161,13 +161,13 @@ def _pop_api_key(body: dict[str, Any]) -> str | None:
 
 @_answers
 def handle_put_connection(req: func.HttpRequest, service: ManagementService) -> func.HttpResponse:
-    """Create a connection, or replace one with ``If-Match``; ``?verify=true`` checks the key
-    and host with ActiveCampaign before a new connection is saved."""
+    """Create a connection, or replace one with ``If-Match``. A new connection's key and host
+    are checked with ActiveCampaign before it is saved (``?verify=false`` saves without)."""
     caller = caller_from_request(req)
     name = route_name(req)
     body = read_json_body(req)
     api_key = _pop_api_key(body)
-    verify = query_flag(req, "verify")
+    verify = query_flag(req, "verify", default=True)
     match, conditional = _conditional(req)
     try:
         if match is None:

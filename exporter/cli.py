@@ -436,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="agree to the data privacy and compliance statement (required)",
     )
-    add.add_argument("--verify", action="store_true", help="check the key before saving")
+    verify_help = "check key and host with ActiveCampaign first (default; --no-verify: offline)"
+    add.add_argument("--verify", action=argparse.BooleanOptionalAction, help=verify_help)
+    add.set_defaults(verify=True)
     add.set_defaults(handler=cmd_connections_add)
     for name, handler, text in (
         ("verify", cmd_connections_verify, "check the key and host with ActiveCampaign"),

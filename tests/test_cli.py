@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,6 +123,33 @@ def test_a_connection_needs_explicit_consent(tmp_path: Path) -> None:
     assert "error: " in err and "Traceback" not in err
     code, out, _err = cli(tmp_path, "--json", "connections", "list")
     assert code == 0 and json.loads(out) == []
+
+
+@pytest.mark.parametrize(
+    ("hostname_of", "key", "expected"),
+    [
+        (lambda sb: f"127.0.0.1:{sb.port}", "wrong-key", "API key rejected by ActiveCampaign (403"),
+        (lambda sb: "no-such-account.invalid", KEY, "host name not found (DNS)"),
+    ],
+    ids=["wrong key", "wrong host"],
+)
+def test_connect_checks_the_key_and_host_first_and_no_verify_saves_offline(
+    tmp_path: Path, sandbox: Sandbox, hostname_of: Any, key: str, expected: str
+) -> None:
+    """As Customer Insights' Connect: a wrong key or host is refused with the reason and
+    nothing is saved; ``--no-verify`` saves without asking ActiveCampaign."""
+    args = ["connections", "add", "--name", "acct", "--display-name", "A"]
+    args += ["--hostname", hostname_of(sandbox), "--api-key-ref", f"env:{KEY_VAR}"]
+    args += ["--agree-to-privacy-statement"]
+    env = {KEY_VAR: key, "EXPORTER_ALLOW_LOOPBACK_SANDBOX": "true"}
+    env["EXPORTER_HOSTNAME_ALLOWLIST"] = "no-such-account.invalid"  # resolves nowhere
+    code, _out, err = cli(tmp_path, *args, env=env)
+    assert code != 0 and expected in err and "Traceback" not in err
+    assert err.count("retry") <= 1  # someone is waiting: one quick retry at most
+    assert json.loads(cli(tmp_path, "--json", "connections", "list", env=env)[1]) == []
+    code, _out, err = cli(tmp_path, *args, "--no-verify", env=env)
+    assert code == 0, err
+    assert len(json.loads(cli(tmp_path, "--json", "connections", "list", env=env)[1])) == 1
 
 
 def test_a_key_is_never_accepted_as_a_reference(tmp_path: Path) -> None:

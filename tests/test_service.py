@@ -296,7 +296,7 @@ def test_an_api_key_given_is_stored_by_reference_never_shown(
     other_key = "f" * 72
     with caplog.at_level(logging.DEBUG):
         saved = world.service.create_connection(
-            ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF), api_key=other_key
+            ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF), api_key=other_key, verify=False
         )
     assert world.secrets.values[OWN_REF] == other_key
     assert other_key not in repr(saved)
@@ -328,7 +328,7 @@ def test_verify_before_saving_saves_nothing_for_a_wrong_key(world: World) -> Non
 
 
 def test_creating_an_existing_connection_is_a_conflict(world: World) -> None:
-    world.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF))
+    world.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF), verify=False)
     world.secrets.values[OWN_REF] = KEY
     with pytest.raises(ConflictError):
         world.service.create_connection(
@@ -400,7 +400,7 @@ def test_connections_cannot_be_renamed_or_consent_withdrawn(world: World) -> Non
 
 
 def test_delete_connection_refuses_while_used_and_deletes_an_unshared_key(world: World) -> None:
-    world.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF))
+    world.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF), verify=False)
     world.secrets.values[OWN_REF] = KEY
     world.service.create_export(ADMIN_CALLER, export_payload())
     with pytest.raises(ConflictError, match="high-value"):
@@ -414,8 +414,10 @@ def test_delete_connection_refuses_while_used_and_deletes_an_unshared_key(world:
 
 
 def test_a_key_shared_with_another_connection_is_kept(world: World) -> None:
-    world.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF))
-    world.service.create_connection(ADMIN_CALLER, conn_payload("shop-two", api_key_ref=OWN_REF))
+    world.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF), verify=False)
+    world.service.create_connection(
+        ADMIN_CALLER, conn_payload("shop-two", api_key_ref=OWN_REF), verify=False
+    )
     result = world.service.delete_connection(ADMIN_CALLER, "shop-ac", delete_secret=True)
     assert not result.secret_deleted and world.secrets.deleted == []
 
@@ -443,7 +445,7 @@ def test_create_export_checks_the_list_and_resolves_fields_but_never_runs(world:
         ("1", "text"),
         ("2", "date"),
     ]
-    assert world.account.calls == ["get_list 3", "iter_fields"]
+    assert world.account.calls == ["verify", "get_list 3", "iter_fields"]  # Connect checked
     assert [i.path for i in world.store.list("runs")] == []
     assert world.service.get_export(ADMIN_CALLER, "high-value").view == saved.view
 
@@ -694,7 +696,7 @@ def test_a_key_the_vault_refuses_leaves_the_connection_unchanged(world: World) -
 
 
 def test_a_stale_etag_is_refused_before_the_key_is_written(world: World) -> None:
-    world.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF))
+    world.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF), verify=False)
     world.secrets.values[OWN_REF] = KEY
     with pytest.raises(ConflictError):
         world.service.update_connection(
@@ -708,7 +710,7 @@ def test_a_key_is_never_written_to_a_secret_the_app_did_not_make_for_the_connect
 ) -> None:
     """An administrator cannot overwrite an operator's (or another connection's) secret by
     naming it as api_key_ref and sending api_key: refused naming the field, nothing written."""
-    world.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF))
+    world.service.create_connection(ADMIN_CALLER, conn_payload(api_key_ref=OWN_REF), verify=False)
     for foreign in ("keyvault:shop-key", "keyvault:ac-other-0a1b2c3d"):
         with pytest.raises(ConfigErrors) as info:
             world.service.create_connection(

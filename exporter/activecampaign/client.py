@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/3"
 PAGE_LIMIT = 100
+VERIFY_RETRY = RetryPolicy(max_attempts=2, initial_backoff=0.5, max_backoff=1.0, deadline=20.0)
+"""Connect waits on one quick retry of ``users/me`` (a run has minutes of patience)."""
 """ActiveCampaign's maximum page size (its default, 20, is why others miss tags and fields)."""
 
 
@@ -169,9 +171,10 @@ class ActiveCampaignClient:
         params: Mapping[str, str] | None = None,
         json_body: bytes | None = None,
         kind: RequestKind = RequestKind.OTHER,
+        retry: RetryPolicy | None = None,
     ) -> Any:
-        """Send one request (retried per the policy: every call here is idempotent) and
-        return its parsed JSON body."""
+        """Send one request (retried per the policy, ``retry`` or the client's: every call
+        here is idempotent) and return its parsed JSON body."""
         url = f"{self.base_url}{API_PREFIX}{path}"
         headers = {
             "Api-Token": self._api_key,
@@ -217,7 +220,8 @@ class ActiveCampaignClient:
                     status=response.status,
                 ) from None
 
-        return self.retry.call(
+        policy = retry or self.retry
+        return policy.call(
             attempt, sleep=self.sleep, clock=self.clock, rng=self._rng, what=f"{method} {path}"
         )
 
@@ -251,8 +255,9 @@ class ActiveCampaignClient:
     # --- account, lists, fields, tags -------------------------------------------------------
 
     def verify(self) -> dict[str, Any]:
-        """``GET /users/me``: the key's user; raises AuthenticationError for a bad key."""
-        answer = self._call("GET", "/users/me")
+        """``GET /users/me``: the key's user; raises AuthenticationError for a bad key. Someone
+        is waiting on a Connect: one quick retry, not a run's minutes of patience."""
+        answer = self._call("GET", "/users/me", retry=VERIFY_RETRY)
         user = answer.get("user") if isinstance(answer, dict) else None
         return user if isinstance(user, dict) else {}
 

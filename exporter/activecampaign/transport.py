@@ -12,7 +12,9 @@ refused or reset, timeout) is raised as :class:`~exporter.errors.RetriableApiErr
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import socket
+import ssl
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -103,7 +105,9 @@ class RequestsTransport:
         except requests.Timeout:
             raise RetriableApiError(f"{where}: no answer within {timeout:g}s") from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            raise RetriableApiError(f"{where}: connection failed ({type(exc).__name__})") from None
+            if _caused_by(exc, ssl.SSLCertVerificationError):  # repeating cannot help
+                raise FatalApiError(f"{where}: {_failure(exc)}") from None
+            raise RetriableApiError(f"{where}: {_failure(exc)}") from None
         except requests.RequestException as exc:  # e.g. an invalid URL: repeating cannot help
             raise FatalApiError(f"{where}: request failed ({type(exc).__name__})") from None
         return Response(status=answer.status_code, headers=dict(answer.headers), body=content)
@@ -111,3 +115,37 @@ class RequestsTransport:
     def close(self) -> None:
         """Close pooled connections."""
         self._session.close()
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps (requests → urllib3 → socket/ssl), depth-first, bounded."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < 20:
+        here = todo.pop()
+        if id(here) in seen:
+            continue
+        seen.add(id(here))
+        yield here
+        nested = [here.__cause__, here.__context__, getattr(here, "reason", None), *here.args]
+        todo.extend(e for e in nested if isinstance(e, BaseException))
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    return any(isinstance(e, kind) for e in _causes(exc))
+
+
+def _failure(exc: BaseException) -> str:
+    """Why a connection failed, in words a user can act on (never the URL: it may carry a
+    query with an email address)."""
+    if _caused_by(exc, ssl.SSLCertVerificationError):
+        return "TLS certificate not valid for this host (is the hostname right?)"
+    if _caused_by(exc, ssl.SSLError):
+        return "TLS handshake failed"
+    if _caused_by(exc, socket.gaierror) or any(
+        type(e).__name__ == "NameResolutionError" for e in _causes(exc)
+    ):
+        return "host name not found (DNS): check the hostname"
+    if _caused_by(exc, ConnectionRefusedError):
+        return "connection refused: nothing answers at that host and port"
+    return f"connection failed ({type(exc).__name__})"

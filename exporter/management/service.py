@@ -182,12 +182,13 @@ class ManagementService:
         payload: Mapping[str, Any],
         api_key: str | None = None,
         *,
-        verify: bool = False,
+        verify: bool = True,
     ) -> Saved:
         """Create a connection (administrators). The hostname is normalised (notes say how),
         consent must be given (``"consent": true``) and is recorded with the caller and time.
-        ``api_key`` is stored via the secret provider under ``api_key_ref``; with ``verify``
-        the key and host are checked against ActiveCampaign before anything is saved."""
+        ``api_key`` is stored via the secret provider under ``api_key_ref``. The key and host
+        are checked with ActiveCampaign (``users/me``) before anything is saved, as Customer
+        Insights' Connect does; ``verify=False`` saves without asking it (offline set-up)."""
         authorize(caller, Action.CREATE_CONNECTION)
         data = as_dict(payload)
         errors = check_api_key(api_key)

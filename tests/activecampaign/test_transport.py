@@ -128,7 +128,7 @@ def test_connection_refused_is_retriable() -> None:
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()  # nothing listens there now
-    with pytest.raises(RetriableApiError, match="connection failed"):
+    with pytest.raises(RetriableApiError, match="connection refused"):
         RequestsTransport().request(
             "GET", f"http://127.0.0.1:{port}/x", headers={}, params=None, body=None, timeout=1.0
         )

@@ -240,6 +240,18 @@ def test_the_key_only_goes_to_activecampaign_hosts(
     assert [r for r in mgmt_vault.requests[before:] if r.method == "PUT"] == []
 
 
+def test_connect_checks_the_key_first_unless_verify_is_false(world: World) -> None:
+    """A new connection's key is checked with ActiveCampaign before anything is saved, as
+    Customer Insights' Connect does; ``?verify=false`` saves offline."""
+    body = conn_body(world, api_key="wrong-" + SANDBOX_KEY)
+    refused = handle_put_connection(request("PUT", "connections/shop", body=body), world.service)
+    assert refused.status_code == 422, refused.get_body()  # the request named a bad key
+    assert payload(refused)["code"] == "activecampaign_key_rejected"
+    assert world.stored_files() == {}
+    offline = request("PUT", "connections/shop", body=body, params={"verify": "false"})
+    assert handle_put_connection(offline, world.service).status_code == 201
+
+
 def test_an_activecampaign_host_is_accepted_by_the_strict_policy(
     tmp_path: Path,
     mgmt_sandbox: Sandbox,
@@ -247,7 +259,9 @@ def test_an_activecampaign_host_is_accepted_by_the_strict_policy(
 ) -> None:
     strict = make_world(tmp_path, mgmt_sandbox, mgmt_vault, policy=HostPolicy())
     body = conn_body(strict, hostname="Acct.API-us1.com", api_key=SANDBOX_KEY)
-    resp = handle_put_connection(request("PUT", "connections/shop", body=body), strict.service)
+    # Saved offline: the strict policy would not let the check reach the loopback sandbox.
+    put = request("PUT", "connections/shop", body=body, params={"verify": "false"})
+    resp = handle_put_connection(put, strict.service)
     assert resp.status_code == 201
     assert payload(resp)["connection"]["hostname"] == "acct.api-us1.com"
 
