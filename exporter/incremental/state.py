@@ -42,9 +42,9 @@ import logging
 import lzma
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -203,8 +203,9 @@ class ExportState:
     offsets: I64
     """``len + 1`` offsets into ``emails``."""
     emails: bytes | bytearray
-    """The keys, UTF-8, concatenated in hash order (a ``bytearray`` when ``apply`` built
-    it in place: copying ten million keys into ``bytes`` would cost another 300 MB)."""
+    """The keys, UTF-8, concatenated in hash order (a ``bytearray`` when ``apply`` built it
+    or a load decompressed into it: copying ten million keys into ``bytes`` would cost another
+    300 MB)."""
     snapshot_count: int = 0
     """Contacts in the last applied snapshot (what the shrink guard compares with)."""
 
@@ -275,27 +276,93 @@ class ExportState:
         return bytes(self.encode())
 
     def encode(self) -> bytearray:
-        """:meth:`to_bytes` without the final copy: sections are appended one by one to one
+        """:meth:`to_bytes` without the final copy: sections are compressed straight into one
         buffer (a large ``bytearray`` grows in place), so ten million contacts never hold the
         state, every compressed section and their concatenation at once."""
-        out = bytearray(
-            _HEADER.pack(MAGIC, FORMAT_VERSION, HASH_ALGORITHM, len(self), self.snapshot_count)
-        )
-        # Fingerprints are uniformly random: compressing them only costs time. Sorted hashes
-        # are not: their deltas' high bytes are mostly zero (saves ~2 of 8 bytes).
-        _put_section(out, _le(self.hashes, "<u8"), _DELTAS, level=1)
-        _put_section(out, _le(self.fingerprints, "<u8"), _RAW)
-        _put_section(out, _le(self.profiles, "<u8"), _ZLIB, level=1)
-        _put_section(out, _le(self.flags, "u1"), _ZLIB, level=6)
-        _put_section(out, _le(np.diff(self.offsets), "<u4"), _ZLIB, level=6)
-        _put_section(out, self.emails, _ZLIB, level=6)
-        out += hashlib.blake2b(out, digest_size=_CHECKSUM_BYTES).digest()
-        return out
+        writer = StateWriter(len(self), self.snapshot_count)
+        for name in StateWriter.COLUMNS:
+            writer.column(name, getattr(self, name))
+        writer.key_lengths(np.diff(self.offsets))
+        keys = memoryview(self.emails)
+        writer.keys(keys[lo : lo + _PIECE] for lo in range(0, len(keys), _PIECE))
+        return writer.finish()
 
     @classmethod
     def from_bytes(cls, data: bytes, *, source: str = "state") -> ExportState:
         """Decode :meth:`to_bytes`. Raises :class:`StateCorrupt` naming ``source``."""
         return _decode(data, source)
+
+
+class StateWriter:
+    """The version-1 encoding written section by section, in order: the four columns
+    (:attr:`COLUMNS`), the key lengths, then the keys as a stream of pieces. Whoever builds a
+    state column by column (:func:`exporter.incremental.update.encode_next`) can encode and free
+    each one before building the next."""
+
+    COLUMNS = ("hashes", "fingerprints", "profiles", "flags")
+    # Fingerprints are uniformly random: compressing them only costs time. Sorted hashes
+    # are not: their deltas' high bytes are mostly zero (saves ~2 of 8 bytes).
+    _CODECS: ClassVar[dict[str, tuple[str, int, int]]] = {
+        "hashes": ("<u8", _DELTAS, 1),
+        "fingerprints": ("<u8", _RAW, 0),
+        "profiles": ("<u8", _ZLIB, 1),
+        "flags": ("u1", _ZLIB, 6),
+    }
+    _FALLBACK_KEYS = 1 << 20
+    """Keys up to this size are kept while compressing, to be stored raw should compression
+    not pay (a handful of short keys); beyond it the compressed stream is kept anyway."""
+
+    def __init__(self, count: int, snapshot_count: int) -> None:
+        self.count = count
+        self.out = bytearray(
+            _HEADER.pack(MAGIC, FORMAT_VERSION, HASH_ALGORITHM, count, snapshot_count)
+        )
+        self._next = 0
+
+    _ORDER = (*COLUMNS, "key lengths", "keys", "checksum")
+
+    def _step(self, what: str) -> None:
+        expected = self._ORDER[min(self._next, len(self._ORDER) - 1)]
+        if expected != what or self._next >= len(self._ORDER):
+            raise ValueError(f"state section {what!r} out of order: expected {expected!r}")
+        self._next += 1
+
+    def column(self, name: str, values: npt.NDArray[np.generic]) -> None:
+        """Append the next column (``hashes``, ``fingerprints``, ``profiles``, ``flags``)."""
+        self._step(name)
+        dtype, codec, level = self._CODECS[name]
+        _put_section(self.out, _le(values, dtype), codec, level=level)
+
+    def key_lengths(self, lengths: npt.NDArray[np.generic]) -> None:
+        """Append every key's length in bytes."""
+        self._step("key lengths")
+        _put_section(self.out, _le(lengths, "<u4"), _ZLIB, level=6)
+
+    def keys(self, pieces: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Append the keys, concatenated in hash order, compressed as the pieces come."""
+        self._step("keys")
+        out, header = self.out, len(self.out)
+        out += _SECTION.pack(_ZLIB, 0, 0)
+        compressor, raw, kept = zlib.compressobj(6), 0, bytearray()
+        for piece in pieces:
+            view = memoryview(piece).cast("B")
+            raw += len(view)
+            if raw <= self._FALLBACK_KEYS:
+                kept += view
+            out += compressor.compress(view)
+        out += compressor.flush()
+        codec = _ZLIB
+        if raw <= self._FALLBACK_KEYS and len(out) - header - _SECTION.size >= raw:
+            del out[header + _SECTION.size :]  # incompressible: store it raw
+            out += kept
+            codec = _RAW
+        _SECTION.pack_into(out, header, codec, len(out) - header - _SECTION.size, raw)
+
+    def finish(self) -> bytearray:
+        """The encoding, its checksum appended."""
+        self._step("checksum")
+        self.out += hashlib.blake2b(self.out, digest_size=_CHECKSUM_BYTES).digest()
+        return self.out
 
 
 def _le(a: npt.NDArray[np.generic], dtype: str) -> memoryview:
@@ -304,30 +371,50 @@ def _le(a: npt.NDArray[np.generic], dtype: str) -> memoryview:
     return memoryview(contiguous).cast("B")
 
 
+_PIECE = 1 << 20
+"""Compression works a megabyte at a time: at ten million contacts no section is ever held
+twice (raw and compressed whole, or compressed and decompressed whole)."""
+
+
 def _put_section(
     out: bytearray, raw: bytes | bytearray | memoryview, codec: int, *, level: int = 6
 ) -> None:
-    """Append one section (header, then data) to ``out``."""
-    data: bytes | bytearray | memoryview = raw
-    if codec == _ZLIB:
-        data = zlib.compress(raw, level)
-        if len(data) >= len(raw):
-            codec, data = _RAW, raw
+    """Append one section (header, then data) to ``out``, compressing straight into it."""
+    raw = memoryview(raw).cast("B")
+    header = len(out)
+    out += _SECTION.pack(codec, 0, len(raw))
+    if codec == _RAW:
+        out += raw
     elif codec == _LZMA:
-        data = lzma.compress(raw, preset=level)
+        out += lzma.compress(raw, preset=level)
+    elif codec == _ZLIB:
+        _deflate(out, (raw[lo : lo + _PIECE] for lo in range(0, len(raw), _PIECE)), level)
+        if len(out) - header - _SECTION.size >= len(raw):  # incompressible: store it raw
+            del out[header + _SECTION.size :]
+            codec = _RAW
+            out += raw
     elif codec == _DELTAS:
-        values = np.frombuffer(raw, "<u8")
-        deltas = np.diff(values, prepend=np.uint64(0)).astype("<u8", copy=False)
-        planes = deltas.view(np.uint8).reshape(-1, 8).T.tobytes()
-        del deltas
-        data = zlib.compress(planes, level)
-    out += _SECTION.pack(codec, len(data), len(raw))
-    out += data
+        _deflate(out, _delta_planes(np.frombuffer(raw, "<u8")), level)
+    _SECTION.pack_into(out, header, codec, len(out) - header - _SECTION.size, len(raw))
 
 
-def _undo_deltas(planes: bytes) -> bytes:
-    deltas = np.frombuffer(planes, np.uint8).reshape(8, -1).T.copy().view("<u8")
-    return np.cumsum(deltas, dtype=np.uint64).astype("<u8").tobytes()
+def _deflate(out: bytearray, pieces: Iterator[bytes | memoryview], level: int) -> None:
+    """One zlib stream of ``pieces``, appended to ``out`` as it is produced."""
+    compressor = zlib.compressobj(level)
+    for piece in pieces:
+        out += compressor.compress(piece)
+    out += compressor.flush()
+
+
+def _delta_planes(values: npt.NDArray[np.generic]) -> Iterator[memoryview]:
+    """Codec 3's raw stream: the ascending values' deltas (the first from 0), byte plane by
+    byte plane (all the lowest bytes, then the next...), a piece at a time. The deltas are one
+    temporary column; each plane is copied out a piece at a time."""
+    deltas = np.diff(values, prepend=np.zeros(1, values.dtype)).astype("<u8", copy=False)
+    columns = deltas.view(np.uint8).reshape(-1, 8)
+    for plane in range(8):
+        for lo in range(0, len(columns), _PIECE):
+            yield np.ascontiguousarray(columns[lo : lo + _PIECE, plane]).data
 
 
 class _Reader:
@@ -346,32 +433,85 @@ class _Reader:
         self.pos += n
         return chunk
 
-    def section(self, what: str, expected_raw: int | None) -> bytes:
+    def section(
+        self, what: str, expected_raw: int | None, dtype: str = "u1", *, into: Any = None
+    ) -> Any:
+        """The next section decoded into a new array of ``dtype`` (little-endian), written in
+        place as it is decompressed: no decompressed copy beside the array, no second one.
+        ``into``: a ``bytearray`` of the section's size to decode into instead (returned)."""
         codec, stored, raw = _SECTION.unpack(self.take(_SECTION.size, what))
         if expected_raw is not None and raw != expected_raw:
             raise self.fail(f"{what}: {raw} bytes, expected {expected_raw}")
         data = self.take(stored, what)
+        itemsize = np.dtype(dtype).itemsize
+        if raw % itemsize:
+            raise self.fail(f"{what}: {raw} bytes is not a whole number of items")
+        out = np.empty(raw // itemsize, dtype) if into is None else np.frombuffer(into, np.uint8)
+        target = out.view(np.uint8)
         try:
             if codec == _RAW:
-                out = bytes(data)
+                if stored != raw:
+                    raise self.fail(f"{what}: {stored} bytes stored, expected {raw}")
+                target[:] = np.frombuffer(data, np.uint8)
             elif codec == _ZLIB:
-                out = zlib.decompress(data)
+                self._inflate(data, target, what)
             elif codec == _LZMA:
-                out = lzma.decompress(data)
-            elif codec == _DELTAS and raw % 8 == 0:
-                out = _undo_deltas(zlib.decompress(data))
+                target[:] = self._exact(lzma.decompress(data), raw, what)
+            elif codec == _DELTAS and itemsize == 8:
+                # The planes land straight in their byte columns; the running sum is in place.
+                self._inflate(data, target.reshape(-1, 8).T, what)
+                np.cumsum(out, out=out)
             else:
                 raise self.fail(f"{what}: unknown codec {codec}")
         except (zlib.error, lzma.LZMAError, ValueError) as exc:
             raise self.fail(f"{what}: cannot decompress ({exc})") from None
-        if len(out) != raw:
-            raise self.fail(f"{what}: {len(out)} bytes after decompression, expected {raw}")
-        return out
+        return into if into is not None else out.astype(dtype.lstrip("<"), copy=False)
+
+    def _exact(self, data: bytes, raw: int, what: str) -> U8:
+        if len(data) != raw:
+            raise self.fail(f"{what}: {len(data)} bytes after decompression, expected {raw}")
+        return np.frombuffer(data, np.uint8)
+
+    def _inflate(self, data: memoryview, target: npt.NDArray[np.uint8], what: str) -> None:
+        """Decompress the zlib stream ``data`` into ``target`` (a 1-D array, or the transposed
+        byte columns of the delta codec, filled row by row), a piece at a time."""
+        flat = target.reshape(-1) if target.ndim == 1 else None
+        rows, width = (1, len(target)) if flat is not None else target.shape
+        room = rows * width
+        pos = 0
+        decompressor = zlib.decompressobj()
+
+        def put(chunk: bytes) -> None:
+            nonlocal pos
+            if len(chunk) > room - pos:
+                raise self.fail(f"{what}: more than {room} bytes after decompression")
+            values = np.frombuffer(chunk, np.uint8)
+            if flat is not None:
+                flat[pos : pos + len(chunk)] = values
+            else:
+                while len(values):
+                    row, col = divmod(pos, width)
+                    n = min(len(values), width - col)
+                    target[row, col : col + n] = values[:n]
+                    values, pos = values[n:], pos + n
+                return
+            pos += len(chunk)
+
+        for lo in range(0, len(data), _PIECE):
+            tail: bytes | memoryview = data[lo : lo + _PIECE]
+            while tail:
+                put(decompressor.decompress(tail, room - pos + 1))
+                tail = decompressor.unconsumed_tail
+        put(decompressor.flush())
+        if not decompressor.eof or decompressor.unused_data:
+            raise self.fail(f"{what}: the compressed stream is incomplete or has trailing bytes")
+        if pos != room:
+            raise self.fail(f"{what}: {pos} bytes after decompression, expected {room}")
 
 
-def _decode(data: bytes, source: str) -> ExportState:
-    view = memoryview(data)
-    reader = _Reader(view[:-_CHECKSUM_BYTES] if len(data) >= _CHECKSUM_BYTES else view, source)
+def _decode(data: bytes | bytearray | memoryview, source: str) -> ExportState:
+    view = memoryview(data).cast("B")
+    reader = _Reader(view[:-_CHECKSUM_BYTES] if len(view) >= _CHECKSUM_BYTES else view, source)
     magic, version, algorithm, count, snapshot_count = _HEADER.unpack(
         reader.take(_HEADER.size, "header")
     )
@@ -381,19 +521,20 @@ def _decode(data: bytes, source: str) -> ExportState:
         raise reader.fail(f"format version {version}; this exporter reads {FORMAT_VERSION}")
     if algorithm != HASH_ALGORITHM:
         raise reader.fail(f"key hash algorithm {algorithm}; this exporter uses {HASH_ALGORITHM}")
-    if len(data) < _HEADER.size + _CHECKSUM_BYTES:
+    if len(view) < _HEADER.size + _CHECKSUM_BYTES:
         raise reader.fail("truncated")
     body, digest = view[:-_CHECKSUM_BYTES], view[-_CHECKSUM_BYTES:]
     if hashlib.blake2b(body, digest_size=_CHECKSUM_BYTES).digest() != digest:
         raise reader.fail("checksum mismatch (truncated or damaged)")
-    hashes = np.frombuffer(reader.section("key hashes", count * 8), "<u8").astype(np.uint64)
-    fps = np.frombuffer(reader.section("fingerprints", count * 8), "<u8").astype(np.uint64)
-    profiles = np.frombuffer(reader.section("profiles", count * 8), "<u8").astype(np.uint64)
-    flags = np.frombuffer(reader.section("flags", count), np.uint8).copy()
-    lengths = np.frombuffer(reader.section("key lengths", count * 4), "<u4")
+    hashes = reader.section("key hashes", count * 8, "<u8")
+    fps = reader.section("fingerprints", count * 8, "<u8")
+    profiles = reader.section("profiles", count * 8, "<u8")
+    flags = reader.section("flags", count)
+    lengths = reader.section("key lengths", count * 4, "<u4")
     offsets = np.zeros(count + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    emails = reader.section("keys", int(offsets[-1]))
+    del lengths
+    emails = reader.section("keys", int(offsets[-1]), into=bytearray(int(offsets[-1])))
     if reader.pos != len(reader.data):
         raise reader.fail(f"{len(reader.data) - reader.pos} unexpected trailing bytes")
     if count > 1 and not bool(np.all(hashes[1:] > hashes[:-1])):
@@ -437,11 +578,19 @@ def save(
     means "only if there is none yet"). Returns the new ETag; raises
     :class:`exporter.storage.store.PreconditionFailed` when another run saved in between.
     ``encoded``: :meth:`ExportState.encode` already made by the caller (not encoded twice)."""
-    path = state_path(export)
     data = state.encode() if encoded is None else encoded
+    return save_encoded(store, export, data, count=len(state), if_match=if_match)
+
+
+def save_encoded(
+    store: Store, export: str, data: bytes | bytearray, *, count: int, if_match: str | None
+) -> str:
+    """:func:`save` of a state already encoded (:func:`exporter.incremental.update.encode_next`,
+    which never builds the state itself); ``count``: its contacts, for the log."""
+    path = state_path(export)
     if if_match is None:
         etag = store.write_bytes(path, data, if_none_match=True)
     else:
         etag = store.write_bytes(path, data, if_match=if_match)
-    logger.info("saved state %s: %d contacts, %d bytes", path, len(state), len(data))
+    logger.info("saved state %s: %d contacts, %d bytes", path, count, len(data))
     return etag
