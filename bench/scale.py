@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import data, harness
+from bench.scenarios import Figures, Goal, Settings
 
 PEAK_RSS_GOAL_MB = 1536.0
 """Issue #18: peak RSS at most 1.5 GB in every phase."""
@@ -74,6 +75,39 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             f"| {r['cpu_seconds']:.1f} |"
         )
     return "\n".join(lines)
+
+
+class ScaleScenario:
+    """``make bench-scale`` (and the smoke run at a small size): :func:`measure` as figures,
+    ``<step>.peak_rss_mb`` / ``wall_seconds`` / ``cpu_seconds`` for every step, the state's
+    size and load time, and the worst peak against issue #18's 1.5 GB."""
+
+    name = "scale"
+    goals = (Goal("worst_peak_rss_mb", "<=", PEAK_RSS_GOAL_MB, "every phase: peak RSS ≤1.5 GB"),)
+
+    def __init__(self, settings: Settings) -> None:
+        self.rows = settings.scale_rows
+        self.work = settings.work / "scale"
+
+    def run_once(self) -> Figures:
+        results = measure(self.rows, self.work, log=False)
+        shutil.rmtree(self.work / "home", ignore_errors=True)  # chunks: ~3 GB at 10M
+        return figures(results)
+
+
+def figures(results: dict[str, dict[str, Any]]) -> Figures:
+    """The scenario's flat figures from :func:`measure`'s results."""
+    out: Figures = {"rows": float(results["first.prepare"]["rows"])}
+    for name, r in results.items():
+        for key in ("peak_rss_mb", "wall_seconds", "cpu_seconds"):
+            out[f"{name}.{key}"] = float(r[key])
+    out["state_mb"] = results["state.load"]["state_bytes"] / 1e6
+    out["state_in_memory_mb"] = float(results["state.load"]["in_memory_mb"])
+    out["state_load_seconds"] = float(results["state.load"]["wall_seconds"])
+    out["refresh.to_send"] = float(results["refresh.prepare"]["to_send"])
+    out["refresh.leavers"] = float(results["refresh.prepare"]["leavers"])
+    out["worst_peak_rss_mb"] = max(float(r["peak_rss_mb"]) for r in results.values())
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

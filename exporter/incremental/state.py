@@ -129,6 +129,9 @@ def key_hash(key: str) -> int:
     return int(hash64([key.encode()])[0])
 
 
+_INDEX_SLICE = 1 << 20
+
+
 class HashIndex:
     """Finds key hashes in a sorted hash array, vectorised, in ~2 memory accesses per lookup.
 
@@ -139,13 +142,20 @@ class HashIndex:
 
     def __init__(self, hashes: U64) -> None:
         self.hashes = hashes
-        bits = max(1, int(len(hashes) - 1).bit_length())
+        n = len(hashes)
+        bits = max(1, int(n - 1).bit_length())
         self._shift = np.uint64(64 - bits)
-        starts = np.zeros((1 << bits) + 1, np.int64)
-        np.cumsum(
-            np.bincount((hashes >> self._shift).astype(np.int64), minlength=1 << bits),
-            out=starts[1:],
-        )
+        # One start per bucket: int32 while positions fit (at ten million contacts the
+        # directory is 67 MB instead of 134), counted a slice of hashes at a time (sorted
+        # hashes fill consecutive buckets), so building it needs no full-length temporary.
+        dtype = np.int32 if n < 2**31 else np.int64
+        starts: Any = np.zeros((1 << bits) + 1, dtype)
+        for lo in range(0, n, _INDEX_SLICE):
+            buckets = (hashes[lo : lo + _INDEX_SLICE] >> self._shift).astype(np.int64)
+            first = int(buckets[0])
+            counts = np.bincount(buckets - first)
+            starts[first + 1 : first + 1 + len(counts)] += counts.astype(dtype)
+        np.cumsum(starts, out=starts)
         self._starts = starts
 
     def find(self, wanted: U64) -> I64:
@@ -160,7 +170,7 @@ class HashIndex:
             scanning = scanning[pos[scanning] < end[scanning]]
         found = pos < end
         found[found] = self.hashes[pos[found]] == wanted[found]
-        return np.where(found, pos, -1)
+        return np.where(found, pos.astype(np.int64), -1)
 
 
 # --- the state ------------------------------------------------------------------------------
