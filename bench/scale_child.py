@@ -144,7 +144,7 @@ def members_phase(engine: Engine, _home: Path, _snapshot: str | None) -> dict[st
         engine.store,
         harness.EXPORT,
         harness.LIST_ID,
-        lambda: state_mod.load(engine.store, harness.EXPORT)[0],
+        lambda: state_mod.load_subscribed(engine.store, harness.EXPORT),
         _ListRead(1_000),  # type: ignore[arg-type]
     )
     return {"members_recorded": len(merged)}

@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,9 +18,20 @@ from hypothesis import given, settings
 from exporter.errors import StateCorrupt
 from exporter.incremental import state as state_mod
 from exporter.incremental import update as update_mod
-from exporter.incremental.state import STALE, SUBSCRIBED_BY_US, ExportState, StateWriter
+from exporter.incremental.state import (
+    STALE,
+    SUBSCRIBED_BY_US,
+    ExportState,
+    StateWriter,
+    key_hash,
+    load_subscribed,
+    save,
+    state_path,
+)
 from exporter.incremental.update import StateUpdate, apply, encode_next
 from exporter.planning.contacts import PreparedContact
+from exporter.run import members
+from exporter.storage.store import LocalStore
 from tests.test_state import _update, as_dict, update_ops
 
 V1_FILE = Path(__file__).parent / "data" / "state" / "v1-2000-contacts.bin"
@@ -145,3 +158,56 @@ def test_the_writer_refuses_sections_out_of_order() -> None:
     writer = StateWriter(0, 0)
     with pytest.raises(ValueError, match="out of order"):
         writer.column("fingerprints", np.zeros(0, np.uint64))
+
+
+def test_load_subscribed_reads_only_what_the_members_read_needs(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    assert len(load_subscribed(store, "e")) == 0  # never ran
+    update = StateUpdate()
+    for i in range(50):
+        c = PreparedContact(i + 1, "s.csv", f"c{i}@example.com", "{}", i, None)
+        update.confirm_sent(c, subscribed=i % 2 == 0)
+    state = apply(ExportState.empty(), update)
+    save(store, "e", state, if_match=None)
+    ours = load_subscribed(store, "e")
+    assert ours.tolist() == sorted(key_hash(f"c{i}@example.com") for i in range(0, 50, 2))
+    damaged = bytearray((tmp_path / state_path("e")).read_bytes())
+    damaged[40] ^= 1
+    (tmp_path / state_path("e")).write_bytes(bytes(damaged))
+    with pytest.raises(StateCorrupt, match="checksum"):
+        load_subscribed(store, "e")
+
+
+class _ListRead:
+    def __init__(self, emails: list[str]) -> None:
+        self.emails = emails
+
+    def iter_list_members(self, _list_id: str, *, after_id: int) -> Iterator[dict[str, Any]]:
+        for i, email in enumerate(self.emails):
+            yield {"id": str(after_id + i + 1), "email": email}
+
+    def call_client(self, fn: Callable[[Any], int]) -> int:
+        return fn(self)
+
+
+def test_the_members_read_records_only_members_this_export_did_not_subscribe(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path)
+    update = StateUpdate()
+    update.confirm_sent(PreparedContact(1, "s.csv", "ours@example.com", "{}", 1, None))
+    update.confirm_sent(
+        PreparedContact(2, "s.csv", "theirs@example.com", "{}", 2, None), subscribed=False
+    )
+    save(store, "e", apply(ExportState.empty(), update), if_match=None)
+    read = _ListRead(["Ours@Example.com", "theirs@example.com", "new@example.com"])
+    merged = members.refresh(
+        store,
+        "e",
+        "1",
+        lambda: load_subscribed(store, "e"),
+        read,  # type: ignore[arg-type]
+    )
+    assert sorted(merged.tolist()) == sorted(
+        key_hash(k) for k in ("theirs@example.com", "new@example.com")
+    )

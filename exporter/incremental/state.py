@@ -443,6 +443,11 @@ class _Reader:
         self.pos += n
         return chunk
 
+    def skip(self, what: str) -> None:
+        """Step over the next section without decoding it."""
+        _codec, stored, _raw = _SECTION.unpack(self.take(_SECTION.size, what))
+        self.take(stored, what)
+
     def section(
         self, what: str, expected_raw: int | None, dtype: str = "u1", *, into: Any = None
     ) -> Any:
@@ -519,7 +524,9 @@ class _Reader:
             raise self.fail(f"{what}: {pos} bytes after decompression, expected {room}")
 
 
-def _decode(data: bytes | bytearray | memoryview, source: str) -> ExportState:
+def _open(data: bytes | bytearray | memoryview, source: str) -> tuple[_Reader, int, int]:
+    """A reader positioned on the first section of a checked file; its count and snapshot
+    count."""
     view = memoryview(data).cast("B")
     reader = _Reader(view[:-_CHECKSUM_BYTES] if len(view) >= _CHECKSUM_BYTES else view, source)
     magic, version, algorithm, count, snapshot_count = _HEADER.unpack(
@@ -536,6 +543,11 @@ def _decode(data: bytes | bytearray | memoryview, source: str) -> ExportState:
     body, digest = view[:-_CHECKSUM_BYTES], view[-_CHECKSUM_BYTES:]
     if hashlib.blake2b(body, digest_size=_CHECKSUM_BYTES).digest() != digest:
         raise reader.fail("checksum mismatch (truncated or damaged)")
+    return reader, int(count), int(snapshot_count)
+
+
+def _decode(data: bytes | bytearray | memoryview, source: str) -> ExportState:
+    reader, count, snapshot_count = _open(data, source)
     hashes = reader.section("key hashes", count * 8, "<u8")
     fps = reader.section("fingerprints", count * 8, "<u8")
     profiles = reader.section("profiles", count * 8, "<u8")
@@ -551,7 +563,19 @@ def _decode(data: bytes | bytearray | memoryview, source: str) -> ExportState:
         raise reader.fail("key hashes are not strictly ascending")
     if bool(np.any(flags & ~np.uint8(_KNOWN_FLAGS))):
         raise reader.fail("unknown flag bits")
-    return ExportState(hashes, fps, profiles, flags, offsets, emails, int(snapshot_count))
+    return ExportState(hashes, fps, profiles, flags, offsets, emails, snapshot_count)
+
+
+def _subscribed(data: bytes | bytearray | memoryview, source: str) -> U64:
+    reader, count, _snapshot_count = _open(data, source)
+    hashes = reader.section("key hashes", count * 8, "<u8")
+    reader.skip("fingerprints")
+    reader.skip("profiles")
+    flags = reader.section("flags", count)
+    if bool(np.any(flags & ~np.uint8(_KNOWN_FLAGS))):
+        raise reader.fail("unknown flag bits")
+    ours: U64 = hashes[(flags & np.uint8(SUBSCRIBED_BY_US)) != 0]
+    return ours
 
 
 # --- the store ------------------------------------------------------------------------------
@@ -574,6 +598,18 @@ def load(store: Store, export: str) -> tuple[ExportState, str | None]:
     except ObjectNotFound:
         return ExportState.empty(), None
     return ExportState.from_bytes(data, source=path), etag
+
+
+def load_subscribed(store: Store, export: str) -> U64:
+    """The key hashes of the contacts this export subscribed, ascending (what the list-members
+    read needs to tell its own contacts apart), decoding only the hashes and flags: at ten
+    million contacts ~90 MB instead of the whole state's ~650 MB. Empty if it never ran."""
+    path = state_path(export)
+    try:
+        data = store.read_bytes(path)
+    except ObjectNotFound:
+        return np.zeros(0, np.uint64)
+    return _subscribed(data, path)
 
 
 def save(
