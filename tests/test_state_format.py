@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 
 from exporter.errors import StateCorrupt
+from exporter.incremental import codec
 from exporter.incremental import state as state_mod
 from exporter.incremental import update as update_mod
 from exporter.incremental.state import (
@@ -77,6 +78,7 @@ def test_sections_survive_any_piece_size(monkeypatch: pytest.MonkeyPatch) -> Non
     state = apply(ExportState.empty(), _v1_contacts())
     whole = state.to_bytes()
     monkeypatch.setattr(state_mod, "_PIECE", 7)
+    monkeypatch.setattr(codec, "_PIECE", 7)
     monkeypatch.setattr(update_mod, "_GATHER_CHUNK", 3)
     pieced = state.to_bytes()
     assert as_dict(ExportState.from_bytes(pieced)) == as_dict(state)
@@ -114,8 +116,8 @@ def _file(sections: list[tuple[int, bytes, int]], count: int) -> bytes:
     """A state file of raw ``(codec, stored bytes, declared raw length)`` sections, with a
     valid checksum (so only the section itself can be what is wrong)."""
     out = bytearray(struct.pack("<8sHHQQ", b"ACXSTATE", 1, 1, count, count))
-    for codec, data, raw in sections:
-        out += struct.pack("<BQQ", codec, len(data), raw) + data
+    for kind, data, raw in sections:
+        out += struct.pack("<BQQ", kind, len(data), raw) + data
     return bytes(out) + hashlib.blake2b(out, digest_size=16).digest()
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from exporter.incremental import state as state_mod
+from exporter.incremental.codec import StateWriter
 from exporter.incremental.state import (
     _HASH_CHUNK,
     HAS_PROFILE,
@@ -211,7 +211,7 @@ def encode_next(state: ExportState, update: StateUpdate) -> tuple[bytearray, int
     merge = _Merge.plan(state, update, consume=True)
     if isinstance(merge, ExportState):
         return merge.encode(), len(merge)
-    writer = state_mod.StateWriter(merge.total, merge.snapshot_count)
+    writer = StateWriter(merge.total, merge.snapshot_count)
     for name, column in merge.columns():
         writer.column(name, column)
         del column
