@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.errors import StateCorrupt
 from exporter.incremental import codec
@@ -24,12 +25,13 @@ from exporter.incremental.state import (
     SUBSCRIBED_BY_US,
     ExportState,
     StateWriter,
+    hash64,
     key_hash,
     load_subscribed,
     save,
     state_path,
 )
-from exporter.incremental.update import StateUpdate, apply, encode_next
+from exporter.incremental.update import KeyList, StateUpdate, apply, encode_next
 from exporter.planning.contacts import PreparedContact
 from exporter.run import members
 from exporter.storage.store import LocalStore
@@ -214,3 +216,25 @@ def test_the_members_read_records_only_members_this_export_did_not_subscribe(
     assert sorted(merged.tolist()) == sorted(
         key_hash(k) for k in ("theirs@example.com", "new@example.com")
     )
+
+
+@given(
+    keys=st.lists(
+        st.text(min_size=0, max_size=40).map(lambda t: t.replace("\x00", "")), max_size=60
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_a_key_lists_hashes_are_hash64_of_its_keys(keys: list[str]) -> None:
+    keys_list = KeyList()
+    for key in keys:
+        keys_list.add(key.encode())
+    assert keys_list.hashes().tolist() == hash64([k.encode() for k in keys]).tolist()
+
+
+def test_a_key_lists_hashes_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(update_mod, "_HASH_CHUNK", 5)
+    keys = [f"k{i}@example.com" * (1 + i % 4) for i in range(23)] + [""]
+    keys_list = KeyList()
+    for key in keys:
+        keys_list.add(key.encode())
+    assert keys_list.hashes().tolist() == hash64([k.encode() for k in keys]).tolist()

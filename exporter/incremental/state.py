@@ -105,8 +105,14 @@ def _hash_chunk(items: Sequence[bytes]) -> U64:
     width = fixed.dtype.itemsize
     if width % 8:
         fixed = fixed.astype(f"S{width + 8 - width % 8}")
-    words = fixed.view("<u8").reshape(len(items), -1)
-    h = np.full(len(items), _SEED, dtype=np.uint64)
+    words: U64 = fixed.view("<u8").reshape(len(items), -1)
+    return hash_words(words)
+
+
+def hash_words(words: U64) -> U64:
+    """:func:`hash64` of keys already laid out as rows of little-endian 64-bit words
+    (zero-padded)."""
+    h = np.full(len(words), _SEED, dtype=np.uint64)
     for column in range(words.shape[1]):
         word = words[:, column]
         m = h ^ word

@@ -22,7 +22,7 @@ from exporter.incremental.state import (
     U64,
     ExportState,
     _frozen,
-    _hash_chunk,
+    hash_words,
 )
 from exporter.planning.contacts import PreparedContact
 
@@ -55,15 +55,25 @@ class KeyList:
             pos += n
 
     def hashes(self) -> U64:
-        """:func:`hash64` of every key, a chunk at a time (bounded memory)."""
-        parts, chunk = [np.zeros(0, np.uint64)], []
-        for key in self:
-            chunk.append(key)
-            if len(chunk) == _HASH_CHUNK:
-                parts.append(_hash_chunk(chunk))
-                chunk = []
-        parts.append(_hash_chunk(chunk))
-        return np.concatenate(parts)
+        """:func:`hash64` of every key, a chunk at a time, straight from the blob: each chunk's
+        keys are laid out as zero-padded rows of 64-bit words by numpy (no ``bytes`` object per
+        key: at ten million keys that was half a minute of finalize)."""
+        lengths = np.frombuffer(self.lengths, np.uint32)
+        out = np.empty(len(lengths), np.uint64)
+        blob = np.frombuffer(self.blob, np.uint8)
+        start = 0
+        for lo in range(0, len(lengths), _HASH_CHUNK):
+            n = lengths[lo : lo + _HASH_CHUNK].astype(np.int64)
+            total = int(n.sum())
+            width = max(8, -(-int(n.max()) // 8) * 8)
+            rows = np.zeros((len(n), width), np.uint8)
+            within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+            rows[np.repeat(np.arange(len(n)), n), within] = blob[start : start + total]
+            words: U64 = rows.view("<u8")
+            out[lo : lo + len(n)] = hash_words(words)
+            start += total
+        del blob
+        return out
 
 
 class StateUpdate:
