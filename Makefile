@@ -9,12 +9,13 @@ CHECKOV_VENV := .venv-checkov
 PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser demo test lint typecheck pytest bench bench-smoke clean
+.PHONY: help setup browser demo test lint typecheck pytest bench bench-smoke bench-scale clean
 
 help:
 	@echo "make demo   - set up, start the ActiveCampaign sandbox and export a sample segment"
 	@echo "make test   - set up and run ruff, mypy and the whole test suite"
 	@echo "make bench  - run the benchmarks and write bench/RESULTS.md (takes a while)"
+	@echo "make bench-scale - 10M contacts, every phase's peak RSS (bench/RESULTS-scale.md, ~10 min)"
 
 # Fall back to python3 when python3.11 is not on PATH (it must still be 3.11).
 $(VENV)/.stamp: requirements.txt requirements-dev.txt
@@ -66,6 +67,9 @@ bench: setup
 
 bench-smoke: $(VENV)/.stamp
 	$(PY) -m bench.run --smoke
+
+bench-scale: setup
+	$(PY) -m bench.run --scenario scale --runs 1 --write bench/RESULTS-scale.md
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -64,3 +64,12 @@ def generate(folder: Path, rows: int) -> Dataset:
     full_cdm = synthetic.write_cdm(folder / "segment-cdm", rows, partitions=CDM_PARTITIONS)
     refresh_csv = _write_csv(folder / "segment-refresh.csv", refresh_rows(rows))
     return Dataset(rows, full_csv, full_cdm, refresh_csv)
+
+
+def generate_csv(folder: Path, rows: int) -> tuple[Path, Path]:
+    """Only the plain CSV and its daily refresh (the scale benchmark: no CDM copy of ten
+    million rows). Returns ``(full_csv, refresh_csv)``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    full_csv = synthetic.write_csv(folder / "segment.csv", rows)
+    refresh_csv = _write_csv(folder / "segment-refresh.csv", refresh_rows(rows))
+    return full_csv, refresh_csv

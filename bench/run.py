@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import data, harness
+from bench.scale import ScaleScenario
 from bench.scenarios import (
     BaselineScenario,
     Figures,
@@ -36,7 +37,10 @@ from bench.scenarios import (
 )
 from bench.shared_account import SharedAccountScenario
 
-SCENARIOS = ("prepare", "push", "baseline", "shared_account")
+SCENARIOS = ("prepare", "push", "baseline", "shared_account", "scale")
+ON_REQUEST = ("scale",)
+"""Scenarios a full run leaves out unless named (``--scenario``): ``scale`` (10M contacts,
+~10 minutes a run) is ``make bench-scale``. The smoke run includes them, at a small size."""
 NOTES_MARKER = "<!-- notes: everything below this line is kept when the file is rewritten -->"
 
 
@@ -67,6 +71,7 @@ def settings_for(args: argparse.Namespace, work: Path) -> Settings:
             baseline_contacts=50,
             shared_time_scale=20.0,
             work=work,
+            scale_rows=20_000,
         )
     else:
         s = Settings(work=work)
@@ -91,6 +96,8 @@ def _fmt(value: float | None) -> str:
 
 def run(args: argparse.Namespace) -> list[Outcome]:
     chosen = [args.scenario] if args.scenario else list(SCENARIOS)
+    if not args.scenario and not args.smoke:
+        chosen = [name for name in chosen if name not in ON_REQUEST]
     with tempfile.TemporaryDirectory(prefix="exporter-bench-") as tmp:
         work = Path(tmp)
         s = settings_for(args, work)
@@ -101,6 +108,7 @@ def run(args: argparse.Namespace) -> list[Outcome]:
         push = PushScenario(dataset, s) if "push" in chosen else None
         baseline = BaselineScenario(s) if "baseline" in chosen else None
         shared = SharedAccountScenario(s) if "shared_account" in chosen else None
+        scale = ScaleScenario(s) if "scale" in chosen else None
         results: dict[str, list[Figures]] = {name: [] for name in chosen}
         for i in range(args.runs):
             for name, scenario in (
@@ -108,6 +116,7 @@ def run(args: argparse.Namespace) -> list[Outcome]:
                 ("push", push),
                 ("baseline", baseline),
                 ("shared_account", shared),
+                ("scale", scale),
             ):
                 if scenario is None:
                     continue
@@ -133,6 +142,8 @@ def run(args: argparse.Namespace) -> list[Outcome]:
         outcomes.append(
             Outcome("shared_account", results["shared_account"], SharedAccountScenario.goals)
         )
+    if scale is not None:
+        outcomes.append(Outcome("scale", results["scale"], ScaleScenario.goals))
     for o in outcomes:
         o.settle()
     if baseline is not None:

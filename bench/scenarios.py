@@ -79,6 +79,8 @@ class Settings:
     allowance: float | None = None
     """The client limiter's margin in real seconds; None keeps its default."""
     work: Path = field(default_factory=lambda: Path("."))
+    scale_rows: int = 10_000_000
+    """The scale scenario's segment (:mod:`bench.scale`; ``make bench-scale``)."""
 
 
 # --- the ideal schedule ------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> Smoke:
 
 def test_every_scenario_reports_its_figures(smoke: Smoke) -> None:
     figures, _ = smoke
-    assert set(figures) == {"prepare", "push", "refresh", "baseline", "shared_account"}
+    assert set(figures) == {"prepare", "push", "refresh", "baseline", "shared_account", "scale"}
     for name, data in figures.items():
         assert len(data["runs"]) == 1, name
         assert data["medians"], name
@@ -118,3 +118,19 @@ def test_push_probe_reports_pace_and_lateness() -> None:
     assert 0 < figures["max_sends_per_server_second"] <= 5
     assert 0 <= figures["late_ms_p50"] <= figures["late_ms_p99"] <= figures["late_ms_max"]
     assert busiest_window([0.0, 0.5, 0.9, 1.2], 1.0) == 3
+
+
+def test_scale_figures_are_sane(smoke: Smoke) -> None:
+    """The 10M benchmark's phases at 20,000 rows: every phase ran in its own process, the
+    refresh finalize committed what its prepare planned, the worst peak is the phases' max."""
+    m = smoke[0]["scale"]["medians"]
+    steps = ("first.prepare", "first.finalize", "state.load", "activity.members")
+    steps += ("refresh.prepare", "refresh.finalize")
+    for step in steps:
+        assert 20 < m[f"{step}.peak_rss_mb"] < 1024, step
+        assert 0 <= m[f"{step}.cpu_seconds"] < 120, step
+    assert m["rows"] == 20_000
+    peaks = [v for k, v in m.items() if k.endswith(".peak_rss_mb")]
+    assert len(peaks) == 8 and m["worst_peak_rss_mb"] == max(peaks)
+    assert 0 < m["state_mb"] < 2 and m["state_load_seconds"] > 0
+    assert m["refresh.to_send"] > 0 and m["refresh.leavers"] > 0

@@ -33,15 +33,18 @@ Binary format, version 1 (all integers little-endian)::
         keys (UTF-8, concatenated); each is  codec u8, stored_length u64, raw_length u64, data
         (codec 0 = raw, 1 = zlib, 2 = lzma, 3 = ascending u64: deltas, byte planes, zlib)
     checksum: BLAKE2b-128 of everything before it   16 bytes
+
+Memory at ten million contacts (``make bench-scale``): the state is ~650 MB in memory and
+~240 MB on disk. A load decompresses each section straight into its array a megabyte at a time
+(never a decompressed copy beside it; an all-zero column is left untouched, so it is not
+resident); :class:`StateWriter` compresses a megabyte at a time into the output, so the next
+state can be encoded column by column as it is merged
+(:func:`exporter.incremental.update.encode_next`) without ever existing whole.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import lzma
-import struct
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -49,7 +52,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from exporter.errors import StateCorrupt
+from exporter.incremental.codec import _PIECE, StateWriter, open_reader
 from exporter.storage.store import ObjectNotFound, Store
 
 logger = logging.getLogger(__name__)
@@ -67,14 +70,6 @@ STALE = 4
 never confirmed either way); the next run sends the contact whatever its fingerprint."""
 _KNOWN_FLAGS = SUBSCRIBED_BY_US | HAS_PROFILE | STALE
 
-MAGIC = b"ACXSTATE"
-FORMAT_VERSION = 1
-HASH_ALGORITHM = 1
-"""1 = :func:`hash64` as written here. Changing the hash function means a new number."""
-_HEADER = struct.Struct("<8sHHQQ")
-_SECTION = struct.Struct("<BQQ")
-_CHECKSUM_BYTES = 16
-_RAW, _ZLIB, _LZMA, _DELTAS = 0, 1, 2, 3
 
 # --- the key hash ---------------------------------------------------------------------------
 
@@ -110,8 +105,14 @@ def _hash_chunk(items: Sequence[bytes]) -> U64:
     width = fixed.dtype.itemsize
     if width % 8:
         fixed = fixed.astype(f"S{width + 8 - width % 8}")
-    words = fixed.view("<u8").reshape(len(items), -1)
-    h = np.full(len(items), _SEED, dtype=np.uint64)
+    words: U64 = fixed.view("<u8").reshape(len(items), -1)
+    return hash_words(words)
+
+
+def hash_words(words: U64) -> U64:
+    """:func:`hash64` of keys already laid out as rows of little-endian 64-bit words
+    (zero-padded)."""
+    h = np.full(len(words), _SEED, dtype=np.uint64)
     for column in range(words.shape[1]):
         word = words[:, column]
         m = h ^ word
@@ -129,6 +130,9 @@ def key_hash(key: str) -> int:
     return int(hash64([key.encode()])[0])
 
 
+_INDEX_SLICE = 1 << 20
+
+
 class HashIndex:
     """Finds key hashes in a sorted hash array, vectorised, in ~2 memory accesses per lookup.
 
@@ -139,13 +143,20 @@ class HashIndex:
 
     def __init__(self, hashes: U64) -> None:
         self.hashes = hashes
-        bits = max(1, int(len(hashes) - 1).bit_length())
+        n = len(hashes)
+        bits = max(1, int(n - 1).bit_length())
         self._shift = np.uint64(64 - bits)
-        starts = np.zeros((1 << bits) + 1, np.int64)
-        np.cumsum(
-            np.bincount((hashes >> self._shift).astype(np.int64), minlength=1 << bits),
-            out=starts[1:],
-        )
+        # One start per bucket: int32 while positions fit (at ten million contacts the
+        # directory is 67 MB instead of 134), counted a slice of hashes at a time (sorted
+        # hashes fill consecutive buckets), so building it needs no full-length temporary.
+        dtype = np.int32 if n < 2**31 else np.int64
+        starts: Any = np.zeros((1 << bits) + 1, dtype)
+        for lo in range(0, n, _INDEX_SLICE):
+            buckets = (hashes[lo : lo + _INDEX_SLICE] >> self._shift).astype(np.int64)
+            first = int(buckets[0])
+            counts = np.bincount(buckets - first)
+            starts[first + 1 : first + 1 + len(counts)] += counts.astype(dtype)
+        np.cumsum(starts, out=starts)
         self._starts = starts
 
     def find(self, wanted: U64) -> I64:
@@ -160,7 +171,7 @@ class HashIndex:
             scanning = scanning[pos[scanning] < end[scanning]]
         found = pos < end
         found[found] = self.hashes[pos[found]] == wanted[found]
-        return np.where(found, pos, -1)
+        return np.where(found, pos.astype(np.int64), -1)
 
 
 # --- the state ------------------------------------------------------------------------------
@@ -203,8 +214,9 @@ class ExportState:
     offsets: I64
     """``len + 1`` offsets into ``emails``."""
     emails: bytes | bytearray
-    """The keys, UTF-8, concatenated in hash order (a ``bytearray`` when ``apply`` built
-    it in place: copying ten million keys into ``bytes`` would cost another 300 MB)."""
+    """The keys, UTF-8, concatenated in hash order (a ``bytearray`` when ``apply`` built it
+    or a load decompressed into it: copying ten million keys into ``bytes`` would cost another
+    300 MB)."""
     snapshot_count: int = 0
     """Contacts in the last applied snapshot (what the shrink guard compares with)."""
 
@@ -275,22 +287,16 @@ class ExportState:
         return bytes(self.encode())
 
     def encode(self) -> bytearray:
-        """:meth:`to_bytes` without the final copy: sections are appended one by one to one
+        """:meth:`to_bytes` without the final copy: sections are compressed straight into one
         buffer (a large ``bytearray`` grows in place), so ten million contacts never hold the
         state, every compressed section and their concatenation at once."""
-        out = bytearray(
-            _HEADER.pack(MAGIC, FORMAT_VERSION, HASH_ALGORITHM, len(self), self.snapshot_count)
-        )
-        # Fingerprints are uniformly random: compressing them only costs time. Sorted hashes
-        # are not: their deltas' high bytes are mostly zero (saves ~2 of 8 bytes).
-        _put_section(out, _le(self.hashes, "<u8"), _DELTAS, level=1)
-        _put_section(out, _le(self.fingerprints, "<u8"), _RAW)
-        _put_section(out, _le(self.profiles, "<u8"), _ZLIB, level=1)
-        _put_section(out, _le(self.flags, "u1"), _ZLIB, level=6)
-        _put_section(out, _le(np.diff(self.offsets), "<u4"), _ZLIB, level=6)
-        _put_section(out, self.emails, _ZLIB, level=6)
-        out += hashlib.blake2b(out, digest_size=_CHECKSUM_BYTES).digest()
-        return out
+        writer = StateWriter(len(self), self.snapshot_count)
+        for name in StateWriter.COLUMNS:
+            writer.column(name, getattr(self, name))
+        writer.key_lengths(np.diff(self.offsets))
+        keys = memoryview(self.emails)
+        writer.keys(keys[lo : lo + _PIECE] for lo in range(0, len(keys), _PIECE))
+        return writer.finish()
 
     @classmethod
     def from_bytes(cls, data: bytes, *, source: str = "state") -> ExportState:
@@ -298,109 +304,36 @@ class ExportState:
         return _decode(data, source)
 
 
-def _le(a: npt.NDArray[np.generic], dtype: str) -> memoryview:
-    """The array's bytes in little-endian ``dtype``, without a copy where it already is."""
-    contiguous: Any = np.ascontiguousarray(a.astype(dtype, copy=False))
-    return memoryview(contiguous).cast("B")
-
-
-def _put_section(
-    out: bytearray, raw: bytes | bytearray | memoryview, codec: int, *, level: int = 6
-) -> None:
-    """Append one section (header, then data) to ``out``."""
-    data: bytes | bytearray | memoryview = raw
-    if codec == _ZLIB:
-        data = zlib.compress(raw, level)
-        if len(data) >= len(raw):
-            codec, data = _RAW, raw
-    elif codec == _LZMA:
-        data = lzma.compress(raw, preset=level)
-    elif codec == _DELTAS:
-        values = np.frombuffer(raw, "<u8")
-        deltas = np.diff(values, prepend=np.uint64(0)).astype("<u8", copy=False)
-        planes = deltas.view(np.uint8).reshape(-1, 8).T.tobytes()
-        del deltas
-        data = zlib.compress(planes, level)
-    out += _SECTION.pack(codec, len(data), len(raw))
-    out += data
-
-
-def _undo_deltas(planes: bytes) -> bytes:
-    deltas = np.frombuffer(planes, np.uint8).reshape(8, -1).T.copy().view("<u8")
-    return np.cumsum(deltas, dtype=np.uint64).astype("<u8").tobytes()
-
-
-class _Reader:
-    def __init__(self, data: memoryview, source: str) -> None:
-        self.data = data
-        self.pos = 0
-        self.source = source
-
-    def fail(self, why: str) -> StateCorrupt:
-        return StateCorrupt(self.source, why)
-
-    def take(self, n: int, what: str) -> memoryview:
-        if self.pos + n > len(self.data):
-            raise self.fail(f"truncated in {what}")
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
-
-    def section(self, what: str, expected_raw: int | None) -> bytes:
-        codec, stored, raw = _SECTION.unpack(self.take(_SECTION.size, what))
-        if expected_raw is not None and raw != expected_raw:
-            raise self.fail(f"{what}: {raw} bytes, expected {expected_raw}")
-        data = self.take(stored, what)
-        try:
-            if codec == _RAW:
-                out = bytes(data)
-            elif codec == _ZLIB:
-                out = zlib.decompress(data)
-            elif codec == _LZMA:
-                out = lzma.decompress(data)
-            elif codec == _DELTAS and raw % 8 == 0:
-                out = _undo_deltas(zlib.decompress(data))
-            else:
-                raise self.fail(f"{what}: unknown codec {codec}")
-        except (zlib.error, lzma.LZMAError, ValueError) as exc:
-            raise self.fail(f"{what}: cannot decompress ({exc})") from None
-        if len(out) != raw:
-            raise self.fail(f"{what}: {len(out)} bytes after decompression, expected {raw}")
-        return out
-
-
-def _decode(data: bytes, source: str) -> ExportState:
-    view = memoryview(data)
-    reader = _Reader(view[:-_CHECKSUM_BYTES] if len(data) >= _CHECKSUM_BYTES else view, source)
-    magic, version, algorithm, count, snapshot_count = _HEADER.unpack(
-        reader.take(_HEADER.size, "header")
-    )
-    if magic != MAGIC:
-        raise reader.fail("not an exporter state file (bad magic)")
-    if version != FORMAT_VERSION:
-        raise reader.fail(f"format version {version}; this exporter reads {FORMAT_VERSION}")
-    if algorithm != HASH_ALGORITHM:
-        raise reader.fail(f"key hash algorithm {algorithm}; this exporter uses {HASH_ALGORITHM}")
-    if len(data) < _HEADER.size + _CHECKSUM_BYTES:
-        raise reader.fail("truncated")
-    body, digest = view[:-_CHECKSUM_BYTES], view[-_CHECKSUM_BYTES:]
-    if hashlib.blake2b(body, digest_size=_CHECKSUM_BYTES).digest() != digest:
-        raise reader.fail("checksum mismatch (truncated or damaged)")
-    hashes = np.frombuffer(reader.section("key hashes", count * 8), "<u8").astype(np.uint64)
-    fps = np.frombuffer(reader.section("fingerprints", count * 8), "<u8").astype(np.uint64)
-    profiles = np.frombuffer(reader.section("profiles", count * 8), "<u8").astype(np.uint64)
-    flags = np.frombuffer(reader.section("flags", count), np.uint8).copy()
-    lengths = np.frombuffer(reader.section("key lengths", count * 4), "<u4")
+def _decode(data: bytes | bytearray | memoryview, source: str) -> ExportState:
+    reader, count, snapshot_count = open_reader(data, source)
+    hashes = reader.section("key hashes", count * 8, "<u8")
+    fps = reader.section("fingerprints", count * 8, "<u8")
+    profiles = reader.section("profiles", count * 8, "<u8")
+    flags = reader.section("flags", count)
+    lengths = reader.section("key lengths", count * 4, "<u4")
     offsets = np.zeros(count + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    emails = reader.section("keys", int(offsets[-1]))
+    del lengths
+    emails = reader.section("keys", int(offsets[-1]), into=bytearray(int(offsets[-1])))
     if reader.pos != len(reader.data):
         raise reader.fail(f"{len(reader.data) - reader.pos} unexpected trailing bytes")
     if count > 1 and not bool(np.all(hashes[1:] > hashes[:-1])):
         raise reader.fail("key hashes are not strictly ascending")
     if bool(np.any(flags & ~np.uint8(_KNOWN_FLAGS))):
         raise reader.fail("unknown flag bits")
-    return ExportState(hashes, fps, profiles, flags, offsets, emails, int(snapshot_count))
+    return ExportState(hashes, fps, profiles, flags, offsets, emails, snapshot_count)
+
+
+def _subscribed(data: bytes | bytearray | memoryview, source: str) -> U64:
+    reader, count, _snapshot_count = open_reader(data, source)
+    hashes = reader.section("key hashes", count * 8, "<u8")
+    reader.skip("fingerprints")
+    reader.skip("profiles")
+    flags = reader.section("flags", count)
+    if bool(np.any(flags & ~np.uint8(_KNOWN_FLAGS))):
+        raise reader.fail("unknown flag bits")
+    ours: U64 = hashes[(flags & np.uint8(SUBSCRIBED_BY_US)) != 0]
+    return ours
 
 
 # --- the store ------------------------------------------------------------------------------
@@ -425,6 +358,18 @@ def load(store: Store, export: str) -> tuple[ExportState, str | None]:
     return ExportState.from_bytes(data, source=path), etag
 
 
+def load_subscribed(store: Store, export: str) -> U64:
+    """The key hashes of the contacts this export subscribed, ascending (what the list-members
+    read needs to tell its own contacts apart), decoding only the hashes and flags: at ten
+    million contacts ~90 MB instead of the whole state's ~650 MB. Empty if it never ran."""
+    path = state_path(export)
+    try:
+        data = store.read_bytes(path)
+    except ObjectNotFound:
+        return np.zeros(0, np.uint64)
+    return _subscribed(data, path)
+
+
 def save(
     store: Store,
     export: str,
@@ -437,11 +382,19 @@ def save(
     means "only if there is none yet"). Returns the new ETag; raises
     :class:`exporter.storage.store.PreconditionFailed` when another run saved in between.
     ``encoded``: :meth:`ExportState.encode` already made by the caller (not encoded twice)."""
-    path = state_path(export)
     data = state.encode() if encoded is None else encoded
+    return save_encoded(store, export, data, count=len(state), if_match=if_match)
+
+
+def save_encoded(
+    store: Store, export: str, data: bytes | bytearray, *, count: int, if_match: str | None
+) -> str:
+    """:func:`save` of a state already encoded (:func:`exporter.incremental.update.encode_next`,
+    which never builds the state itself); ``count``: its contacts, for the log."""
+    path = state_path(export)
     if if_match is None:
         etag = store.write_bytes(path, data, if_none_match=True)
     else:
         etag = store.write_bytes(path, data, if_match=if_match)
-    logger.info("saved state %s: %d contacts, %d bytes", path, len(state), len(data))
+    logger.info("saved state %s: %d contacts, %d bytes", path, count, len(data))
     return etag

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from exporter.incremental.codec import StateWriter
 from exporter.incremental.state import (
     _HASH_CHUNK,
     HAS_PROFILE,
@@ -21,7 +22,7 @@ from exporter.incremental.state import (
     U64,
     ExportState,
     _frozen,
-    _hash_chunk,
+    hash_words,
 )
 from exporter.planning.contacts import PreparedContact
 
@@ -54,15 +55,25 @@ class KeyList:
             pos += n
 
     def hashes(self) -> U64:
-        """:func:`hash64` of every key, a chunk at a time (bounded memory)."""
-        parts, chunk = [np.zeros(0, np.uint64)], []
-        for key in self:
-            chunk.append(key)
-            if len(chunk) == _HASH_CHUNK:
-                parts.append(_hash_chunk(chunk))
-                chunk = []
-        parts.append(_hash_chunk(chunk))
-        return np.concatenate(parts)
+        """:func:`hash64` of every key, a chunk at a time, straight from the blob: each chunk's
+        keys are laid out as zero-padded rows of 64-bit words by numpy (no ``bytes`` object per
+        key: at ten million keys that was half a minute of finalize)."""
+        lengths = np.frombuffer(self.lengths, np.uint32)
+        out = np.empty(len(lengths), np.uint64)
+        blob = np.frombuffer(self.blob, np.uint8)
+        start = 0
+        for lo in range(0, len(lengths), _HASH_CHUNK):
+            n = lengths[lo : lo + _HASH_CHUNK].astype(np.int64)
+            total = int(n.sum())
+            width = max(8, -(-int(n.max()) // 8) * 8)
+            rows = np.zeros((len(n), width), np.uint8)
+            within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+            rows[np.repeat(np.arange(len(n)), n), within] = blob[start : start + total]
+            words: U64 = rows.view("<u8")
+            out[lo : lo + len(n)] = hash_words(words)
+            start += total
+        del blob
+        return out
 
 
 class StateUpdate:
@@ -169,110 +180,210 @@ def apply(state: ExportState, update: StateUpdate, *, consume: bool = False) -> 
     and of the update is released as soon as its merged column is built, so a run over ten
     million contacts never holds two whole states (or a whole update and a whole state) at
     once. A spent state is empty and must not be used again; only the caller that loaded it
-    (finalize) should pass ``consume``.
+    (finalize) should pass ``consume``. :func:`encode_next` goes further: it never builds the
+    next state at all.
     """
-    spent = [state]
-    snapshot_count = (
-        state.snapshot_count if update.snapshot_count is None else update.snapshot_count
-    )
-    n = len(state)
-    keep = np.ones(n, bool)
-    removed = update._removed
-    for h, key in zip(removed.hashes().tolist(), removed, strict=True):
-        i = state._index_of(h, key)
-        if i is not None:
-            keep[i] = False
-    flags = state.flags
-    if len(update._stale):
-        flags = flags.copy()
-        for h, key in zip(update._stale.hashes().tolist(), update._stale, strict=True):
-            i = state._index_of(h, key)
-            if i is not None:
-                flags[i] |= STALE
-        state = replace(state, flags=flags)
-        spent.append(state)
-    sent = update._sent
-    if not len(sent) and bool(keep.all()):
-        return replace(state, snapshot_count=snapshot_count)
-
-    sent_hashes = sent.hashes()
-    pick = _last_confirmations(sent_hashes)  # ascending by hash
-    up_hashes = sent_hashes[pick]
-    del sent_hashes
-    if n:
-        at = np.minimum(np.searchsorted(state.hashes, up_hashes), n - 1)
-        keep[at[state.hashes[at] == up_hashes]] = False  # replaced by the confirmed send
-    kept = np.flatnonzero(keep)
-    del keep
-    kept_hashes = state.hashes[kept]
-    # Where each confirmed send lands in the merged order; the kept entries fill the rest.
-    up_dest = np.searchsorted(kept_hashes, up_hashes) + np.arange(len(up_hashes))
-    total = len(kept) + len(up_hashes)
-    old_dest = np.ones(total, bool)
-    old_dest[up_dest] = False
-
-    def merged(old: npt.NDArray[np.generic], new: npt.NDArray[np.generic]) -> Any:
-        out = np.empty(total, old.dtype)
-        out[old_dest] = old
-        out[up_dest] = new
-        return out
-
-    def spend(column: str) -> None:
-        if consume:
-            for s in spent:
-                object.__setattr__(s, column, _EMPTY[column])
-
-    hashes = merged(kept_hashes, up_hashes)
-    del kept_hashes, up_hashes
-    spend("hashes")
-    fingerprints = merged(
-        state.fingerprints[kept], np.frombuffer(update._fingerprints, np.uint64)[pick]
-    )
-    spend("fingerprints")
-    profiles = merged(state.profiles[kept], _profile_hashes(update._profiles)[pick])
-    spend("profiles")
-    new_flags = merged(state.flags[kept], np.frombuffer(update._flags, np.uint8)[pick])
-    spend("flags")
-    if consume:
-        update._release_columns()
-
-    up_offsets = sent.offsets()
-    up_starts, up_lengths = up_offsets[:-1][pick], np.diff(up_offsets)[pick]
-    del up_offsets
-    old_starts = state.offsets[:-1][kept]
-    old_lengths = (state.offsets[1:][kept] - old_starts).astype(np.int64)
-    spend("offsets")
-    lengths = merged(old_lengths, up_lengths)
-    offsets = np.zeros(total + 1, np.int64)
+    merge = _Merge.plan(state, update, consume=consume)
+    if isinstance(merge, ExportState):
+        return merge
+    columns: list[Any] = [column for _name, column in merge.columns()]
+    hashes, fingerprints, profiles, flags = columns
+    del columns
+    lengths = merge.key_lengths()
+    offsets = np.zeros(merge.total + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    del lengths
     emails = bytearray(int(offsets[-1]))
-    # Each key is copied straight to its place in the merged order (old keys, then new ones),
-    # into a buffer the new state keeps: no concatenated copy of both sources, no final copy.
-    out = np.frombuffer(emails, np.uint8)
-    _scatter_keys(
-        out,
-        offsets,
-        np.flatnonzero(old_dest),
-        np.frombuffer(state.emails, np.uint8),
-        old_starts,
-        old_lengths,
-    )
-    del old_starts, old_lengths
-    spend("emails")
-    _scatter_keys(out, offsets, up_dest, np.frombuffer(sent.blob, np.uint8), up_starts, up_lengths)
+    out, pos = np.frombuffer(emails, np.uint8), 0
+    for piece in merge.key_pieces(lengths):
+        out[pos : pos + len(piece)] = np.frombuffer(piece, np.uint8)
+        pos += len(piece)
     del out
-    if consume:
-        update._release_keys()
     return ExportState(
         hashes=hashes,
         fingerprints=fingerprints,
         profiles=profiles,
-        flags=new_flags,
+        flags=flags,
         offsets=offsets,
         emails=emails,
-        snapshot_count=snapshot_count,
+        snapshot_count=merge.snapshot_count,
     )
+
+
+def encode_next(state: ExportState, update: StateUpdate) -> tuple[bytearray, int]:
+    """:func:`apply` then :meth:`ExportState.encode`, without ever holding the next state:
+    each merged column is encoded as soon as it is built and then freed, and the keys are
+    merged and compressed a chunk at a time. Both inputs are spent (``consume``). Returns the
+    encoded state and its number of contacts.
+
+    This is what finalize uses: at ten million contacts the next state (~640 MB in memory)
+    never exists, only the old one being released column by column, the update, and the
+    encoded bytes being written (~250 MB)."""
+    merge = _Merge.plan(state, update, consume=True)
+    if isinstance(merge, ExportState):
+        return merge.encode(), len(merge)
+    writer = StateWriter(merge.total, merge.snapshot_count)
+    for name, column in merge.columns():
+        writer.column(name, column)
+        del column
+    lengths = merge.key_lengths()
+    writer.key_lengths(lengths)
+    writer.keys(merge.key_pieces(lengths))
+    return writer.finish(), merge.total
+
+
+def _snapshot_count(state: ExportState, update: StateUpdate) -> int:
+    return state.snapshot_count if update.snapshot_count is None else update.snapshot_count
+
+
+@dataclass
+class _Merge:
+    """How ``state`` and ``update`` merge: which old entries are kept, which confirmations
+    land and where; the merged columns are then built one at a time (:meth:`columns`, then
+    :meth:`key_lengths` and :meth:`key_pieces`)."""
+
+    state: ExportState
+    update: StateUpdate
+    spent: list[ExportState]
+    kept: I64
+    """Old entries carried over, ascending (their merged order)."""
+    pick: I64
+    """The confirmations that land (the last one of each key), ascending by key hash."""
+    up_hashes: U64
+    up_dest: I64
+    """Where each picked confirmation lands in the merged order."""
+    old_dest: npt.NDArray[np.bool_]
+    """True where a kept old entry lands."""
+    total: int
+    snapshot_count: int
+    consume: bool
+
+    @classmethod
+    def plan(
+        cls, state: ExportState, update: StateUpdate, *, consume: bool
+    ) -> _Merge | ExportState:
+        """The merge, or the next state itself when no entry comes or goes (at most stale
+        flags and the snapshot count moved)."""
+        spent = [state]
+        n = len(state)
+        keep = np.ones(n, bool)
+        removed = update._removed
+        for h, key in zip(removed.hashes().tolist(), removed, strict=True):
+            i = state._index_of(h, key)
+            if i is not None:
+                keep[i] = False
+        if len(update._stale):
+            flags = state.flags.copy()
+            for h, key in zip(update._stale.hashes().tolist(), update._stale, strict=True):
+                i = state._index_of(h, key)
+                if i is not None:
+                    flags[i] |= STALE
+            state = replace(state, flags=flags)
+            spent.append(state)
+        sent = update._sent
+        if not len(sent) and bool(keep.all()):
+            return replace(state, snapshot_count=_snapshot_count(state, update))
+        sent_hashes = sent.hashes()
+        pick = _last_confirmations(sent_hashes)  # ascending by hash
+        up_hashes = sent_hashes[pick]
+        del sent_hashes
+        if n:
+            at = np.minimum(np.searchsorted(state.hashes, up_hashes), n - 1)
+            keep[at[state.hashes[at] == up_hashes]] = False  # replaced by the confirmed send
+        kept = np.flatnonzero(keep)
+        del keep
+        # Where each confirmed send lands in the merged order; the kept entries fill the rest.
+        up_dest = np.searchsorted(state.hashes[kept], up_hashes) + np.arange(len(up_hashes))
+        total = len(kept) + len(up_hashes)
+        old_dest = np.ones(total, bool)
+        old_dest[up_dest] = False
+        return cls(
+            state,
+            update,
+            spent,
+            kept,
+            pick,
+            up_hashes,
+            up_dest,
+            old_dest,
+            total,
+            _snapshot_count(state, update),
+            consume,
+        )
+
+    def _merged(self, old: npt.NDArray[np.generic], new: npt.NDArray[np.generic]) -> Any:
+        out = np.empty(self.total, old.dtype)
+        out[self.old_dest] = old
+        out[self.up_dest] = new
+        return out
+
+    def _spend(self, column: str) -> None:
+        if self.consume:
+            for s in self.spent:
+                object.__setattr__(s, column, _EMPTY[column])
+
+    def columns(self) -> Iterator[tuple[str, npt.NDArray[np.generic]]]:
+        """The merged hashes, fingerprints, profile hashes and flags, one at a time (with
+        ``consume``, each source column is released once its merged column is built)."""
+        state, update, pick = self.state, self.update, self.pick
+        hashes = self._merged(state.hashes[self.kept], self.up_hashes)
+        self.up_hashes = _EMPTY["hashes"]  # type: ignore[assignment]
+        self._spend("hashes")
+        yield "hashes", hashes
+        del hashes
+        column = self._merged(
+            state.fingerprints[self.kept], np.frombuffer(update._fingerprints, np.uint64)[pick]
+        )
+        self._spend("fingerprints")
+        yield "fingerprints", column
+        del column
+        column = self._merged(state.profiles[self.kept], _profile_hashes(update._profiles)[pick])
+        self._spend("profiles")
+        yield "profiles", column
+        del column
+        column = self._merged(state.flags[self.kept], np.frombuffer(update._flags, np.uint8)[pick])
+        self._spend("flags")
+        if self.consume:
+            update._release_columns()
+        yield "flags", column
+
+    def key_lengths(self) -> I64:
+        """Every merged key's length in bytes, in merged order."""
+        old = np.diff(self.state.offsets)[self.kept]
+        new = np.diff(self.update._sent.offsets())[self.pick]
+        merged: I64 = self._merged(old, new)
+        return merged
+
+    def key_pieces(self, lengths: I64) -> Iterator[memoryview]:
+        """The merged keys, concatenated, a chunk of entries at a time (with ``consume``, the
+        old keys and the update's are released at the end)."""
+        old_buffer = np.frombuffer(self.state.emails, np.uint8)
+        old_starts = self.state.offsets
+        new_buffer = np.frombuffer(self.update._sent.blob, np.uint8)
+        new_starts = self.update._sent.offsets()
+        o = u = 0
+        for lo in range(0, self.total, _GATHER_CHUNK):
+            hi = min(lo + _GATHER_CHUNK, self.total)
+            is_old = self.old_dest[lo:hi]
+            local = np.zeros(hi - lo + 1, np.int64)
+            np.cumsum(lengths[lo:hi], out=local[1:])
+            piece = np.empty(int(local[-1]), np.uint8)
+            at_old = np.flatnonzero(is_old)
+            at_new = np.flatnonzero(~is_old)
+            src_old = self.kept[o : o + len(at_old)]
+            src_new = self.pick[u : u + len(at_new)]
+            o, u = o + len(at_old), u + len(at_new)
+            _scatter_keys(
+                piece, local, at_old, old_buffer, old_starts[src_old], lengths[lo:hi][at_old]
+            )
+            _scatter_keys(
+                piece, local, at_new, new_buffer, new_starts[src_new], lengths[lo:hi][at_new]
+            )
+            yield piece.data
+        del old_buffer, new_buffer
+        self._spend("offsets")
+        self._spend("emails")
+        if self.consume:
+            self.update._release_keys()
 
 
 _EMPTY: dict[str, object] = {

@@ -44,7 +44,7 @@ import numpy as np
 from exporter.activecampaign.client import ActiveCampaignClient
 from exporter.activecampaign.session import ApiSession
 from exporter.incremental import state as state_mod
-from exporter.incremental.state import SUBSCRIBED_BY_US, U64, ExportState, hash64
+from exporter.incremental.state import U64, hash64
 from exporter.run.context import RunContext
 from exporter.run.records import RunRequest
 from exporter.storage import runs
@@ -98,13 +98,14 @@ def refresh(
     store: Store,
     export: str,
     list_id: str,
-    state: Callable[[], ExportState],
+    subscribed: Callable[[], U64],
     session: ApiSession,
 ) -> U64:
     """Read the list's members added or updated since the last run (all of them the first
     time), record those this export did not subscribe, and return every recorded hash
-    (sorted). ``state`` loads the export's state, only when the read found someone (usually
-    nobody, and the state of a million contacts is worth not loading for nothing)."""
+    (sorted). ``subscribed`` reads the sorted key hashes of the contacts this export subscribed
+    (:func:`exporter.incremental.state.load_subscribed`), only when the read found someone
+    (usually nobody, and the state of a million contacts is worth not reading for nothing)."""
     known, record = _load(store, export, list_id)
     # Without an updated mark, only a whole read sees members who joined by another route.
     first = record is None or record.updated_mark is None
@@ -128,11 +129,11 @@ def refresh(
 
     highest = session.call_client(read)
     found = hash64(emails)
-    if len(found):  # the state is loaded only when there is something to tell apart
-        current = state()
-        ours = current.hashes[(current.flags & np.uint8(SUBSCRIBED_BY_US)) != 0]
-        found = found[~np.isin(found, ours)]
-        del current
+    if len(found):  # the state is read only when there is something to tell apart
+        ours = subscribed()
+        at = np.minimum(np.searchsorted(ours, found), max(len(ours) - 1, 0))
+        found = found[~(ours[at] == found)] if len(ours) else found
+        del ours
     merged = np.union1d(known, found).astype(np.uint64)
     store.write_bytes(hashes_path(export), merged.tobytes())
     write_record(
@@ -181,7 +182,7 @@ def read_before_sending(
             ctx.store,
             export.name,
             export.list_id,
-            lambda: state_mod.load(ctx.store, export.name)[0],
+            lambda: state_mod.load_subscribed(ctx.store, export.name),
             active,
         )
     finally:

@@ -386,12 +386,12 @@ def test_the_command_line_failure_paths_show_neither_the_key_nor_the_people(
 
         # Connections: the good key verified, a wrong key (403), a reference that resolves to
         # nothing, and the key itself pasted where its reference belongs.
-        connection("good", "env:CANARY_KEY", "--verify")
-        assert "API key rejected" in connection("wrong", "env:WRONG_KEY", "--verify", want=1)
-        connection("wrong", "env:WRONG_KEY")
+        connection("good", "env:CANARY_KEY")  # Connect checks the key by default
+        assert "API key rejected" in connection("wrong", "env:WRONG_KEY", want=1)
+        connection("wrong", "env:WRONG_KEY", "--no-verify")
         assert "rejected" in cli("connections", "verify", "wrong", want=1)
         cli("--json", "connections", "verify", "wrong", want=1)
-        connection("nokey", "env:NOT_SET_ANYWHERE", want=0)
+        connection("nokey", "env:NOT_SET_ANYWHERE", "--no-verify", want=0)
         connection("pasted", CANARY_KEY, want=2)
         connection("pasted", f"env:{CANARY_KEY}", want=2)
         cli("--json", "connections", "show", "good", want=0)
