@@ -322,4 +322,19 @@ def test_seen_keys_marks_each_first_occurrence_like_a_set(blocks: list[list[str]
             reference.add(k)
         assert seen.first_seen(keys).tolist() == expected
     assert len(seen) == len(reference)
-    assert seen.nbytes == 8 * len(reference)
+    assert seen.nbytes == 8 * len(reference) + (1 << 16) // 8  # the hashes and the filter
+
+
+def test_seen_keys_stays_exact_while_its_filter_grows() -> None:
+    """Enough keys to rebuild the Bloom filter several times, with repeats across blocks."""
+    seen, reference = SeenKeys(), set()
+    for lo in range(0, 60_000, 1_000):
+        keys = [f"k{i}@example.com" for i in range(lo, lo + 1_000)]
+        keys += [f"k{i}@example.com" for i in range(lo // 2, lo // 2 + 50)]  # seen before
+        expected = []
+        for k in keys:
+            expected.append(k not in reference)
+            reference.add(k)
+        assert seen.first_seen(keys).tolist() == expected
+    assert len(seen) == len(reference) == 60_000
+    assert seen.nbytes < 11 * len(reference)  # a set of hashes costs ~65 bytes a key
