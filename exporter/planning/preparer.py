@@ -10,7 +10,8 @@ snapshot (an :class:`~exporter.errors.InputError` from the reader) or a tripped 
 nothing.
 
 Memory: contacts are held only until their batch is written (a few thousand at a time), plus a
-set of the keys' hashes seen (for de-duplication: about 60 bytes per contact) and the state's
+record of the keys' hashes seen (:class:`~exporter.planning.dedup.SeenKeys`, for de-duplication:
+about 10 bytes per contact) and the state's
 arrays.
 """
 
