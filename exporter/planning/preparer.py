@@ -9,10 +9,9 @@ payloads. Then the shrink guard runs: all of this happens before anything is sen
 snapshot (an :class:`~exporter.errors.InputError` from the reader) or a tripped guard sends
 nothing.
 
-Memory: contacts are held only until their batch is written (a few thousand at a time), plus a
-record of the keys' hashes seen (:class:`~exporter.planning.dedup.SeenKeys`, for de-duplication:
-about 10 bytes per contact) and the state's
-arrays.
+Memory: contacts are held only until their batch is written (a few thousand at a time), plus
+the hashes of the keys seen (:class:`~exporter.planning.dedup.SeenKeys`, for de-duplication:
+about 10 bytes per contact) and the state's arrays.
 """
 
 from __future__ import annotations
