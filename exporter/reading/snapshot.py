@@ -65,6 +65,10 @@ from exporter.storage.store import Store
 FIELD_SIZE_LIMIT = ReadLimits().max_field_chars
 """Largest field (characters) the tokenizer accepts by default (``ReadLimits.max_field_chars``);
 larger is an InputError for the file."""
+BLOCK_INPUT_BYTES = 1 << 20
+"""Input bytes after which :meth:`SnapshotReader.blocks` closes a block (checked every
+:meth:`ReadLimits.block_rows` rows): a block of one-character fields costs ~50 bytes of
+objects per input byte."""
 DELIMITERS = (",", ";", "\t", "|")
 """Delimiters recognised from a header line, in order of preference on a tie."""
 
@@ -162,8 +166,12 @@ class _CsvFile:
         finally:
             self.close()
 
-    def blocks(self, source: str, size: int) -> Iterator[tuple[str, int, list[list[str]]]]:
-        """Data rows ``size`` at a time: (source, row number of the block's first row, rows).
+    def blocks(
+        self, source: str, size: int, step: int, max_bytes: int
+    ) -> Iterator[tuple[str, int, list[list[str]]]]:
+        """Data rows up to ``size`` at a time: (source, row number of the block's first row,
+        rows). A block is read ``step`` rows at a time and ends early once it holds about
+        ``max_bytes`` of input (so many tiny fields cannot make it large in objects).
 
         Blank lines are *included* (as ``[]``) so a row's number is the block's first number
         plus its position; callers skip them. No per-row Python code runs here: the CSV
@@ -171,12 +179,19 @@ class _CsvFile:
         """
         n = 0
         reader = self._reader
+        stream = self._stream
         try:
             while True:
                 block: list[list[str]] = []
+                start = stream.offset
                 try:
                     # list.extend keeps the rows read before a failure: the error names its row
-                    block.extend(islice(reader, size))
+                    while len(block) < size:
+                        want = min(step, size - len(block))
+                        before = len(block)
+                        block.extend(islice(reader, want))
+                        if len(block) - before < want or stream.offset - start >= max_bytes:
+                            break
                 except _ReadFailure as exc:
                     failure = self._translate(exc, n + len(block))
                     if block:
@@ -325,14 +340,18 @@ class SnapshotReader:
         for part, file in self._files():
             yield from file.rows(part.path)
 
-    def blocks(self, size: int = 4096) -> Iterator[tuple[str, int, list[list[str]]]]:
+    def blocks(
+        self, size: int = 4096, max_bytes: int = BLOCK_INPUT_BYTES
+    ) -> Iterator[tuple[str, int, list[list[str]]]]:
         """The rows of :meth:`rows` in blocks: (source, row number of the first row, rows),
         blank lines included as ``[]`` (skip them; they keep the numbering). For a consumer
-        whose per-row cost matters: no generator step per row. Blocks are smaller than
-        ``size`` when records may be large (:meth:`ReadLimits.block_rows`)."""
-        rows = self.limits.block_rows(size)
+        whose per-row cost matters: no generator step per row. A block is filled
+        :meth:`ReadLimits.block_rows` rows at a time (a few when records may be large) and
+        closes at ``size`` rows or once it holds about ``max_bytes`` of input, whichever
+        comes first."""
+        step = self.limits.block_rows(size)
         for part, file in self._files():
-            yield from file.blocks(part.path, rows)
+            yield from file.blocks(part.path, size, step, max_bytes)
 
     def _check_header(self, file: _CsvFile) -> None:
         if file.header is None or not file.part.header:

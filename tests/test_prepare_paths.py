@@ -1,0 +1,340 @@
+"""Differential test of prepare's block path against the row-by-row loop it replaced.
+
+:class:`RowByRowPreparer` is the loop ``Preparer._stream`` had before the block path (a
+Python ``set`` of key hashes, one row at a time), kept here verbatim as the reference. Both
+prepare the same snapshot against the same state; the chunk files, rejected rows, dry-run plan,
+kept-leavers file, manifest, progress events and the state a clean push of the chunks would
+leave must be byte-identical. Inputs: the test corpus, and Hypothesis-generated CSVs
+(delimiters, quoting, line endings, BOM, blank lines, ragged rows, duplicates in any case,
+invalid and odd values), with tiny classify batches and blocks so every boundary is crossed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exporter.errors import InputError
+from exporter.incremental import update as update_mod
+from exporter.incremental.state import ExportState
+from exporter.management.config import Export, FieldMap
+from exporter.planning import preparer as preparer_mod
+from exporter.planning.chunks import decode_batch_line
+from exporter.planning.contacts import PreparedContact
+from exporter.planning.dedup import SeenKeys
+from exporter.planning.mapping import Mapper
+from exporter.planning.preparer import CONTACTS, Preparer
+from exporter.progress import ProgressEvent
+from exporter.reading.snapshot import local_lister, local_opener, open_snapshot
+from exporter.storage import runs
+from exporter.storage.store import LocalStore
+
+CORPUS = Path(__file__).parent / "data" / "snapshots"
+
+
+class RowByRowPreparer(Preparer):
+    """The reference: prepare's loop as it was before the block path."""
+
+    def _stream(self, blocks: Iterator[tuple[str, int, list[list[str]]]], mapper: Mapper) -> None:
+        map_row = mapper.map
+        seen: set[int] = set()
+        seen_add = seen.add
+        contact_type = PreparedContact
+        buffer: list[PreparedContact] = []
+        append = buffer.append
+        raw: list[list[str]] = []
+        dry = self.dry_run
+        n = 0
+        next_progress = preparer_mod.PROGRESS_EVERY
+        for source, first, block in blocks:
+            for row_no, values in enumerate(block, first):
+                got = map_row(source, row_no, values)
+                if got.__class__ is contact_type:
+                    key = hash(got.key)
+                    if key in seen:
+                        self._duplicate(got, mapper, values)  # type: ignore[arg-type]
+                        continue
+                    seen_add(key)
+                    append(got)  # type: ignore[arg-type]
+                    if dry:
+                        raw.append(values)
+                    if len(buffer) >= preparer_mod.CLASSIFY_BATCH:
+                        self._flush(buffer, raw, mapper)
+                        buffer, raw = [], []
+                        append = buffer.append
+                elif values:
+                    self._reject(got)  # type: ignore[arg-type]
+                else:
+                    n -= 1
+            n += len(block)
+            if self.rejects.count >= self.max_rejected_rows:
+                break
+            while n >= next_progress:
+                self.progress(ProgressEvent("prepare", next_progress, None, "rows read"))
+                next_progress += preparer_mod.PROGRESS_EVERY
+        self._flush(buffer, raw, mapper)
+        self.rows_read = n
+        self.unique_keys = len(seen)
+        self.progress(ProgressEvent("prepare", n, n, "rows read"))
+        last = self.planner.flush()
+        if last is not None:
+            self._write(last, CONTACTS)
+        self.chunks.close_chunk()
+
+
+def _export(email: str = "Email", **kw: Any) -> Export:
+    return Export(
+        name="diff",
+        display_name="Differential",
+        connection="conn",
+        segment="snapshots/diff/",
+        list_id="7",
+        email=email,
+        **kw,
+    )
+
+
+GENERATED = _export(
+    first_name="First",
+    last_name="Last",
+    fields=[
+        FieldMap(column="Birthday", field="2", field_id="2", field_type="date"),
+        FieldMap(column="Colors", field="3", field_id="3", field_type="multiselect"),
+    ],
+    tags=["segment"],
+    tag_column="Tags",
+    profile_id_column="Pid",
+)
+GENERATED_COLUMNS = ["Email", "First", "Last", "Birthday", "Colors", "Tags", "Pid"]
+
+
+def _prepare(
+    cls: type[Preparer],
+    home: Path,
+    snapshot: str,
+    export: Export,
+    state: bytes | None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Everything one prepare leaves behind: files, manifest, progress, errors, next state."""
+    store = LocalStore(home)
+    events: list[ProgressEvent] = []
+    previous = ExportState.from_bytes(state) if state is not None else ExportState.empty()
+    p = cls(
+        store,
+        export,
+        "run-1",
+        state=previous,
+        full_resync=options.pop("full_resync", False),
+        allow_shrink=True,
+        dry_run=options.pop("dry_run", False),
+        chunk_batches=2,
+        progress=events.append,
+        **options,
+    )
+    out: dict[str, Any] = {"events": events}
+    try:
+        reader = open_snapshot(snapshot, opener=local_opener, lister=local_lister)
+        manifest = p.run(reader, snapshot)
+    except InputError as exc:
+        out["error"] = (str(exc), exc.file, exc.row, exc.column)
+        return out
+    out["manifest"] = manifest.model_dump(exclude={"prepare_seconds"})
+    out["files"] = {
+        str(f.relative_to(home)): f.read_bytes() for f in sorted(home.rglob("*")) if f.is_file()
+    }
+    update = update_mod.StateUpdate(snapshot_count=manifest.snapshot_count)
+    for chunk in manifest.chunks:
+        if chunk.kind != CONTACTS:
+            continue
+        with store.open_read(chunk.path) as fh:
+            for line in io.TextIOWrapper(fh, encoding="utf-8"):
+                for contact in decode_batch_line(line).contacts:
+                    update.confirm_sent(contact)
+    out["state"] = update_mod.apply(previous, update).to_bytes()
+    return out
+
+
+def _both(
+    tmp: Path, snapshot: str, export: Export, state: bytes | None = None, **options: Any
+) -> dict[str, Any]:
+    new = _prepare(Preparer, tmp / "block", snapshot, export, state, **dict(options))
+    ref = _prepare(RowByRowPreparer, tmp / "row", snapshot, export, state, **dict(options))
+    assert new.keys() == ref.keys()
+    for key in ref:
+        assert new[key] == ref[key], key
+    return new
+
+
+# --- the corpus ----------------------------------------------------------------------------
+
+CORPUS_CASES = [
+    ("comma.csv", _export(first_name="First Name", last_name="Last Name", phone="Phone")),
+    ("comma.csv.gz", _export(first_name="First Name", phone="Phone")),
+    ("semicolon.csv", _export(last_name="Last Name")),
+    ("pipe.csv", _export(first_name="First Name")),
+    ("tab.tsv", _export(phone="Phone")),
+    ("bom_crlf.csv", _export(first_name="First Name", last_name="Last Name", phone="Phone")),
+    ("quoted_newlines.csv", _export(first_name="First Name", last_name="Last Name")),
+    ("ci/CustomerInsights_8f1c2d/segexport/model.json", _export(profile_id_column="CustomerId")),
+    ("ci_header/CustomerInsights_8f1c2d/segexport2/model.json", _export(first_name="FirstName")),
+]
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+@pytest.mark.parametrize(("name", "export"), CORPUS_CASES, ids=[c[0] for c in CORPUS_CASES])
+def test_the_corpus_prepares_identically(
+    tmp_path: Path, name: str, export: Export, dry_run: bool
+) -> None:
+    with (
+        patch.object(preparer_mod, "CLASSIFY_BATCH", 2),
+        patch.object(preparer_mod, "READ_BLOCK", 3),
+    ):
+        out = _both(tmp_path, str(CORPUS / name), export, dry_run=dry_run)
+    assert "error" in out or out["manifest"]["counts"]["rows_read"] > 0
+
+
+# --- generated CSVs ------------------------------------------------------------------------
+
+_VALID = ["ada@example.com", "grace@example.org", "x.y+z@sub.example.co", "o'neil@example.ie"]
+_email = st.one_of(
+    st.sampled_from(_VALID),
+    st.sampled_from(_VALID).map(str.upper),  # a duplicate in another case
+    st.sampled_from(_VALID).map(lambda e: f"  {e}\t"),
+    st.sampled_from(["", " ", "no-at-sign", "a@b", "ü@example.com", "jörg@bücher.de"]),
+    st.sampled_from(["user@straße.de", "a..b@example.com", "x" * 65 + "@example.com"]),
+    st.from_regex(r"[a-z]{1,8}@[a-z]{1,8}\.(com|de|xn--p1ai)", fullmatch=True),
+)
+_text = st.one_of(
+    st.sampled_from(["", " ", "Ada", "Hopper, USN", 'say "hi"', "a\nb", "tab\there", "ß€😀"]),
+    st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00\r"), max_size=8),
+)
+_date = st.sampled_from(
+    ["", "2024-02-29", "2023-02-29", "2024/03/01", "01.02.2024", "x", " 2024-1-2"]
+)
+_multi = st.sampled_from(["", "red", "red,blue", "a;;b", ",", " x | y ", "a||b"])
+_row = st.tuples(_email, _text, _text, _date, _multi, _text, _text).map(list)
+_rows = st.lists(
+    st.one_of(
+        _row,
+        _row.map(lambda r: r[:3]),  # short: padded with empty values
+        _row.map(lambda r: [*r, "extra"]),  # long: ragged_row
+        st.just([]),  # a blank line
+    ),
+    max_size=30,
+)
+
+
+@st.composite
+def _csv_bytes(draw: st.DrawFn, rows: list[list[str]]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(
+        buf,
+        delimiter=draw(st.sampled_from([",", ";", "\t", "|"])),
+        quoting=draw(st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL])),
+        lineterminator=draw(st.sampled_from(["\r\n", "\n"])),
+    )
+    writer.writerow(GENERATED_COLUMNS)
+    for r in rows:
+        writer.writerow(r)  # [] writes a blank line
+    bom = draw(st.sampled_from(["", "\ufeff"]))
+    return (bom + buf.getvalue()).encode()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data(), before=_rows, after=_rows, batch=st.integers(1, 5), block=st.integers(1, 7))
+def test_generated_csvs_prepare_identically(
+    tmp_path_factory: pytest.TempPathFactory,
+    data: st.DataObject,
+    before: list[list[str]],
+    after: list[list[str]],
+    batch: int,
+    block: int,
+) -> None:
+    tmp = tmp_path_factory.mktemp("gen")
+    first, second = tmp / "before.csv", tmp / "after.csv"
+    first.write_bytes(data.draw(_csv_bytes(before)))
+    second.write_bytes(data.draw(_csv_bytes(after)))
+    dry = data.draw(st.booleans())
+    with (
+        patch.object(preparer_mod, "CLASSIFY_BATCH", batch),
+        patch.object(preparer_mod, "READ_BLOCK", block),
+    ):
+        out = _both(tmp / "1", str(first), GENERATED)
+        state = out.get("state")
+        _both(tmp / "2", str(second), GENERATED, state, dry_run=dry)
+
+
+# --- the edges -----------------------------------------------------------------------------
+
+
+def _write(path: Path, rows: list[list[str]]) -> str:
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([["Email", "Note"], *rows])
+    return str(path)
+
+
+def test_a_too_large_contact_is_rejected_where_the_row_loop_rejected_it(tmp_path: Path) -> None:
+    """A contact too large for a request is rejected when its classify batch is flushed,
+    after rows read later: the rejected rows keep that interleaving."""
+    big = "x" * 400_000
+    rows = [[f"a{i}@example.com", big if i == 6 else "n"] for i in range(12)]
+    rows[3][0] = "bad"
+    rows[9][0] = "A1@EXAMPLE.COM"
+    export = _export(fields=[FieldMap(column="Note", field="1", field_id="1", field_type="text")])
+    with patch.object(preparer_mod, "CLASSIFY_BATCH", 5):
+        out = _both(tmp_path, _write(tmp_path / "s.csv", rows), export)
+    assert out["manifest"]["rejected_by_reason"] == {"too_large": 1, "invalid_email": 1}
+    assert out["manifest"]["counts"]["duplicates"] == 1
+    rejected = out["files"][runs.rejected_path("diff", "run-1")].decode().splitlines()
+    # row 7 (too large) is reported when its batch of five is flushed, after row 12: so
+    # after the duplicate on row 10
+    assert [line.split(",")[0] for line in rejected[1:]] == ["4", "10", "7"]
+
+
+def test_the_rejected_rows_guard_stops_both_at_the_same_row(tmp_path: Path) -> None:
+    rows = [["bad" if i % 2 else f"u{i}@example.com", ""] for i in range(40)]
+    with patch.object(preparer_mod, "READ_BLOCK", 4):
+        out = _both(tmp_path, _write(tmp_path / "s.csv", rows), _export(), max_rejected_rows=5)
+    assert out["manifest"]["guarded"]
+
+
+# --- SeenKeys ------------------------------------------------------------------------------
+
+
+@given(st.lists(st.lists(st.sampled_from("abcdefghij"), max_size=12), max_size=40))
+def test_seen_keys_marks_each_first_occurrence_like_a_set(blocks: list[list[str]]) -> None:
+    seen, reference = SeenKeys(), set()
+    for keys in blocks:
+        expected = []
+        for k in keys:
+            expected.append(k not in reference)
+            reference.add(k)
+        assert seen.first_seen(keys).tolist() == expected
+    assert len(seen) == len(reference)
+    assert seen.nbytes == 8 * len(reference) + (1 << 16) // 8  # the hashes and the filter
+
+
+def test_seen_keys_stays_exact_while_its_filter_grows() -> None:
+    """Enough keys to rebuild the Bloom filter several times, with repeats across blocks."""
+    seen, reference = SeenKeys(), set()
+    for lo in range(0, 60_000, 1_000):
+        keys = [f"k{i}@example.com" for i in range(lo, lo + 1_000)]
+        keys += [f"k{i}@example.com" for i in range(lo // 2, lo // 2 + 50)]  # seen before
+        expected = []
+        for k in keys:
+            expected.append(k not in reference)
+            reference.add(k)
+        assert seen.first_seen(keys).tolist() == expected
+    assert len(seen) == len(reference) == 60_000
+    assert seen.nbytes < 11 * len(reference)  # a set of hashes costs ~65 bytes a key
