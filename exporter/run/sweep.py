@@ -23,15 +23,12 @@ import logging
 from exporter.run import lease
 from exporter.run.context import RunContext
 from exporter.run.finalize import finalize
+from exporter.run.instances import ACTIVE_INSTANCE_STATUSES
 from exporter.run.report import EndedStatus, RunReport
 from exporter.storage import runs
 from exporter.storage.records import ActiveRun, Manifest, read_record
 
 logger = logging.getLogger(__name__)
-
-LIVE_INSTANCE_STATUSES = frozenset({"Pending", "Running", "ContinuedAsNew", "Suspended"})
-"""Durable runtime statuses of an orchestration that may still finalize its run itself."""
-
 
 def unfinished_runs(ctx: RunContext) -> list[ActiveRun]:
     """Every export's active run that has no final report yet."""
@@ -46,7 +43,7 @@ def unfinished_runs(ctx: RunContext) -> list[ActiveRun]:
 def ended_status(instance_status: str | None) -> EndedStatus | None:
     """How to close a run whose orchestration has this runtime status; ``None`` while the
     orchestration may still close it itself, or when there is no such instance."""
-    if instance_status is None or instance_status in LIVE_INSTANCE_STATUSES:
+    if instance_status is None or instance_status in ACTIVE_INSTANCE_STATUSES:
         return None
     return "terminated" if instance_status == "Terminated" else "abandoned"
 
