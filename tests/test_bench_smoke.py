@@ -43,7 +43,14 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> Smoke:
 
 def test_every_scenario_reports_its_figures(smoke: Smoke) -> None:
     figures, _ = smoke
-    assert set(figures) == {"prepare", "push", "refresh", "baseline", "shared_account"}
+    assert set(figures) == {
+        "prepare",
+        "push",
+        "refresh",
+        "baseline",
+        "shared_account",
+        "realtime",
+    }
     for name, data in figures.items():
         assert len(data["runs"]) == 1, name
         assert data["medians"], name
@@ -83,6 +90,23 @@ def test_shared_account_figures_are_sane(smoke: Smoke) -> None:
     assert m["peak_requests_per_second"] <= 5 and m["bulk_requests_per_minute_peak"] <= 100
     assert 0 < m["small_done_sandbox_min"] < 5
     assert 0 < m["combined_wire_efficiency_pct"] <= 100
+
+
+def test_realtime_figures_are_sane(smoke: Smoke) -> None:
+    """``exports add`` then ``run`` as two command-line processes, at the realtime scale and
+    at the push's (smoke: both compressed; 3,000 rows): every figure there, side by side."""
+    m = smoke[0]["realtime"]["medians"]
+    assert m["real.time_scale"] == m["compressed.time_scale"] == 20
+    for label in ("real", "compressed"):
+        assert m[f"{label}.completed"] == 1, label
+        assert m[f"{label}.throttled"] == 0, label
+        assert m[f"{label}.bulk_accepted"] == 12  # ~2,980 valid contacts / 250
+        assert m[f"{label}.contacts_confirmed"] > 2_900
+        assert m[f"{label}.import_info_requests"] >= 12
+        assert m[f"{label}.floor_sandbox_s"] == 2.0  # 12 requests: five a second
+        assert 0 < m[f"{label}.wire_efficiency_pct"] <= 100
+        assert m[f"{label}.peak_requests_per_second"] <= 5
+        assert 0 < m[f"{label}.exports_add_wall_s"] < m[f"{label}.wall_seconds"]
 
 
 def test_refresh_and_baseline_figures_are_sane(smoke: Smoke) -> None:
