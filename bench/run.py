@@ -195,7 +195,7 @@ def report(
         f"client limiter at the same scale (allowance "
         f"{'default' if s.allowance is None else f'{s.allowance:g} s'}); "
         f"baseline at `--time-scale {s.baseline_time_scale:g}`; shared account at "
-        f"`--time-scale {s.shared_time_scale:g}`; realtime: {s.realtime_rows:,} contacts at "
+        f"`--time-scale {s.shared_time_scale:g}`; realtime: {s.realtime_rows:,} rows at "
         f"`--time-scale {s.realtime_time_scale:g}` (and at {s.time_scale:g}), one run; "
         "times marked *sandbox* are "
         "times at ActiveCampaign's real limits",
