@@ -380,10 +380,11 @@ class RateLimiter:
                 waited += wait
             if not recorded:
                 continue
+            if kind is RequestKind.POLL and self._give_way(start, since):
+                continue
+            # Last, right before the request goes: waiting for the lock above can make it late.
             if self._clock() - start > self.late_tolerance:
                 self._release(kind, start)
-                continue
-            if kind is RequestKind.POLL and self._give_way(start, since):
                 continue
             return waited
 

@@ -215,3 +215,36 @@ def test_pushes_of_any_size_keep_their_pace_and_every_budget(bulk: int, after: f
     assert run.limiter is not None
     slowest = max(p - w for p, w in zip(run.polls, run.wanted, strict=True))
     assert slowest <= run.limiter.max_poll_deferral + 2 * 1.105
+
+
+class SlowLockLimiter(RateLimiter):
+    """A limiter whose first poll check waits ``stall`` seconds for the ledger's lock (other
+    processes hold it) while another thread reserves nine requests."""
+
+    def __init__(self, clock: FakeClock, stall: float) -> None:
+        super().__init__(clock=clock, sleep=clock.sleep)
+        self.fake = clock
+        self.stall = stall
+        self.later: list[float] = []
+
+    def _give_way(self, start: float, since: float) -> bool:
+        if self.stall:
+            self.later.extend(self.reserve(OTHER) for _ in range(9))
+            self.fake.now += self.stall
+            self.stall = 0.0
+        return super()._give_way(start, since)
+
+
+def test_a_poll_delayed_by_its_check_reserves_again_rather_than_start_late() -> None:
+    """The check whether a push wants the slot takes the (ledger's) lock; a poll that waited
+    for it longer than the tolerance is late, and reserves again like any late start."""
+    clock = FakeClock()
+    limiter = SlowLockLimiter(clock, stall=0.2)
+    starts = []
+    for _ in range(5):
+        limiter.acquire(OTHER)
+        starts.append(clock())
+    limiter.acquire(POLL)
+    starts.append(clock())
+    assert limiter.rereserved == 1
+    assert busiest_window([*starts, *limiter.later], 1.0) <= 5
