@@ -39,10 +39,12 @@ class _TimedLimiter(RateLimiter):
         self._slot = threading.local()
         _TimedLimiter.instances.append(self)
 
-    def reserve(self, kind: RequestKind = RequestKind.OTHER) -> float:
-        start = super().reserve(kind)
+    def _reserve(
+        self, kind: RequestKind, since: float | None, *, tentative: bool
+    ) -> tuple[float, bool]:
+        start, recorded = super()._reserve(kind, since, tentative=tentative)
         self._slot.start = start
-        return start
+        return start, recorded
 
     def acquire(self, kind: RequestKind = RequestKind.OTHER) -> float:
         waited = super().acquire(kind)
@@ -101,6 +103,8 @@ def probe(rows: int, time_scale: float) -> dict[str, float]:
         "late_ms_p99": 1000 * _quantile(late, 0.99),
         "late_ms_max": 1000 * max(late, default=0.0),
         "rereserved": float(sum(lim.rereserved for lim in limiters)),
+        "polls_held_back": float(sum(lim.held_back for lim in limiters)),
+        "polls_yielded": float(sum(lim.yielded for lim in limiters)),
         "max_sends_per_server_second": float(
             busiest_window([r.start for r in recorder.requests], 1.0 / time_scale)
         ),

@@ -3,9 +3,11 @@
     python -m bench.run [--smoke] [--write bench/RESULTS.md] [--runs 3] [--scenario NAME]
 
 Scenarios (see :mod:`bench.scenarios`): ``prepare``, ``push`` (the full push, followed in the
-same sandbox by the daily ``refresh``) and ``baseline``. Runs are interleaved (run 1 of every
-scenario, then run 2, ...) so a burst of load on a shared machine does not land on one
-scenario's every run. ``--smoke`` uses tiny sizes: it checks the harness, not the goals.
+same sandbox by the daily ``refresh``) and ``baseline``; ``shared_account`` and ``realtime``
+(:mod:`bench.realtime`: time scale 1, one run only) in their own modules. Runs are
+interleaved (run 1 of every scenario, then run 2, ...) so a burst of load on a shared machine
+does not land on one scenario's every run. ``--smoke`` uses tiny sizes: it checks the
+harness, not the goals.
 
 With ``--write``, the report replaces the file, keeping whatever follows the notes marker
 (hand-written profile findings) from the previous version.
@@ -26,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import data, harness
+from bench.realtime import RealtimeScenario
 from bench.scale import ScaleScenario
 from bench.scenarios import (
     BaselineScenario,
@@ -37,7 +40,7 @@ from bench.scenarios import (
 )
 from bench.shared_account import SharedAccountScenario
 
-SCENARIOS = ("prepare", "push", "baseline", "shared_account", "scale")
+SCENARIOS = ("prepare", "push", "baseline", "shared_account", "realtime", "scale")
 ON_REQUEST = ("scale",)
 """Scenarios a full run leaves out unless named (``--scenario``): ``scale`` (10M contacts,
 ~10 minutes a run) is ``make bench-scale``. The smoke run includes them, at a small size."""
@@ -70,6 +73,8 @@ def settings_for(args: argparse.Namespace, work: Path) -> Settings:
             time_scale=20.0,
             baseline_contacts=50,
             shared_time_scale=20.0,
+            realtime_rows=3_000,
+            realtime_time_scale=20.0,
             work=work,
             scale_rows=20_000,
         )
@@ -108,6 +113,7 @@ def run(args: argparse.Namespace) -> list[Outcome]:
         push = PushScenario(dataset, s) if "push" in chosen else None
         baseline = BaselineScenario(s) if "baseline" in chosen else None
         shared = SharedAccountScenario(s) if "shared_account" in chosen else None
+        realtime = RealtimeScenario(s) if "realtime" in chosen else None
         scale = ScaleScenario(s) if "scale" in chosen else None
         results: dict[str, list[Figures]] = {name: [] for name in chosen}
         for i in range(args.runs):
@@ -116,9 +122,10 @@ def run(args: argparse.Namespace) -> list[Outcome]:
                 ("push", push),
                 ("baseline", baseline),
                 ("shared_account", shared),
+                ("realtime", realtime),
                 ("scale", scale),
             ):
-                if scenario is None:
+                if scenario is None or i >= getattr(scenario, "max_runs", args.runs):
                     continue
                 t = time.monotonic()
                 figures = scenario.run_once()
@@ -142,6 +149,8 @@ def run(args: argparse.Namespace) -> list[Outcome]:
         outcomes.append(
             Outcome("shared_account", results["shared_account"], SharedAccountScenario.goals)
         )
+    if realtime is not None:
+        outcomes.append(Outcome("realtime", results["realtime"], RealtimeScenario.goals))
     if scale is not None:
         outcomes.append(Outcome("scale", results["scale"], ScaleScenario.goals))
     for o in outcomes:
@@ -197,7 +206,9 @@ def report(
         f"client limiter at the same scale (allowance "
         f"{'default' if s.allowance is None else f'{s.allowance:g} s'}); "
         f"baseline at `--time-scale {s.baseline_time_scale:g}`; shared account at "
-        f"`--time-scale {s.shared_time_scale:g}`; times marked *sandbox* are "
+        f"`--time-scale {s.shared_time_scale:g}`; realtime: {s.realtime_rows:,} rows at "
+        f"`--time-scale {s.realtime_time_scale:g}` (and at {s.time_scale:g}), one run; "
+        "times marked *sandbox* are "
         "times at ActiveCampaign's real limits",
         "",
         "## Goals",

@@ -78,6 +78,11 @@ class Settings:
     budget the bench would measure; at 2 it is a fifth."""
     allowance: float | None = None
     """The client limiter's margin in real seconds; None keeps its default."""
+    realtime_rows: int = 100_706
+    """The realtime scenario's segment: exactly 100,000 valid, distinct contacts (the synthetic
+    rows include 0.7% invalid or repeated), so 400 full bulk requests, four bursts."""
+    realtime_time_scale: float = 1.0
+    """The realtime scenario's time scale: ActiveCampaign's real limits."""
     work: Path = field(default_factory=lambda: Path("."))
     scale_rows: int = 10_000_000
     """The scale scenario's segment (:mod:`bench.scale`; ``make bench-scale``)."""

@@ -43,7 +43,15 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> Smoke:
 
 def test_every_scenario_reports_its_figures(smoke: Smoke) -> None:
     figures, _ = smoke
-    assert set(figures) == {"prepare", "push", "refresh", "baseline", "shared_account", "scale"}
+    assert set(figures) == {
+        "prepare",
+        "push",
+        "refresh",
+        "baseline",
+        "shared_account",
+        "realtime",
+        "scale",
+    }
     for name, data in figures.items():
         assert len(data["runs"]) == 1, name
         assert data["medians"], name
@@ -83,6 +91,33 @@ def test_shared_account_figures_are_sane(smoke: Smoke) -> None:
     assert m["peak_requests_per_second"] <= 5 and m["bulk_requests_per_minute_peak"] <= 100
     assert 0 < m["small_done_sandbox_min"] < 5
     assert 0 < m["combined_wire_efficiency_pct"] <= 100
+
+
+def test_the_limiter_bound_is_the_floor_with_the_ledgers_margins() -> None:
+    """400 bulk requests: the floor is 199 s; with 0.5% + 0.1 s per window the client can do
+    no better than 202.2 s at time scale 1, and than 222 s at 10 (0.1 real s = 1 sandbox s)."""
+    from bench.realtime import limiter_bound
+
+    assert limiter_bound(400, 1.0) == pytest.approx(100 * 199 / (19 * 1.105 + 3 * 60.4))
+    assert limiter_bound(400, 10.0) == pytest.approx(100 * 199 / (19 * 2.005 + 3 * 61.3))
+    assert limiter_bound(1, 1.0) == 100.0
+
+
+def test_realtime_figures_are_sane(smoke: Smoke) -> None:
+    """``exports add`` then ``run`` as two command-line processes, at the realtime scale and
+    at the push's (smoke: both compressed; 3,000 rows): every figure there, side by side."""
+    m = smoke[0]["realtime"]["medians"]
+    assert m["real.time_scale"] == m["compressed.time_scale"] == 20
+    for label in ("real", "compressed"):
+        assert m[f"{label}.completed"] == 1, label
+        assert m[f"{label}.throttled"] == 0, label
+        assert m[f"{label}.bulk_accepted"] == 12  # ~2,980 valid contacts / 250
+        assert m[f"{label}.contacts_confirmed"] > 2_900
+        assert m[f"{label}.import_info_requests"] >= 12
+        assert m[f"{label}.floor_sandbox_s"] == 2.0  # 12 requests: five a second
+        assert 0 < m[f"{label}.wire_efficiency_pct"] <= m[f"{label}.limiter_bound_pct"] + 1.0
+        assert m[f"{label}.peak_requests_per_second"] <= 5
+        assert 0 < m[f"{label}.exports_add_wall_s"] < m[f"{label}.wall_seconds"]
 
 
 def test_refresh_and_baseline_figures_are_sane(smoke: Smoke) -> None:

@@ -201,7 +201,7 @@ class ActiveCampaignClient:
                     response,
                     method=method,
                     path=path,
-                    bulk=kind in (RequestKind.BULK_MULTI, RequestKind.BULK_SINGLE),
+                    bulk=kind.bulk,
                     secrets=(self._api_key,),
                     wall_clock=self._wall_clock,
                     bulk_throttle_pause=60.0 / self.limiter.time_scale,
@@ -309,7 +309,9 @@ class ActiveCampaignClient:
 
     def import_info(self, batch_id: str) -> ImportStatus:
         """``GET /import/info?batchId=…``; ``status`` is ``None`` while it is still ``false``."""
-        answer = self._call("GET", "/import/info", params={"batchId": batch_id})
+        answer = self._call(
+            "GET", "/import/info", params={"batchId": batch_id}, kind=RequestKind.POLL
+        )
         if not isinstance(answer, dict):
             answer = {}
         status = answer.get("status")

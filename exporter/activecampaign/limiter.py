@@ -37,6 +37,21 @@ the ledger, read and written under its lock at every reservation, so every proce
 account draws on one budget (each then holds ``share`` 1: the ledger does the sharing). The
 clock is then the wall clock, which processes share.
 
+**Status polls wait for the gaps a push leaves.** A bulk push spends the per-minute bulk budget
+in bursts at the per-second pace (100 requests in ~22 s, then ~38 s with that budget full).
+Every slot of the per-second budget a status poll (``GET import/info``, kind ``POLL``) takes
+during a burst delays the burst, and the delay carries into every later minute (the next
+burst starts a minute after this one). So a poll is placed only where no bulk request wants
+the per-second slot: not while a push is on (two or more bulk requests in the last minute,
+the last started or reserved less than two per-second windows ago) *and* its bulk budget has
+room now or within one per-second window. Polls then go in the gap where the minute's budget
+is spent, or freely once bulk has been idle for two per-second windows. A lone send (one bulk
+request) never holds its poll back; a poll is never held back for more than half a bulk
+window (:attr:`RateLimiter.max_poll_deferral`), so a push slower than its budget (a busy
+client) cannot starve its confirmations. A poll that wakes to find a push reserved the slots
+around its own since it reserved gives its slot back and reserves again
+(:attr:`RateLimiter.yielded`).
+
 **A server's wait is for everyone.** :meth:`RateLimiter.block_until` (called by the client when
 ActiveCampaign answers 429 or the bulk throttle with a wait) holds back every request of the
 account — in this process and, through the ledger, in every other.
@@ -72,6 +87,14 @@ class RequestKind(enum.Enum):
     """``POST /import/bulk_import`` with two or more contacts."""
     BULK_SINGLE = "bulk_single"
     """``POST /import/bulk_import`` with exactly one contact."""
+    POLL = "poll"
+    """``GET /import/info``: the per-second budget only, placed where a push does not want the
+    slot (module docstring)."""
+
+    @property
+    def bulk(self) -> bool:
+        """Whether this kind is a bulk import (draws on a per-minute bulk budget)."""
+        return self in (RequestKind.BULK_MULTI, RequestKind.BULK_SINGLE)
 
 
 @dataclass(frozen=True)
@@ -209,6 +232,10 @@ class RateLimiter:
         """Seconds a start may lag its reservation before the slot is given back."""
         self.rereserved = 0
         """How many late starts gave their slot back and reserved again."""
+        self.yielded = 0
+        """How many polls gave their slot back to a push started while they waited."""
+        self.held_back = 0
+        """How many times a poll was held back for a push (and looked again later)."""
         shared_clock = ledger is not None or block_note is not None
         self._clock = clock or (time.time if shared_clock else time.monotonic)
         self._block_note = block_note
@@ -231,20 +258,39 @@ class RateLimiter:
         self._account = window(account, "account", share if rate_share is None else rate_share)
         multi, single = window(bulk_multi, "bulk_multi"), window(bulk_single, "bulk_single")
         self._windows = (self._account, multi, single)
+        self._multi = multi
         self._by_kind = {
             RequestKind.OTHER: (self._account,),
+            RequestKind.POLL: (self._account,),
             RequestKind.BULK_MULTI: (self._account, multi),
             RequestKind.BULK_SINGLE: (self._account, single),
         }
         self._longest = max(w.period for w in self._windows)
+        self.bulk_idle = 2 * self._account.period
+        """A push is over once no bulk request started (or is reserved) for this long."""
+        self.max_poll_deferral = multi.period / 2
+        """The longest a poll is held back for a push (longer than a burst at full pace:
+        20 per-second windows at ActiveCampaign's limits)."""
         if paced:
             now = self._clock()
             for w in self._windows:
                 w.record(now)
 
-    def reserve(self, kind: RequestKind = RequestKind.OTHER) -> float:
+    def reserve(
+        self, kind: RequestKind = RequestKind.OTHER, *, since: float | None = None
+    ) -> float:
         """Reserve the earliest allowed start for a request of ``kind``; returns that time
-        (on ``clock``). The caller must not start the request before it."""
+        (on ``clock``). The caller must not start the request before it. ``since``: when a
+        ``POLL`` first asked (its deferral is bounded from then; default now)."""
+        return self._reserve(kind, since, tentative=False)[0]
+
+    def _reserve(
+        self, kind: RequestKind, since: float | None, *, tentative: bool
+    ) -> tuple[float, bool]:
+        """The earliest allowed start for ``kind`` and whether it was recorded. A ``tentative``
+        poll held back for a push is not: it looks again at that time (the pusher reserves
+        one import at a time, so a poll's slot reserved ahead would take one the push will
+        want)."""
         windows = self._by_kind[kind]
         with self._lock, self._shared() as book:
             now = self._clock()
@@ -253,14 +299,45 @@ class RateLimiter:
             earliest = max(now, self._blocked_until, book.blocked_until if book else now)
             if self._block_note is not None:
                 earliest = max(earliest, self._block_note.until())
-            options = sorted(
-                {earliest, *(c for w in windows for c in w.candidates() if c > earliest)}
-            )
-            # The last option (after every start has left its window) always fits.
-            start = next(t for t in options if all(w.fits(t) for w in windows))
+            candidates = {c for w in windows for c in w.candidates()}
+            give_up = -math.inf  # only a poll is ever held back for a push
+            if kind is RequestKind.POLL:
+                self._multi.prune(now)
+                give_up = (now if since is None else since) + self.max_poll_deferral
+                candidates |= self._poll_candidates(give_up)
+            held = False
+            # The last option (after every start has left its window, and for a poll after
+            # the push is idle or its deferral is spent) always fits.
+            for start in sorted({earliest, *(c for c in candidates if c > earliest)}):
+                if all(w.fits(start) for w in windows):
+                    if not self._bulk_wants(start, give_up):
+                        break
+                    held = True
+            if held and tentative:
+                self.held_back += 1
+                return start, False
             for w in windows:
                 w.record(start)
-            return start
+            return start, True
+
+    def _poll_candidates(self, give_up: float) -> set[float]:
+        """Times at which :meth:`_bulk_wants` can change its verdict."""
+        multi, ahead = self._multi, self._account.period
+        found = {give_up}
+        for c in multi.candidates():
+            found.update((c, c - ahead))
+        if multi.starts:
+            found.add(multi.starts[-1] + self.bulk_idle)
+        return found
+
+    def _bulk_wants(self, t: float, give_up: float) -> bool:
+        """Whether a push wants the per-second slot of a poll at ``t`` (module docstring):
+        a push is on and its per-minute budget lets a bulk request start at ``t`` or within
+        one per-second window after it. Never from ``give_up`` on."""
+        starts = self._multi.starts
+        if t >= give_up or len(starts) < 2 or t - starts[-1] >= self.bulk_idle:
+            return False
+        return self._multi.fits(t) or self._multi.fits(t + self._account.period)
 
     @contextlib.contextmanager
     def _shared(self) -> Iterator[Book | None]:
@@ -291,20 +368,38 @@ class RateLimiter:
 
     def acquire(self, kind: RequestKind = RequestKind.OTHER) -> float:
         """Wait until a request of ``kind`` may start; returns the seconds waited. A start
-        later than :attr:`late_tolerance` after its slot reserves again (module docstring)."""
+        later than :attr:`late_tolerance` after its slot reserves again, and so does a poll
+        whose slot a push now wants (module docstring)."""
         waited = 0.0
+        since = self._clock()
         while True:
-            start = self.reserve(kind)
+            start, recorded = self._reserve(kind, since, tentative=True)
             wait = start - self._clock()
             if wait > 0:
                 self._sleep(wait)
                 waited += wait
-            if self._clock() - start <= self.late_tolerance:
-                return waited
-            self._release(kind, start)
+            if not recorded:
+                continue
+            if kind is RequestKind.POLL and self._give_way(start, since):
+                continue
+            # Last, right before the request goes: waiting for the lock above can make it late.
+            if self._clock() - start > self.late_tolerance:
+                self._release(kind, start)
+                continue
+            return waited
 
     def _release(self, kind: RequestKind, start: float) -> None:
         with self._lock, self._shared():
             for w in self._by_kind[kind]:
                 w.release(start)
             self.rereserved += 1
+
+    def _give_way(self, start: float, since: float) -> bool:
+        """Give a poll's slot at ``start`` back if a push reserved around it meanwhile."""
+        with self._lock, self._shared():
+            self._multi.prune(self._clock())
+            if not self._bulk_wants(start, since + self.max_poll_deferral):
+                return False
+            self._account.release(start)
+            self.yielded += 1
+            return True

@@ -30,6 +30,7 @@ from exporter.storage.records import ActiveRun, Manifest, read_record
 
 logger = logging.getLogger(__name__)
 
+
 def unfinished_runs(ctx: RunContext) -> list[ActiveRun]:
     """Every export's active run that has no final report yet."""
     found = []

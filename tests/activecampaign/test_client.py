@@ -160,6 +160,31 @@ def test_import_info(make_client, answer, expected) -> None:
     assert transport.sent[0].params == {"batchId": "B-1"}
 
 
+def test_a_status_poll_is_a_poll_not_a_bulk_request(make_client) -> None:
+    """``import/info`` draws on the limiter as a poll (placed where a push does not want the
+    slot), and a 400 to it is not mistaken for the bulk throttle (which is retried)."""
+    from exporter.activecampaign import RateLimiter, RequestKind
+
+    kinds: list[RequestKind] = []
+
+    class Seen(RateLimiter):
+        def acquire(self, kind: RequestKind = RequestKind.OTHER) -> float:
+            kinds.append(kind)
+            return 0.0
+
+    client, _ = make_client(
+        [reply(200, {"status": "waiting"}), reply(400, {"message": "Rate limit exceeded."})],
+        limiter=Seen(),
+    )
+    client.import_info("B-1")
+    with pytest.raises(FatalApiError):
+        client.import_info("B-1")
+    assert kinds == [RequestKind.POLL, RequestKind.POLL]
+    assert [k.bulk for k in RequestKind] == [
+        k in (RequestKind.BULK_MULTI, RequestKind.BULK_SINGLE) for k in RequestKind
+    ]
+
+
 @pytest.mark.parametrize(
     ("collection", "method"), [("fields", "iter_fields"), ("tags", "iter_tags")]
 )

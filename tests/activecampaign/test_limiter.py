@@ -16,6 +16,7 @@ from exporter.activecampaign.limiter import default_allowance
 from .fakes import FakeClock
 
 OTHER, MULTI, SINGLE = RequestKind.OTHER, RequestKind.BULK_MULTI, RequestKind.BULK_SINGLE
+POLL = RequestKind.POLL
 
 
 def busiest_window(starts: list[float], period: float) -> int:
@@ -151,7 +152,7 @@ def test_threads_sharing_a_limiter_never_exceed_it(clock: FakeClock) -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.sampled_from([OTHER, MULTI, SINGLE]), st.floats(0.0, 3.0)),
+        st.tuples(st.sampled_from([OTHER, MULTI, SINGLE, POLL]), st.floats(0.0, 3.0)),
         min_size=1,
         max_size=150,
     ),
@@ -162,7 +163,7 @@ def test_no_sliding_window_is_ever_exceeded(
 ) -> None:
     clock = FakeClock()
     limiter = RateLimiter(share=share, clock=clock, slack=0.0, allowance=0.0)
-    by_kind: dict[RequestKind, list[float]] = {OTHER: [], MULTI: [], SINGLE: []}
+    by_kind: dict[RequestKind, list[float]] = {OTHER: [], MULTI: [], SINGLE: [], POLL: []}
     for kind, pause in steps:
         clock.now += pause  # callers arrive at arbitrary times; reservations may be ahead
         by_kind[kind].append(limiter.reserve(kind))
