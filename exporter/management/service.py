@@ -10,13 +10,12 @@ account when an export is saved. Saving an export never runs it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from exporter.errors import (
-    ApiNotFound,
     ConfigError,
     ConfigErrors,
     ConflictError,
@@ -24,6 +23,8 @@ from exporter.errors import (
     NotFoundError,
 )
 from exporter.management import schedule as schedule_mod
+from exporter.management.account import ClientLike as ClientLike  # re-exported for callers
+from exporter.management.account import checked_against_account, choices
 from exporter.management.config import (
     Connection,
     Export,
@@ -49,32 +50,14 @@ from exporter.management.validation import (
     checked_hostname,
     consent_change,
     consent_record,
-    raise_all,
     require_open_segment,
     require_own_key_ref,
-    resolve_fields,
     who,
 )
 from exporter.settings import HostPolicy
 from exporter.storage import runs
 
 log = logging.getLogger(__name__)
-
-
-class ClientLike(Protocol):
-    """What management needs of an ActiveCampaign client (``ActiveCampaignClient`` has it)."""
-
-    def verify(self) -> object:
-        """Check the key and host (``GET /api/3/users/me``)."""
-        ...
-
-    def get_list(self, list_id: str) -> object:
-        """The list; raises :class:`exporter.errors.ApiNotFound` for an unknown ID."""
-        ...
-
-    def iter_fields(self) -> Iterable[Mapping[str, Any]]:
-        """Every custom field (``id``, ``title``, ``perstag``, ``type``), across all pages."""
-        ...
 
 
 ClientFactory = Callable[[Connection, str], ClientLike]
@@ -326,25 +309,7 @@ class ManagementService:
 
     def _checked_against_account(self, connection: Connection, export: Export) -> Export:
         """The export with its list ID checked and custom fields resolved on the account."""
-        client = self._client(connection)
-        errors: list[ConfigError] = []
-        try:
-            client.get_list(export.list_id)
-        except ApiNotFound:
-            errors.append(
-                ConfigError(
-                    f"ActiveCampaign has no list with ID {export.list_id} on this account",
-                    field="list_id",
-                )
-            )
-        fields = export.fields
-        if export.fields:
-            try:
-                fields = resolve_fields(export.fields, client.iter_fields())
-            except ConfigErrors as exc:
-                errors.extend(exc.errors)
-        raise_all(errors)
-        return export.model_copy(update={"fields": fields})
+        return checked_against_account(self._client(connection), export)
 
     def create_export(self, caller: Caller, payload: Mapping[str, Any]) -> Saved:
         """Create an export: validated, its list ID checked and custom fields resolved on the
@@ -454,18 +419,7 @@ class ManagementService:
     def account_choices(
         self, caller: Caller, name: str
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The account's lists (``id``, ``name``) and custom fields (``id``, ``title``,
-        ``perstag``) on connection ``name``, for a caller who may build exports on it (the
-        console offers them as choices; saving checks the chosen ones again)."""
+        """The account's lists and custom fields on connection ``name`` (:func:`choices`), for
+        a caller who may build exports on it (saving checks the chosen ones again)."""
         connection = self._usable_connection(caller, name, Action.CREATE_EXPORT)
-        client = self._client(connection)
-        iter_lists = getattr(client, "iter_lists", None)
-        lists = [
-            {"id": str(item.get("id", "")), "name": str(item.get("name", ""))}
-            for item in (iter_lists() if callable(iter_lists) else [])
-        ]
-        fields = [
-            {k: str(item.get(k, "")) for k in ("id", "title", "perstag")}
-            for item in client.iter_fields()
-        ]
-        return lists, fields
+        return choices(self._client(connection))
