@@ -21,23 +21,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-RunStatus = Literal[
-    "running",
-    "completed",
-    "completed_with_failures",
-    "failed",
-    "dry_run",
-    "guarded",
-    "cancelled",
-    "terminated",
-    "abandoned",
-]
-"""``terminated``: its orchestration was force-terminated; ``abandoned``: its host stopped (a
-crash, a killed process) and another run of the export, or the timer's sweep, closed it."""
-EndedStatus = Literal["terminated", "abandoned"]
-"""The statuses of a run closed by someone else than itself."""
+# One list of statuses, kept with the store layout that records them (storage may not import
+# run); re-exported here, where reports are made.
+from exporter.storage.runs import EndedStatus as EndedStatus
+from exporter.storage.runs import RunStatus as RunStatus
 
 
 @dataclass

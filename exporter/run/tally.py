@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import get_args
 
 from exporter.activecampaign import UNAVAILABLE, ConfirmedBatch
 from exporter.incremental import update as update_mod
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 RUN_STOPPED = "run_stopped"
 """Failure reason of contacts that were due to be sent when a fatal error stopped the run."""
 CANCELLED = "cancelled"
-ENDED = frozenset({"terminated", "abandoned"})
+ENDED = frozenset(get_args(EndedStatus))
 """Statuses of a run that stopped without finalizing itself (closed by someone else)."""
 SHRINK_GUARD = "shrink_guard"
 

@@ -22,25 +22,30 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from exporter.errors import ConfigError
 from exporter.reading.refs import SnapshotFile, SnapshotRef
 from exporter.storage.records import LastRun, read_record
 from exporter.storage.store import ObjectNotFound, Store
 
-FINAL_STATUSES = frozenset(
-    {
-        "completed",
-        "completed_with_failures",
-        "failed",
-        "dry_run",
-        "guarded",
-        "cancelled",
-        "terminated",
-        "abandoned",
-    }
-)
+RunStatus = Literal[
+    "running",
+    "completed",
+    "completed_with_failures",
+    "failed",
+    "dry_run",
+    "guarded",
+    "cancelled",
+    "terminated",
+    "abandoned",
+]
+"""A run report's status. ``terminated``: its orchestration was force-terminated;
+``abandoned``: its host stopped (a crash, a killed process) and another run of the export, or
+the timer's sweep, closed it."""
+EndedStatus = Literal["terminated", "abandoned"]
+"""The statuses of a run closed by someone else than itself."""
+FINAL_STATUSES = frozenset(get_args(RunStatus)) - {"running"}
 """Report statuses of a finished run (``running`` is the only other one)."""
 
 _RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}(?:-[0-9]+)?")
