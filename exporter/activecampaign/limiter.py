@@ -327,7 +327,10 @@ class RateLimiter:
         for c in multi.candidates():
             found.update((c, c - ahead))
         if multi.starts:
-            found.add(multi.starts[-1] + self.bulk_idle)
+            # Nudged like the windows' own candidates: ``(s + idle) - s`` can round to just
+            # under ``idle``, and the poll would then sleep to its whole deferral instead.
+            idle = self.bulk_idle
+            found.add(multi.starts[-1] + idle + idle * 1e-9 + 1e-9)
         return found
 
     def _bulk_wants(self, t: float, give_up: float) -> bool:

@@ -248,3 +248,21 @@ def test_a_poll_delayed_by_its_check_reserves_again_rather_than_start_late() -> 
     starts.append(clock())
     assert limiter.rereserved == 1
     assert busiest_window([*starts, *limiter.later], 1.0) <= 5
+
+
+@settings(max_examples=200, deadline=None)
+@given(start=st.floats(min_value=0.0, max_value=2e6, allow_nan=False, allow_infinity=False))
+def test_a_held_poll_goes_when_the_push_ends_not_when_its_deferral_runs_out(start: float) -> None:
+    """A refresh-sized push (20 imports, the minute's budget never full) holds its polls
+    back; the first goes as soon as bulk has been idle for ``bulk_idle``, whatever the clock
+    reads. (``(s + idle) - s`` rounds below ``idle`` for some ``s``: the poll then slept to the
+    end of its 30 s deferral, and a 2% daily refresh took 59 s instead of 38.)"""
+    clock = PushingClock(20)
+    clock.now = start
+    clock.begin()
+    clock.advance(start + 1.5)  # the poller asks mid-push
+    clock.limiter.acquire(POLL)
+    last = clock.starts[-1]
+    assert len(clock.starts) == 20  # the push ran on while the poll was held
+    assert clock.now <= last + clock.limiter.bulk_idle + clock.limiter._account.period
+    assert clock.now - (start + 1.5) < clock.limiter.max_poll_deferral
