@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -109,6 +110,7 @@ def test_every_run_record_carries_the_run_dimensions_and_the_metrics_match_the_r
     rows = [contact_row(i) for i in range(600)] + [contact_row(900, email="broken@")]
     req = world.request(world.write_csv(rows))
     account = f"127.0.0.1:{sandbox.port}"
+    log_exporter.clear()
     # The phases as the orchestration's activities call them, one worker at a time.
     engine = world.engine
     prep = engine.prepare(req)
@@ -123,10 +125,11 @@ def test_every_run_record_carries_the_run_dimensions_and_the_metrics_match_the_r
     throttles = sandbox.injected_fault_counts().get("http_429", 0)
     assert throttles > 0, sandbox.injected_fault_counts()
 
-    records = _records(log_exporter, req.run_id)
+    records = [r.log_record for r in log_exporter.get_finished_logs()]
     assert records, "no record of the run reached the OpenTelemetry handler"
     for record in records:
         attrs = dict(record.attributes or {})
+        assert attrs.get("run_id") == req.run_id, (record.body, attrs)
         assert attrs["export"] == EXPORT, record.body
         assert attrs["phase"] in {"prepare", "members", "push", "confirm", "finalize"}
         # Every phase learns its connection; only a run stopped before prepare has none.
@@ -172,9 +175,11 @@ def test_the_command_line_pipeline_tags_records_in_both_of_its_threads(
     sandbox.set_faults(Faults(http_429_rate=0.4, retry_after=0.2))
     world = _world(tmp_path, sandbox)
     req = world.request(world.write_csv([contact_row(i) for i in range(1000)]))
+    log_exporter.clear()
     report = world.engine.run(req)
     assert report.status == "completed", report.summary()
-    records = _records(log_exporter, req.run_id)
+    records = [r.log_record for r in log_exporter.get_finished_logs()]
+    assert {dict(r.attributes).get("run_id") for r in records} == {req.run_id}
     assert {dict(r.attributes)["connection"] for r in records} == {CONNECTION}
     assert {"prepare", "finalize"} <= {dict(r.attributes)["phase"] for r in records}
     points = _points(metric_reader, req.run_id)
@@ -308,3 +313,19 @@ def test_with_a_connection_string_the_distro_exports_the_core_with_its_dimension
         "level": logging.INFO,
         "sdk_meter": True,
     }
+
+
+def _requirement_names(path: Path) -> set[str]:
+    names = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            names.add(re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].lower())
+    return names
+
+
+def test_the_functions_app_deploys_what_telemetry_imports() -> None:
+    # requirements.txt is the Functions app's (deployed); the SDK's test exporters are dev-only.
+    runtime = _requirement_names(ROOT / "requirements.txt")
+    assert {"azure-monitor-opentelemetry", "opentelemetry-api"} <= runtime
+    assert "opentelemetry-sdk" in _requirement_names(ROOT / "requirements-dev.txt")
