@@ -108,8 +108,9 @@ def configure(env: Mapping[str, str]) -> bool:
 
 
 def attach_dimensions(logger: logging.Logger) -> int:
-    """Put :class:`RunDimensions` on the logger's OpenTelemetry handlers (once each) and let
-    INFO records through; returns how many handlers carry it."""
+    """Put :class:`RunDimensions` on the logger's OpenTelemetry handlers (once each), have them
+    export INFO and up, and let INFO records through the logger; returns how many handlers
+    carry it."""
     from opentelemetry.instrumentation.logging.handler import LoggingHandler
 
     count = 0
@@ -118,6 +119,8 @@ def attach_dimensions(logger: logging.Logger) -> int:
             continue
         if not any(isinstance(f, RunDimensions) for f in handler.filters):
             handler.addFilter(RunDimensions())
+        # Debug lines (one per API request) stay local even where the worker logs DEBUG.
+        handler.setLevel(max(handler.level, logging.INFO))
         count += 1
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)

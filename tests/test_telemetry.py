@@ -283,6 +283,7 @@ second = telemetry.configure(env)
 logger = logging.getLogger("exporter")
 handlers = [h for h in logger.handlers if any(isinstance(f, RunDimensions) for f in h.filters)]
 print(json.dumps({"first": first, "second": second, "handlers": len(handlers),
+                  "handler_levels": [h.level for h in handlers],
                   "total": len(logger.handlers), "level": logger.getEffectiveLevel(),
                   "sdk_meter": isinstance(metrics.get_meter_provider(), MeterProvider)}))
 """
@@ -309,6 +310,7 @@ def test_with_a_connection_string_the_distro_exports_the_core_with_its_dimension
         "first": True,
         "second": True,
         "handlers": 1,
+        "handler_levels": [logging.INFO],
         "total": 1,
         "level": logging.INFO,
         "sdk_meter": True,
