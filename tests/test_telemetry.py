@@ -28,6 +28,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from blueprints import telemetry as edge
 from exporter import telemetry
+from exporter.run import sweep
 from exporter.run.report import RunReport
 from exporter.storage.runs import FINAL_STATUSES
 from sandbox import Faults, Sandbox
@@ -186,6 +187,27 @@ def test_the_command_line_pipeline_tags_records_in_both_of_its_threads(
     throttles = sandbox.injected_fault_counts().get("http_429", 0)
     # Pushes (this thread) and confirmations (the other) are both counted for the run.
     assert throttles > 0 and _sum(points["exporter.throttled_answers"]) == throttles
+
+
+def test_a_run_closed_by_the_sweep_ends_terminated_with_its_dimensions(
+    tmp_path: Path, log_exporter: InMemoryLogRecordExporter, metric_reader: InMemoryMetricReader
+) -> None:
+    # Prepared, then its orchestration was terminated: the timer's sweep writes its report.
+    world = make_world(tmp_path, "acme.api-us1.com")
+    req = world.request(world.write_csv([contact_row(i) for i in range(10)]))
+    world.engine.prepare(req)
+    (active,) = sweep.unfinished_runs(world.engine)
+    log_exporter.clear()
+    report = sweep.close(world.engine, active, "terminated")
+    assert report.status == "terminated"
+    records = [r.log_record for r in log_exporter.get_finished_logs()]
+    assert records and all(dict(r.attributes)["run_id"] == req.run_id for r in records)
+    (ended,) = [r for r in records if dict(r.attributes).get("event") == telemetry.RUN_ENDED]
+    attrs = dict(ended.attributes)
+    assert attrs["status"] == "terminated" and ended.severity_text == "WARN"
+    assert (attrs["connection"], attrs["account"]) == (CONNECTION, "acme.api-us1.com")
+    runs_ended = _points(metric_reader, req.run_id)["exporter.runs"]
+    assert _sum(runs_ended, status="terminated", account="acme.api-us1.com") == 1
 
 
 @pytest.mark.parametrize("status", sorted(FINAL_STATUSES))
