@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from blueprints import telemetry
 from exporter.activecampaign.client import ActiveCampaignClient
 from exporter.adapters.blob_store import BlobStore
 from exporter.adapters.keyvault import KeyVaultSecretProvider
@@ -77,6 +78,7 @@ def get_runtime() -> Runtime:
     global _runtime
     with _lock:
         if _runtime is None:
+            telemetry.configure(os.environ)  # once per worker; nothing without a connection string
             _runtime = build_runtime(FunctionSettings.from_env(os.environ), os.environ)
         return _runtime
 

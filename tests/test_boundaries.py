@@ -5,6 +5,7 @@ with ``ast`` and checked against the rules of docs/architecture.md.
   ``azure.durable_functions``), the host's adapters (``blueprints``, ``function_app``) nor the
   ``sandbox``;
 - only ``exporter/adapters/`` and ``blueprints/`` import an Azure SDK (``azure.*``);
+- ``exporter/`` uses only the OpenTelemetry API, never its SDK, exporters or instrumentations;
 - ``sandbox/`` (a separate program, the ActiveCampaign emulator) never imports ``exporter``;
 - ``function_app.py`` only imports blueprints, builds the app and registers them.
 
@@ -24,6 +25,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = ("azure.functions", "azure.durable_functions")
+OTEL_SDK = ("opentelemetry.sdk", "opentelemetry.exporter", "opentelemetry.instrumentation")
+"""The core may use the OpenTelemetry API (``opentelemetry.metrics``) to produce telemetry; only
+the edge (``blueprints/telemetry.py``) installs an SDK, exporters and instrumentations."""
 
 
 def imports(tree: ast.AST) -> Iterator[str]:
@@ -85,6 +89,8 @@ def violations(root: Path) -> list[str]:
                 found.append(f"{rel}: the core imports the sandbox ({name})")
             if in_core and _under(name, "blueprints", "function_app"):
                 found.append(f"{rel}: the core imports the host's adapters ({name})")
+            if in_core and _under(name, *OTEL_SDK):
+                found.append(f"{rel}: the core configures telemetry ({name}); use the API")
             if not may_use_azure and _under(name, "azure"):
                 found.append(f"{rel}: an Azure SDK outside adapters and blueprints ({name})")
             if top == "sandbox" and _under(name, "exporter"):
@@ -167,6 +173,9 @@ PLANTED = [
     ("exporter/x.py", "def f():\n    import function_app\n", "host's adapters"),
     ("exporter/x.py", "from azure.storage.blob import BlobClient\n", "Azure SDK outside"),
     ("bench/x.py", "import azure.identity\n", "Azure SDK outside"),
+    ("exporter/x.py", "from opentelemetry.sdk.metrics import MeterProvider\n", "telemetry"),
+    ("exporter/x.py", "import azure.monitor.opentelemetry\n", "Azure SDK outside"),
+    ("exporter/run/x.py", "def f():\n    import opentelemetry.exporter.otlp\n", "use the API"),
     ("sandbox/x.py", "from exporter.errors import ConfigError\n", "the sandbox imports"),
     ("sandbox/x.py", "def f():\n    import exporter.masking\n", "the sandbox imports"),
     ("function_app.py", "import azure.functions\n", "imports azure.functions"),
@@ -198,6 +207,8 @@ def test_adapters_and_blueprints_may_use_the_sdks(tmp_path: Path) -> None:
     files = {
         "exporter/adapters/x.py": "import azure.storage.blob\nfrom azure.identity import X\n",
         "blueprints/x.py": "import azure.functions\nimport azure.durable_functions\n",
+        "blueprints/y.py": "import azure.monitor.opentelemetry\nimport opentelemetry.sdk\n",
+        "exporter/z.py": "from opentelemetry import metrics\n",
     }
     for file, code in files.items():
         target = tmp_path / file

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from exporter import telemetry
 from exporter.errors import (
     ApiNotFound,
     AuthenticationError,
@@ -159,6 +160,8 @@ def raise_for_status(
         raise ApiNotFound(f"{where}: not found{suffix}", status=status)
     if status in RETRIABLE_4XX or status >= 500:
         kind = "throttled" if status == 429 else "temporarily unavailable"
+        if status == 429:
+            telemetry.throttled(status)
         raise RetriableApiError(
             f"{where}: ActiveCampaign {kind} ({status}){suffix if payload else ''}",
             status=status,
@@ -167,6 +170,7 @@ def raise_for_status(
     if bulk and status == 400:
         message = payload.get("message") if isinstance(payload, dict) else None
         if isinstance(message, str) and BULK_RATE_LIMIT_MESSAGE in message.lower():
+            telemetry.throttled(status)
             raise RetriableApiError(
                 f"{where}: bulk import rate limit exceeded",
                 status=status,

@@ -7,6 +7,7 @@ import time
 from functools import partial
 from typing import Any
 
+from exporter import telemetry
 from exporter.activecampaign import BulkSender, SentBatch
 from exporter.activecampaign.session import ApiSession
 from exporter.errors import ExporterError
@@ -25,6 +26,7 @@ from exporter.storage.records import (
 )
 
 
+@telemetry.phase("confirm")
 def confirm_chunk(
     ctx: RunContext,
     req: RunRequest,
@@ -46,6 +48,7 @@ def _confirmed_summary(ctx: RunContext, req: RunRequest, chunk: str) -> ChunkSum
     return None if record is None or not record.complete else summary_of(record)
 
 
+@telemetry.phase("confirm")
 def confirm(ctx: RunContext, req: RunRequest, chunk: str, session: ApiSession) -> ChunkSummary:
     """Poll the chunk's imports until final. A resubmission is recorded before the next
     request, so a retried confirm polls it rather than resubmitting the batch again."""

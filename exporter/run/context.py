@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from exporter import telemetry
 from exporter.activecampaign import ActiveCampaignClient, PollPolicy, RateLimiter, RetryPolicy
 from exporter.activecampaign.ledger import BudgetLedger
 from exporter.activecampaign.session import ApiSession, ClientFactory
@@ -94,6 +95,7 @@ class RunContext:
             ) from None
         connection.require_consent()
         check_hostname(connection.hostname, self.host_policy)
+        telemetry.bind_run(connection=connection.name, account=connection.hostname.lower())
         return export, connection
 
     def default_client(

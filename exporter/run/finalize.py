@@ -8,6 +8,7 @@ import logging
 from collections.abc import Iterator
 from datetime import datetime
 
+from exporter import telemetry
 from exporter.errors import ConflictError
 from exporter.incremental import state as state_mod
 from exporter.incremental import update as update_mod
@@ -32,6 +33,7 @@ from exporter.storage.store import ObjectNotFound, PreconditionFailed
 logger = logging.getLogger(__name__)
 
 
+@telemetry.phase("finalize")
 def finalize(
     ctx: RunContext,
     req: RunRequest,
@@ -67,6 +69,7 @@ def finalize(
         report.status = ended or ("cancelled" if cancelled else "failed")
         report.error = error or "the run stopped before its snapshot was prepared"
     else:
+        telemetry.bind(connection=manifest.connection, account=manifest.account)
         tally = RunTally(report, manifest, cancelled=cancelled, error=error, ended=ended)
         _tally_chunks(ctx, req, manifest, tally)
         tally.finish()
@@ -108,16 +111,8 @@ def _close_run(
         report.error = ((report.error + "; ") if report.error else "") + (
             "internal error: the report does not reconcile"
         )
-    if report.status == "failed":
-        # The Azure alert matches the message's prefix; the export is in the message too,
-        # because `extra` does not reach Application Insights' customDimensions by default.
-        logger.error(
-            "export run failed: %s run %s",
-            req.export,
-            req.run_id,
-            extra={"export": req.export, "run_id": req.run_id},
-        )
     runs.write_json(ctx.store, runs.report_path(req.export, req.run_id), report.to_dict())
+    telemetry.run_ended(report)  # the alerts' record (status as a dimension) and the metrics
     _record_last_run(ctx, req, report, prepared)
     lease.release(ctx, req)
     if conflict is not None:

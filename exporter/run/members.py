@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter import telemetry
 from exporter.activecampaign.client import ActiveCampaignClient
 from exporter.activecampaign.session import ApiSession
 from exporter.incremental import state as state_mod
@@ -157,6 +158,7 @@ def refresh(
     return merged
 
 
+@telemetry.phase("members")
 def read_before_sending(
     ctx: RunContext,
     req: RunRequest,
@@ -194,6 +196,7 @@ def read_before_sending(
     return len(merged)
 
 
+@telemetry.phase("members")
 def mark_sent(ctx: RunContext, req: RunRequest, session: ApiSession | None = None) -> int:
     """After the run sent: move the export's marks to the account's newest contact id and to
     now by ActiveCampaign's clock, so the next run's read skips the contacts this run created

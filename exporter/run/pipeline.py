@@ -4,10 +4,12 @@ driver over the phase functions, not a second copy of them."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
 
+from exporter import telemetry
 from exporter.activecampaign.session import ApiSession
 from exporter.errors import ApiError, ExporterError, InputError
 from exporter.progress import ProgressCallback, ProgressEvent, ignore
@@ -23,6 +25,7 @@ from exporter.run.report import RunReport
 logger = logging.getLogger(__name__)
 
 
+@telemetry.phase("run")
 def run(ctx: RunContext, req: RunRequest, *, progress: ProgressCallback | None = None) -> RunReport:
     """The whole run in-process: prepare, then push chunks in order in this thread while a
     second thread confirms pushed chunks (one shared limiter). Resumes an interrupted run
@@ -104,7 +107,12 @@ def _pipeline(
             settled[0] += s.confirmed + s.failed + s.rejected
             emit(ProgressEvent("confirm", settled[0], total, "contacts settled"))
 
-    thread = threading.Thread(target=confirmer, name="exporter-confirm", daemon=True)
+    thread = threading.Thread(  # in this run's telemetry scope (connection, account)
+        target=contextvars.copy_context().run,
+        args=(confirmer,),
+        name="exporter-confirm",
+        daemon=True,
+    )
     thread.start()
     sent = 0
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from exporter import telemetry
 from exporter.errors import GuardError
 from exporter.incremental import state as state_mod
 from exporter.incremental.state import U64
@@ -28,6 +29,7 @@ from exporter.storage.records import Manifest, read_record, write_record
 logger = logging.getLogger(__name__)
 
 
+@telemetry.phase("prepare")
 def prepare(
     ctx: RunContext,
     req: RunRequest,
@@ -59,6 +61,7 @@ def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> Ma
     displaced = lease.take(ctx, req)  # before anything is read: the loser reads nothing
     if displaced is not None:  # its host stopped: give it its report before reading state
         sweep.close(ctx, displaced, "abandoned")
+    telemetry.run_started(req)
     state, etag = state_mod.load(ctx.store, export.name)
     pre_existing = _pre_existing(export, ctx)
     ref, location = runs.snapshot_from_dict(req.snapshot)

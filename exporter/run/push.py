@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from functools import partial
 
+from exporter import telemetry
 from exporter.activecampaign import BulkSender, SentBatch
 from exporter.activecampaign.session import ApiSession
 from exporter.planning.contacts import Batch
@@ -15,6 +16,7 @@ from exporter.storage import runs
 from exporter.storage.records import SentBatchEntry, SentRecord, read_record, write_record
 
 
+@telemetry.phase("push")
 def push_chunk(
     ctx: RunContext,
     req: RunRequest,
@@ -37,6 +39,7 @@ def _sent_summary(ctx: RunContext, req: RunRequest, chunk: str) -> ChunkSummary 
     return None if record is None or not record.complete else summary_of(record)
 
 
+@telemetry.phase("push")
 def push(ctx: RunContext, req: RunRequest, chunk: str, session: ApiSession) -> ChunkSummary:
     """Send the chunk's batches not yet acknowledged, recording each answer before the next
     request (see :class:`~exporter.storage.records.SentRecord`)."""

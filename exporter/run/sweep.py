@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 
+from exporter import telemetry
 from exporter.run import lease
 from exporter.run.context import RunContext
 from exporter.run.finalize import finalize
@@ -63,5 +64,8 @@ def close(ctx: RunContext, active: ActiveRun, ended: EndedStatus) -> RunReport:
         if ended == "terminated"
         else "the run stopped without finishing (its host stopped or its finalize failed)"
     )
-    logger.warning("export %s: closing run %s as %s", active.request.export, active.run_id, ended)
-    return finalize(ctx, active.request, ended=ended, error=why)
+    with telemetry.run_scope(export=active.request.export, run_id=active.run_id, phase="sweep"):
+        logger.warning(
+            "export %s: closing run %s as %s", active.request.export, active.run_id, ended
+        )
+        return finalize(ctx, active.request, ended=ended, error=why)

@@ -396,31 +396,7 @@ def test_telemetry_requires_entra_and_lands_in_log_analytics(
     only(monitoring, "Microsoft.OperationalInsights/workspaces")
 
 
-def test_a_failed_export_run_raises_an_alert(templates: dict[str, Template]) -> None:
-    monitoring = templates[MONITORING]
-    rule = only(monitoring, "Microsoft.Insights/scheduledQueryRules")["properties"]
-    assert rule["enabled"] is True
-    (criterion,) = rule["criteria"]["allOf"]
-    assert criterion["query"] == "failedRunQuery"
-    query = monitoring["variables"]["failedRunQuery"]["value"]
-    assert query.startswith("traces ")
-    assert '"export run failed"' in query
-    assert 'customDimensions["export"]' in query
-    assert criterion["operator"] == "GreaterThan" and criterion["threshold"] == 0
-    assert [d["name"] for d in criterion["dimensions"]] == ["export_name"]
-    assert "export_name" in query
-    assert json.dumps(rule["actions"]["actionGroups"]) == json.dumps(
-        [
-            {
-                "operator": {
-                    "type": "property_accessor",
-                    "operands": {"operand_1": "actionGroup", "operand_2": "id"},
-                }
-            }
-        ]
-    )
-    group = only(monitoring, "Microsoft.Insights/actionGroups")["properties"]
-    assert "alertEmail" in json.dumps(group["emailReceivers"])
+# The alerts and the workbook are checked against the code in tests/infra/test_alerts.py.
 
 
 # --- Event Grid --------------------------------------------------------------------------------
