@@ -1,6 +1,6 @@
 """The export-run orchestration, driven through the Durable SDK's own replay engine.
 
-Synthetic histories are built by :class:`tests.functions.durable_host.DurableHost` and fed to
+Synthetic histories are built by :class:`bench.durable.host.DurableHost` and fed to
 the registered orchestrator functions; activity results are scripted here (the activities are
 thin adapters over the engine, exercised for real in the end-to-end test).
 """
@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from bench.durable.app import user_function
+from bench.durable.entities import Entities
+from bench.durable.host import DurableHost, Pending, Replay
 from blueprints import orchestration as orch
 from exporter.run.engine import RunOptions, RunRequest
-from tests.functions.app_functions import user_function
-from tests.functions.durable_entities import Entities
-from tests.functions.durable_host import DurableHost, Pending, Replay
 
 RUN_ID = "20260105T020000Z-abcdef12"
 INSTANCE = "weekly-abcdef1234567890abcdef1234567890"
