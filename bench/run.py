@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import data, harness
+from bench.functions_path import FunctionsScenario
 from bench.scale import ScaleScenario
 from bench.scenarios import (
     BaselineScenario,
@@ -37,7 +38,7 @@ from bench.scenarios import (
 )
 from bench.shared_account import SharedAccountScenario
 
-SCENARIOS = ("prepare", "push", "baseline", "shared_account", "scale")
+SCENARIOS = ("prepare", "push", "baseline", "shared_account", "scale", "functions")
 ON_REQUEST = ("scale",)
 """Scenarios a full run leaves out unless named (``--scenario``): ``scale`` (10M contacts,
 ~10 minutes a run) is ``make bench-scale``. The smoke run includes them, at a small size."""
@@ -72,6 +73,8 @@ def settings_for(args: argparse.Namespace, work: Path) -> Settings:
             shared_time_scale=20.0,
             work=work,
             scale_rows=20_000,
+            functions_rows=5_000,
+            functions_time_scale=20.0,
         )
     else:
         s = Settings(work=work)
@@ -109,6 +112,7 @@ def run(args: argparse.Namespace) -> list[Outcome]:
         baseline = BaselineScenario(s) if "baseline" in chosen else None
         shared = SharedAccountScenario(s) if "shared_account" in chosen else None
         scale = ScaleScenario(s) if "scale" in chosen else None
+        functions = FunctionsScenario(s) if "functions" in chosen else None
         results: dict[str, list[Figures]] = {name: [] for name in chosen}
         for i in range(args.runs):
             for name, scenario in (
@@ -117,6 +121,7 @@ def run(args: argparse.Namespace) -> list[Outcome]:
                 ("baseline", baseline),
                 ("shared_account", shared),
                 ("scale", scale),
+                ("functions", functions),
             ):
                 if scenario is None:
                     continue
@@ -144,6 +149,8 @@ def run(args: argparse.Namespace) -> list[Outcome]:
         )
     if scale is not None:
         outcomes.append(Outcome("scale", results["scale"], ScaleScenario.goals))
+    if functions is not None:
+        outcomes.append(Outcome("functions", results["functions"], FunctionsScenario.goals))
     for o in outcomes:
         o.settle()
     if baseline is not None:

@@ -80,6 +80,9 @@ class Settings:
     """The client limiter's margin in real seconds; None keeps its default."""
     work: Path = field(default_factory=lambda: Path("."))
     scale_rows: int = 10_000_000
+    functions_rows: int = 200_000
+    """The functions scenario's segment (:mod:`bench.functions_path`)."""
+    functions_time_scale: float = 10.0
     """The scale scenario's segment (:mod:`bench.scale`; ``make bench-scale``)."""
 
 
