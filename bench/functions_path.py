@@ -141,6 +141,7 @@ class FunctionsScenario:
             "contacts_confirmed": float(report["confirmed"]) if report else 0.0,
             "completed": float(done and report is not None and report["status"] == "completed"),
             "throttled": float(stats["throttled"]),
+            "throttled_per_second": float(stats["throttled_by_budget"].get("per_second", 0)),
             "bulk_accepted": float(accepted),
             "bulk_span_sandbox_s": span,
             "floor_sandbox_s": floor_seconds(accepted),

@@ -204,7 +204,8 @@ def report(
         f"client limiter at the same scale (allowance "
         f"{'default' if s.allowance is None else f'{s.allowance:g} s'}); "
         f"baseline at `--time-scale {s.baseline_time_scale:g}`; shared account at "
-        f"`--time-scale {s.shared_time_scale:g}`; times marked *sandbox* are "
+        f"`--time-scale {s.shared_time_scale:g}`; functions ({s.functions_rows:,} contacts) at "
+        f"`--time-scale {s.functions_time_scale:g}`; times marked *sandbox* are "
         "times at ActiveCampaign's real limits",
         "",
         "## Goals",
