@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import data, harness
+from bench.functions_path import FunctionsScenario
 from bench.realtime import RealtimeScenario
 from bench.scale import ScaleScenario
 from bench.scenarios import (
@@ -40,7 +41,7 @@ from bench.scenarios import (
 )
 from bench.shared_account import SharedAccountScenario
 
-SCENARIOS = ("prepare", "push", "baseline", "shared_account", "realtime", "scale")
+SCENARIOS = ("prepare", "push", "baseline", "shared_account", "realtime", "scale", "functions")
 ON_REQUEST = ("scale",)
 """Scenarios a full run leaves out unless named (``--scenario``): ``scale`` (10M contacts,
 ~10 minutes a run) is ``make bench-scale``. The smoke run includes them, at a small size."""
@@ -77,6 +78,8 @@ def settings_for(args: argparse.Namespace, work: Path) -> Settings:
             realtime_time_scale=20.0,
             work=work,
             scale_rows=20_000,
+            functions_rows=5_000,
+            functions_time_scale=20.0,
         )
     else:
         s = Settings(work=work)
@@ -115,6 +118,7 @@ def run(args: argparse.Namespace) -> list[Outcome]:
         shared = SharedAccountScenario(s) if "shared_account" in chosen else None
         realtime = RealtimeScenario(s) if "realtime" in chosen else None
         scale = ScaleScenario(s) if "scale" in chosen else None
+        functions = FunctionsScenario(s) if "functions" in chosen else None
         results: dict[str, list[Figures]] = {name: [] for name in chosen}
         for i in range(args.runs):
             for name, scenario in (
@@ -124,6 +128,7 @@ def run(args: argparse.Namespace) -> list[Outcome]:
                 ("shared_account", shared),
                 ("realtime", realtime),
                 ("scale", scale),
+                ("functions", functions),
             ):
                 if scenario is None or i >= getattr(scenario, "max_runs", args.runs):
                     continue
@@ -153,6 +158,8 @@ def run(args: argparse.Namespace) -> list[Outcome]:
         outcomes.append(Outcome("realtime", results["realtime"], RealtimeScenario.goals))
     if scale is not None:
         outcomes.append(Outcome("scale", results["scale"], ScaleScenario.goals))
+    if functions is not None:
+        outcomes.append(Outcome("functions", results["functions"], FunctionsScenario.goals))
     for o in outcomes:
         o.settle()
     if baseline is not None:
@@ -208,6 +215,7 @@ def report(
         f"baseline at `--time-scale {s.baseline_time_scale:g}`; shared account at "
         f"`--time-scale {s.shared_time_scale:g}`; realtime: {s.realtime_rows:,} rows at "
         f"`--time-scale {s.realtime_time_scale:g}` (and at {s.time_scale:g}), one run; "
+        f"functions ({s.functions_rows:,} contacts) at `--time-scale {s.functions_time_scale:g}`; "
         "times marked *sandbox* are "
         "times at ActiveCampaign's real limits",
         "",

@@ -85,6 +85,13 @@ class Settings:
     """The realtime scenario's time scale: ActiveCampaign's real limits."""
     work: Path = field(default_factory=lambda: Path("."))
     scale_rows: int = 10_000_000
+    functions_rows: int = 200_000
+    """The functions scenario's segment (:mod:`bench.functions_path`)."""
+    functions_time_scale: float = 2.0
+    """The functions scenario's time scale. Its five workers are threads of one process here
+    (separate workers in Azure); at 10 their 25 ms *real* per-second margin is within the GIL's
+    and a loaded machine's scheduling jitter (1-3 per-second 429s in 3 of 5 runs at load 5 on
+    2 cores), at 2 it is 50 ms (0 throttled); one run takes ~5 minutes."""
     """The scale scenario's segment (:mod:`bench.scale`; ``make bench-scale``)."""
 
 

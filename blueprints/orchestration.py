@@ -29,10 +29,13 @@ caps the pushes of one step.
 **Pipelining.** A chunk's batches are final only once ActiveCampaign has processed them, which
 takes a while after the push; so a step pushes new chunks *and* confirms pushed ones
 (:func:`plan_step`): of ``w`` workers, ``w // 2`` confirm and the rest push (5 workers: 3
-pushes at 30 bulk imports a minute each, 2 confirms polling up to once a second each — enough
-for the 1.5 batches a second the pushes queue). The pushes share 90% of the run's bulk share,
-the confirms 10% (they only send again a batch whose import failed). A run with one worker
-alternates: it confirms what it pushed before it pushes more.
+pushes at 32 bulk imports a minute each, 2 confirms polling up to once a second each — enough
+for the 1.6 batches a second the pushes queue). The pushes share 96% of the run's bulk share,
+the confirms 4% (they only send again a batch whose import failed: two a minute each is
+plenty, and every point given to them is a point of the account's bulk budget the pushes —
+each paced evenly — can never use; at 10% the Functions path ran at ~75% of the floor in
+``make bench``'s ``functions`` scenario). A run with one worker alternates: it confirms what it
+pushed before it pushes more.
 
 **History.** A million contacts make ~100 chunks of 10,000, ~400 history events: fine for one
 orchestration, but the history is reloaded on every replay, so it is bounded anyway: above
@@ -99,8 +102,9 @@ GROUP_SIZE = 50
 """Chunks per sub-orchestration (50 chunks: ~200 history events, 500,000 contacts)."""
 MAX_WAVE_WIDTH = MAX_WORKERS
 """Pushes in one step at most (the account's workers)."""
-CONFIRM_BULK_PART = 0.1
-"""The confirms' part of a run's bulk share while pushes share the step (resubmissions only)."""
+CONFIRM_BULK_PART = 0.04
+"""The confirms' part of a run's bulk share while pushes share the step (resubmissions only):
+with 3 pushes and 2 confirms, 32 bulk imports a minute per push and 2 per confirm."""
 RATE_SHARE = 1.0 / MAX_WORKERS
 """Every activity's share of the per-second budget: one request a second."""
 RETRY_ATTEMPTS = 3

@@ -51,6 +51,7 @@ def test_every_scenario_reports_its_figures(smoke: Smoke) -> None:
         "shared_account",
         "realtime",
         "scale",
+        "functions",
     }
     for name, data in figures.items():
         assert len(data["runs"]) == 1, name
@@ -118,6 +119,22 @@ def test_realtime_figures_are_sane(smoke: Smoke) -> None:
         assert 0 < m[f"{label}.wire_efficiency_pct"] <= m[f"{label}.limiter_bound_pct"] + 1.0
         assert m[f"{label}.peak_requests_per_second"] <= 5
         assert 0 < m[f"{label}.exports_add_wall_s"] < m[f"{label}.wall_seconds"]
+
+
+def test_functions_figures_are_sane(smoke: Smoke) -> None:
+    """One run of 5,000 rows through the orchestration (replay engine, entity, activities on a
+    thread pool after their dispatch delay) against the sandbox: every figure is there and
+    consistent (the efficiency goal itself is for the full size)."""
+    m = smoke[0]["functions"]["medians"]
+    assert m["completed"] == 1 and m["throttled"] == 0
+    assert m["contacts_confirmed"] == 4965
+    assert m["bulk_accepted"] == 20  # 4965 contacts / 250 per request
+    assert m["peak_requests_per_second"] <= 5 and m["bulk_requests_per_minute_peak"] <= 100
+    assert m["floor_sandbox_s"] == 3.0  # 20 requests: bursts of 5 at 0, 1, 2 and 3 s
+    assert 0 < m["wire_efficiency_pct"] <= 100
+    # prepare, members, push, confirm, members, finalize: each waited 50-500 ms first
+    assert m["activities"] >= 6
+    assert 50 <= m["mean_dispatch_ms"] <= 500
 
 
 def test_refresh_and_baseline_figures_are_sane(smoke: Smoke) -> None:

@@ -137,15 +137,16 @@ def test_the_key_surfaces_nowhere(
     )
     put(wrong_type, 415)
 
-    # The key ActiveCampaign rejects: verify before saving, and verify after.
-    verify_first = request(
+    # The key ActiveCampaign rejects: Connect checks it before saving (by default), and a
+    # connection saved offline is checked after.
+    put(_connection(world, "wrong", api_key=CANARY_WRONG), 422)
+    offline = request(
         "PUT",
         "connections/wrong",
         body=conn_body(world, api_key=CANARY_WRONG),
-        params={"verify": "true"},
+        params={"verify": "false"},
     )
-    put(verify_first, 422)
-    put(_connection(world, "wrong", api_key=CANARY_WRONG), 201)
+    put(offline, 201)
     verify_wrong = handle_verify_connection(request("POST", "connections/wrong/verify"), svc)
     _status(seen, verify_wrong, 422)
 

@@ -11,15 +11,15 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.durable.app import user_function
+from bench.durable.driver import Driver
+from bench.durable.host import DurableHost
 from blueprints import orchestration as orch
 from blueprints import triggers
 from blueprints.runtime import use_runtime
 from exporter.adapters.blob_store import BlobStore
 from sandbox import Sandbox, SandboxConfig
 from tests.azure.support import fresh_blob_store
-from tests.functions.app_functions import user_function
-from tests.functions.durable_driver import Driver
-from tests.functions.durable_host import DurableHost
 from tests.functions.fake_durable import (
     API_KEY,
     FakeDurableClient,

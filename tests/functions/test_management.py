@@ -17,6 +17,7 @@ import azure.durable_functions as df
 import azure.functions as func
 import pytest
 
+from bench.durable.app import registered
 from blueprints import management
 from blueprints.management import (
     Cancelled,
@@ -37,7 +38,6 @@ from exporter.management.secret_names import is_generated_key_ref
 from exporter.run.engine import instance_id
 from exporter.settings import HostPolicy
 from sandbox import Sandbox
-from tests.functions.app_functions import registered
 from tests.functions.mgmt_fixtures import (
     ADMIN_NAME,
     NOW_JSON,

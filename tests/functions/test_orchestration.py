@@ -1,6 +1,6 @@
 """The export-run orchestration, driven through the Durable SDK's own replay engine.
 
-Synthetic histories are built by :class:`tests.functions.durable_host.DurableHost` and fed to
+Synthetic histories are built by :class:`bench.durable.host.DurableHost` and fed to
 the registered orchestrator functions; activity results are scripted here (the activities are
 thin adapters over the engine, exercised for real in the end-to-end test).
 """
@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from bench.durable.app import user_function
+from bench.durable.entities import Entities
+from bench.durable.host import DurableHost, Pending, Replay
 from blueprints import orchestration as orch
 from exporter.run.engine import RunOptions, RunRequest
-from tests.functions.app_functions import user_function
-from tests.functions.durable_entities import Entities
-from tests.functions.durable_host import DurableHost, Pending, Replay
 
 RUN_ID = "20260105T020000Z-abcdef12"
 INSTANCE = "weekly-abcdef1234567890abcdef1234567890"
@@ -204,12 +204,23 @@ def test_every_step_stays_within_its_grant_and_every_chunk_is_confirmed(
     assert pushed == confirmed == chunk_paths(n)
 
 
+def test_a_full_steps_pushes_can_use_96_percent_of_the_account_bulk_budget() -> None:
+    """Each push is paced at whole bulk imports a minute (its share of 100, rounded down):
+    three pushes beside two confirms send 96 a minute, the confirms can still resubmit two a
+    minute each, and together they never exceed the 100."""
+    push, confirm = orch.shares(1.0, 3, 2)
+    per_minute = [int(100 * share + 1e-9) for share in (push, push, push, confirm, confirm)]
+    assert sum(per_minute[:3]) == 96
+    assert per_minute[3:] == [2, 2]
+    assert sum(per_minute) <= 100
+
+
 def test_pushes_share_most_of_the_bulk_budget_and_confirms_the_rest() -> None:
     assert orch.plan_step(chunk_paths(9), chunk_paths(4), 5, 4) == (
         chunk_paths(3),
         chunk_paths(2),
     )
-    assert orch.shares(1.0, 3, 2) == pytest.approx((0.3, 0.05))
+    assert orch.shares(1.0, 3, 2) == pytest.approx((0.32, 0.02))
     assert orch.shares(1.0, 4, 0) == (0.25, 0.0)
     assert orch.shares(0.5, 0, 5) == (0.0, 0.1)
     with pytest.raises(ValueError):
@@ -290,8 +301,9 @@ def test_waves_pipeline_push_and_confirm_within_the_budget() -> None:
         assert sum(p.name in (orch.PUSH_ACTIVITY, orch.CONFIRM_ACTIVITY) for p in r) <= 5
         assert in_flight_budget(r) <= 1.0 + 1e-9
     mixed = rounds[3]
-    assert {p.input["share"] for p in mixed if p.name == orch.PUSH_ACTIVITY} == {0.3}
-    assert {p.input["share"] for p in mixed if p.name == orch.CONFIRM_ACTIVITY} == {0.05}
+    [push_share] = {p.input["share"] for p in mixed if p.name == orch.PUSH_ACTIVITY}
+    [confirm_share] = {p.input["share"] for p in mixed if p.name == orch.CONFIRM_ACTIVITY}
+    assert (push_share, confirm_share) == pytest.approx((0.32, 0.02))
     sending = [p for r in rounds for p in r if p.name != orch.FINALIZE_ACTIVITY]
     assert {p.input.get("rate_share") for p in sending if "chunk" in p.input} == {0.2}
     assert respond.payloads(orch.FINALIZE_ACTIVITY) == [

@@ -12,6 +12,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
+from bench.durable.app import registered
 from blueprints import triggers
 from blueprints.runtime import Runtime, use_runtime
 from exporter.management.repository import ConfigRepository
@@ -20,7 +21,6 @@ from exporter.management.service import ManagementService
 from exporter.run.engine import Engine
 from exporter.settings import FunctionSettings, HostPolicy
 from exporter.storage.store import LocalStore
-from tests.functions.app_functions import registered
 from tests.functions.fake_durable import BINDING, FakeDurableClient
 from tests.functions.mgmt_fixtures import payload, request
 

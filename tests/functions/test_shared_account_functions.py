@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from bench.durable.app import user_function
+from bench.durable.driver import Driver
+from bench.durable.host import DurableHost
 from blueprints import orchestration as orch
 from blueprints.runtime import use_runtime
 from exporter.run.engine import instance_id
 from exporter.storage import runs
 from exporter.storage.store import LocalStore
-from tests.functions.app_functions import user_function
-from tests.functions.durable_driver import Driver
-from tests.functions.durable_host import DurableHost
 from tests.functions.fake_durable import API_KEY, make_runtime, seed, snapshot_csv
 from tests.sandbox_process import SandboxProcess, started_sandbox_process
 

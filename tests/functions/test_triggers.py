@@ -15,6 +15,7 @@ import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
 
+from bench.durable.app import registered
 from blueprints import orchestration as orch
 from blueprints import triggers
 from blueprints.auth import principal_header
@@ -26,7 +27,6 @@ from exporter.run.engine import RunRequest, instance_id
 from exporter.storage import runs
 from exporter.storage.records import LastRun
 from exporter.storage.store import LocalStore
-from tests.functions.app_functions import registered
 from tests.functions.fake_durable import (
     SYSTEM_KEY,
     FakeDurableClient,

@@ -45,6 +45,9 @@ from typing import Any
 import azure.functions as func
 import pytest
 
+from bench.durable.app import user_function
+from bench.durable.driver import Driver
+from bench.durable.host import DurableHost, Pending
 from blueprints import orchestration as orch
 from blueprints import triggers
 from blueprints.auth import principal_header
@@ -58,9 +61,6 @@ from exporter.masking import mask_email
 from exporter.run.engine import Engine
 from exporter.storage.store import LocalStore
 from sandbox import Faults, Field, Sandbox, SandboxConfig
-from tests.functions.app_functions import user_function
-from tests.functions.durable_driver import Driver
-from tests.functions.durable_host import DurableHost, Pending
 from tests.functions.fake_durable import FakeDurableClient, make_runtime, seed
 
 CANARY_KEY = "CANARY-AC-KEY-0b7e4d2a9c51f386d2"

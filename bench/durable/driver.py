@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.functions.app_functions import user_function
-from tests.functions.durable_entities import Entities
-from tests.functions.durable_host import DurableHost, Pending, Replay
+from bench.durable.app import user_function
+from bench.durable.entities import Entities
+from bench.durable.host import DurableHost, Pending, Replay
 
 
 def run_activity(p: Pending) -> Any:

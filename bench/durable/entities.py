@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.functions.app_functions import user_function
+from bench.durable.app import user_function
 
 
 @dataclass
