@@ -30,6 +30,7 @@ from exporter.management.config import (
     SNAPSHOTS,
     Connection,
     check_snapshot_path,
+    text_encoding,
 )
 from exporter.management.local_keys import LocalKeyStore
 from exporter.management.permissions import Caller
@@ -146,6 +147,8 @@ def cmd_connections_add(ctx: Context, args: argparse.Namespace) -> int:
             "allow_contributors": True if args.allow_contributors else None,
         },
     )
+    if isinstance(payload.get("name"), str) and payload["name"]:
+        payload.setdefault("display_name", payload["name"])
     if args.agree_to_privacy_statement:
         payload["consent"] = True
     else:
@@ -231,8 +234,18 @@ def cmd_exports_add(ctx: Context, args: argparse.Namespace) -> int:
         "tags": list(args.tag) if args.tag else None,
         "exclude_automations": False if args.include_automations else None,
         "enabled": False if args.disabled else None,
+        "encoding": args.encoding,
     }
     payload = _merge(_load_json_file(args.file), flags)
+    name = payload.get("name")
+    if isinstance(name, str) and name:
+        payload.setdefault("display_name", name)
+        if "segment" not in payload:
+            payload["segment"] = f"{SNAPSHOTS}{name}/"
+            ctx.note(
+                f"note: segment {payload['segment']} (store snapshots the export reads; "
+                "`run --snapshot FILE` reads a local file regardless)"
+            )
     saved = ctx.service().create_export(ctx.caller, payload)
     ctx.emit(saved.view, f"export {saved.view['name']} saved (saving never runs it)")
     return EXIT_OK
@@ -265,6 +278,15 @@ def cmd_exports_remove(ctx: Context, args: argparse.Namespace) -> int:
 # --- runs ------------------------------------------------------------------------------------
 
 
+def _encoding_flag(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return text_encoding(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="--encoding") from None
+
+
 def _status_exit(report: RunReport) -> int:
     if report.status in ("completed", "dry_run") and report.reconciles():
         return EXIT_OK
@@ -275,7 +297,10 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     engine = ctx.engine()
     export, _connection = ctx.service().authorize_run(ctx.caller, args.export)
     options = RunOptions(
-        dry_run=args.dry_run, full_resync=args.full_resync, allow_shrink=args.allow_shrink
+        dry_run=args.dry_run,
+        full_resync=args.full_resync,
+        allow_shrink=args.allow_shrink,
+        encoding=_encoding_flag(args.encoding),
     )
     location = runs.STORE
     snapshot = None

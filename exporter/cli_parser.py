@@ -11,14 +11,17 @@ from exporter.settings import EXPORTER_HOME
 
 EPILOG = """\
 exit codes:
-  0  done: every contact confirmed (or a dry run, or a management command succeeded)
+  0  done: every contact confirmed (or a dry run, or a management command succeeded);
+     rejected rows (bad email, ragged row, ... listed in rejected.csv) and duplicates still
+     exit 0: the report counts them, check "rejected" in it or in `runs show`
   1  the run failed, completed with failures, or a safety guard stopped it
   2  bad input or configuration (unreadable snapshot, invalid or missing settings)
   130 interrupted (run the same command again to resume the run)
 
 environment:
   EXPORTER_HOME                     store folder (default ./.exporter), same as --home
-  EXPORTER_ALLOW_LOOPBACK_SANDBOX   loopback sandbox hosts (default on for the command line)
+  EXPORTER_ALLOW_LOOPBACK_SANDBOX   loopback sandbox hosts over plain HTTP (default on for
+                                    the command line; keys go to any other host only over TLS)
   EXPORTER_HOSTNAME_ALLOWLIST       extra API hostnames keys may be sent to
   EXPORTER_MAX_RECORD_BYTES, EXPORTER_MAX_FIELD_CHARS, EXPORTER_MAX_COLUMNS,
   EXPORTER_MAX_DECOMPRESSED_BYTES, EXPORTER_MAX_DECOMPRESSION_RATIO, EXPORTER_MAX_PARTITIONS,
@@ -50,7 +53,7 @@ def build_parser(commands: Mapping[str, Callable[..., int]]) -> argparse.Argumen
     add = conns.add_parser("add", help="add a connection (administrators)")
     add.add_argument("--file", help="connection JSON; flags override its values")
     add.add_argument("--name")
-    add.add_argument("--display-name")
+    add.add_argument("--display-name", help="a name shown to people (default: --name)")
     add.add_argument("--hostname", help="REST endpoint hostname, e.g. acct.api-us1.com")
     add.add_argument("--api-key-ref", help="where the key is: env:NAME or file:/path")
     add.add_argument("--allow-contributors", action="store_true")
@@ -83,12 +86,20 @@ def build_parser(commands: Mapping[str, Callable[..., int]]) -> argparse.Argumen
     )
     ea = exps.add_parser("add", help="add an export (saving never runs it)")
     ea.add_argument("--file", help="export JSON; flags override its values")
-    for flag in (
-        "--name",
-        "--display-name",
-        "--connection",
+    ea.add_argument("--name", help="the export's identifier (a slug; required)")
+    ea.add_argument("--display-name", help="a name shown to people (default: --name)")
+    ea.add_argument("--connection", help="the connection it sends through (required)")
+    ea.add_argument(
         "--segment",
-        "--list-id",
+        help="which store snapshots: snapshots/<name>/, a file or a glob (default: "
+        "snapshots/<export name>/; `run --snapshot FILE` reads any local file regardless)",
+    )
+    ea.add_argument("--list-id", help="the ActiveCampaign list ID (required)")
+    ea.add_argument(
+        "--encoding",
+        help="the snapshots' text encoding (default utf-8; e.g. cp1252 for Windows/Latin-1)",
+    )
+    for flag in (
         "--email",
         "--first-name",
         "--last-name",
@@ -138,6 +149,10 @@ def build_parser(commands: Mapping[str, Callable[..., int]]) -> argparse.Argumen
         "--snapshot",
         help="a local CSV / model.json / folder, or a store path "
         "under snapshots/ (default: the newest snapshot of the export's segment)",
+    )
+    run.add_argument(
+        "--encoding",
+        help="the snapshot's text encoding for this run (default: the export's, utf-8)",
     )
     run.add_argument("--dry-run", action="store_true", help="write plan.csv, send nothing")
     run.add_argument("--full-resync", action="store_true", help="send every contact again")
