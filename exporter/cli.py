@@ -23,7 +23,13 @@ from typing import IO, Any
 
 from exporter.activecampaign.ledger import FileLedger
 from exporter.cli_parser import build_parser as _build_parser
-from exporter.cli_progress import ProgressBar
+from exporter.cli_progress import (
+    LineSink,
+    LogSummary,
+    ProgressView,
+    summary_paragraph,
+    terminal_width,
+)
 from exporter.errors import ConfigError, ExporterError, GuardError, InputError
 from exporter.management.config import (
     CONSENT_STATEMENT,
@@ -62,10 +68,14 @@ class Context:
     caller: Caller
     json: bool
     progress: bool
-    """Draw a progress bar on stderr."""
+    """Show progress and the closing paragraph on stderr (not with --json or --quiet)."""
     time_scale: float
     out: IO[str]
     err: IO[str]
+    sink: LineSink | None = None
+    """Where log lines go (above the progress line while one is drawn)."""
+    logs: LogSummary | None = None
+    """The warnings' summary and counts (retries)."""
     read_limits: ReadLimits = field(default_factory=ReadLimits)
     """What reading one snapshot may cost (``EXPORTER_MAX_*`` settings)."""
     env: Mapping[str, str] = field(default_factory=dict)  # what main() read (for the console)
@@ -323,27 +333,49 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         args.export, snapshot=snapshot, options=options, snapshot_location=location
     )
     resumed = active is not None and active.run_id == req.run_id
-    ctx.note(
-        f"{'resuming' if resumed else 'starting'} run {req.run_id} of export {req.export}"
-        + (" (dry run)" if options.dry_run else "")
-    )
-    bar = ProgressBar(ctx.err) if ctx.progress else None
+    if ctx.progress:
+        ctx.note(
+            f"{'resuming' if resumed else 'starting'} run {req.run_id} of export {req.export}"
+            + (" (dry run)" if options.dry_run else "")
+        )
+    view = ProgressView(ctx.err, width=terminal_width(ctx.err)) if ctx.progress else None
+    if ctx.sink is not None:
+        ctx.sink.view = view
     try:
-        report = engine.run(req, progress=bar)
+        report = engine.run(req, progress=view)
     except GuardError as exc:
-        if bar is not None:
-            bar.close()
+        _end_progress(ctx, view)
         guarded = engine.get_run(req.export, req.run_id)
         ctx.emit(guarded.to_dict(), guarded.summary())
         ctx.err.write(f"error: {exc}\n")
+        _closing_paragraph(ctx, guarded, EXIT_FAILED)
         return EXIT_FAILED
     finally:
-        if bar is not None:
-            bar.close()
+        _end_progress(ctx, view)
     ctx.emit(report.to_dict(), report.summary())
     if report.error and not ctx.json:
         ctx.err.write(f"error: {report.error}\n")
-    return _status_exit(report)
+    code = _status_exit(report)
+    _closing_paragraph(ctx, report, code)
+    return code
+
+
+def _end_progress(ctx: Context, view: ProgressView | None) -> None:
+    if view is not None:
+        view.close()
+    if ctx.sink is not None:
+        ctx.sink.view = None
+    if ctx.logs is not None:
+        ctx.logs.flush()  # the retries of the last minute, before the closing paragraph
+
+
+def _closing_paragraph(ctx: Context, report: RunReport, code: int) -> None:
+    """The report in words on stderr (not with --json or --quiet)."""
+    if not ctx.progress:
+        return
+    retried = ctx.logs.totals["requests retried"] if ctx.logs is not None else 0
+    width = min(terminal_width(ctx.err) or 100, 100)
+    ctx.err.write(summary_paragraph(report, exit_code=code, retried=retried, width=width) + "\n")
 
 
 def cmd_runs_list(ctx: Context, args: argparse.Namespace) -> int:
@@ -396,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
 _CLI_HANDLER = "_exporter_cli_handler"
 
 
-def _configure_logging(verbosity: int, err: IO[str]) -> None:
+def _configure_logging(verbosity: int, err: IO[str] | LineSink) -> None:
     if not verbosity:
         return
     root = logging.getLogger()
@@ -433,7 +465,15 @@ def main(
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     args = build_parser().parse_args(argv)
-    _configure_logging(args.verbose, err)
+    sink = LineSink(err)
+    _configure_logging(args.verbose, sink)
+    # Without -v, warnings would reach stderr one by one through logging's last resort: the
+    # retries are summarised instead (and counted either way, for the closing paragraph).
+    logs = LogSummary(
+        sink, summarise=not (args.verbose or args.quiet), passthrough=not args.verbose
+    )
+    root = logging.getLogger()
+    root.addHandler(logs)
     home = args.home or env.get(EXPORTER_HOME) or ".exporter"
     try:
         ctx = Context(
@@ -442,10 +482,12 @@ def main(
             hosts=HostPolicy.from_env(env, loopback_default=True),
             caller=Caller.local_admin(_principal(env)),
             json=args.json,
-            progress=not args.json and err.isatty(),
+            progress=not (args.json or args.quiet),
             time_scale=args.time_scale,
             out=out,
             err=err,
+            sink=sink,
+            logs=logs,
             read_limits=ReadLimits.from_env(env),
             env=env,
         )
@@ -461,3 +503,5 @@ def main(
     except KeyboardInterrupt:
         err.write("interrupted: run the same command again to resume the run\n")
         return EXIT_INTERRUPTED
+    finally:
+        root.removeHandler(logs)

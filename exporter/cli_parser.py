@@ -44,6 +44,12 @@ def build_parser(commands: Mapping[str, Callable[..., int]]) -> argparse.Argumen
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)"
     )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress, retry summary or closing paragraph on stderr (errors still)",
+    )
     parser.add_argument("--time-scale", type=float, default=1.0, help=argparse.SUPPRESS)
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
