@@ -72,6 +72,8 @@ class Context:
     time_scale: float
     out: IO[str]
     err: IO[str]
+    progress_every: float = 30.0
+    """Seconds between plain progress lines (stderr without a sized terminal)."""
     sink: LineSink | None = None
     """Where log lines go (above the progress line while one is drawn)."""
     logs: LogSummary | None = None
@@ -338,7 +340,11 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
             f"{'resuming' if resumed else 'starting'} run {req.run_id} of export {req.export}"
             + (" (dry run)" if options.dry_run else "")
         )
-    view = ProgressView(ctx.err, width=terminal_width(ctx.err)) if ctx.progress else None
+    view = (
+        ProgressView(ctx.err, width=terminal_width(ctx.err), every=ctx.progress_every)
+        if ctx.progress
+        else None
+    )
     if ctx.sink is not None:
         ctx.sink.view = view
     try:
@@ -486,6 +492,7 @@ def main(
             time_scale=args.time_scale,
             out=out,
             err=err,
+            progress_every=args.progress_every,
             sink=sink,
             logs=logs,
             read_limits=ReadLimits.from_env(env),

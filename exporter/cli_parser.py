@@ -51,6 +51,7 @@ def build_parser(commands: Mapping[str, Callable[..., int]]) -> argparse.Argumen
         help="no progress, retry summary or closing paragraph on stderr (errors still)",
     )
     parser.add_argument("--time-scale", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--progress-every", type=float, default=30.0, help=argparse.SUPPRESS)
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     conns = top.add_parser("connections", help="ActiveCampaign accounts").add_subparsers(

@@ -215,6 +215,13 @@ def _kind(record: logging.LogRecord) -> str | None:
     return None
 
 
+_SINGULAR = {
+    "requests retried": "request retried",
+    "contacts rejected by ActiveCampaign": "contact rejected by ActiveCampaign",
+    "import problems": "import problem",
+}
+
+
 class LogSummary(logging.Handler):
     """Warnings without ``-v``: retries and ActiveCampaign's per-contact answers counted and
     written at most once every ``every`` seconds (the first at once); anything else written
@@ -263,7 +270,10 @@ class LogSummary(logging.Handler):
         if not self._pending:
             return
         first = self._last_line == float("-inf")
-        counts = ", ".join(f"{n:,} {kind}" for kind, n in self._pending.items())
+        counts = ", ".join(
+            f"{n:,} {_SINGULAR.get(kind, kind) if n == 1 else kind}"
+            for kind, n in self._pending.items()
+        )
         last = self._last if len(self._last) <= 160 else self._last[:157] + "..."
         tail = "; more are summarised once a minute" if first else ""
         self._sink.line(f"ActiveCampaign: {counts} (last: {last}){tail}; -v shows each")
@@ -314,8 +324,12 @@ def summary_paragraph(
         if report.artefacts.get("plan"):
             read += f" (the plan is in {report.artefacts['plan']})"
     elif report.status != "guarded":
-        moved = [f"{n:,} {what}" for n, what in ((report.new, "new"), (report.changed, "changed"))]
-        read += f": {' and '.join(moved)}, of which ActiveCampaign confirmed {report.confirmed:,}"
+        moved = [f"{n:,} {w}" for n, w in ((report.new, "new"), (report.changed, "changed")) if n]
+        if moved:
+            read += f": {' and '.join(moved)}, of which ActiveCampaign confirmed"
+            read += f" {report.confirmed:,}"
+        else:
+            read += ": nothing new or changed to send"
     if report.unchanged:
         read += f"; {report.unchanged:,} unchanged, not sent again"
     parts.append(read + ".")
