@@ -114,10 +114,14 @@ def _pipeline(
     thread = threading.Thread(target=confirmer, name="exporter-confirm", daemon=True)
     thread.start()
     sent = [0]
+    deferred: list[BaseException] = []
 
     def batch_sent(n: int) -> None:
         sent[0] += n
-        emit(ProgressEvent("push", sent[0], total, "contacts sent"))
+        try:
+            emit(ProgressEvent("push", sent[0], total, "contacts sent"))
+        except BaseException as exc:  # noqa: BLE001 - raised at the chunk's end (see below)
+            deferred.append(exc)
 
     try:
         for chunk in prep.chunks:
@@ -126,7 +130,11 @@ def _pipeline(
             before = sent[0]
             s = push(ctx, req, chunk, session, batch_sent)
             sent[0] = before + s.sent + s.rejected
+            # A callback that stops the run (the console's cancel) stops it between chunks, as
+            # it always did: a batch's event never breaks off a chunk half-pushed.
             emit(ProgressEvent("push", sent[0], total, "contacts sent"))
+            if deferred:
+                raise deferred[0]
             pushed.put(chunk)
     except ApiError as exc:  # fatal, or retriable but the retry policy gave up
         errors.append(exc)
