@@ -347,6 +347,8 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     )
     if ctx.sink is not None:
         ctx.sink.view = view
+    if view is not None:
+        view.start_ticking(min(1.0, ctx.progress_every))
     try:
         report = engine.run(req, progress=view)
     except GuardError as exc:

@@ -86,6 +86,8 @@ class ProgressView:
         self._last_draw = float("-inf")
         self._last_line = now  # the first plain line comes after ``every`` seconds
         self._closed = False
+        self._stop = threading.Event()
+        self._prepared = False
 
     # --- events -----------------------------------------------------------------------------
 
@@ -99,6 +101,7 @@ class ProgressView:
                 self._phase, self._phase_started = phase, now
             if event.phase == "prepare":
                 self._rows = max(self._rows, event.done)
+                self._prepared = event.total is not None  # the last prepare event
             elif event.phase == "push":
                 self._sent = max(self._sent, event.done)
             elif event.phase == "confirm":
@@ -113,6 +116,10 @@ class ProgressView:
     def text(self) -> str:
         """The progress line as it stands (without locking: for :meth:`_show` and tests)."""
         elapsed = self._clock() - self._phase_started
+        if self._phase == "prepare" and self._prepared:
+            return (
+                f"{self._rows:,} rows read; reading the list before sending · {duration(elapsed)}"
+            )
         if self._phase == "prepare":
             line = f"reading rows: {self._rows:,} read"
             if self._rows and elapsed >= 1.0:
@@ -166,8 +173,31 @@ class ProgressView:
                 self._draw(drawn)
             self._err.flush()
 
+    def tick(self) -> None:
+        """Time passed without an event (a throttled wait, a long poll): the terminal line's
+        clock moves, and a plain line comes when it is due."""
+        with self._lock:
+            if self._closed or self._phase == "finalize":
+                return
+            now = self._clock()
+            if self._width is not None:
+                self._last_draw = now
+                self._draw(self.text())
+            else:
+                self._show(now)
+
+    def start_ticking(self, interval: float = 1.0) -> None:
+        """:meth:`tick` every ``interval`` seconds on a daemon thread until :meth:`close`."""
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                self.tick()
+
+        threading.Thread(target=loop, name="exporter-progress", daemon=True).start()
+
     def close(self) -> None:
         """Take the progress line away (idempotent)."""
+        self._stop.set()
         with self._lock:
             self._erase()
             self._closed = True

@@ -111,6 +111,30 @@ def test_without_a_width_it_writes_a_plain_line_every_interval() -> None:
     assert lines[0].startswith("sending contacts: 0/1,000 settled (0%), 300 sent")
 
 
+def test_without_events_the_clock_still_moves_and_plain_lines_still_come() -> None:
+    clock, err = FakeClock(), io.StringIO()
+    plain = ProgressView(err, width=None, clock=clock, every=30.0)
+    plain(ProgressEvent("prepare", 5_000, 5_000))  # then a long read of the list: no events
+    for _ in range(65):
+        clock.now += 1.0
+        plain.tick()
+    assert err.getvalue().splitlines() == [
+        "5,000 rows read; reading the list before sending · 30s",
+        "5,000 rows read; reading the list before sending · 1m 00s",
+    ]
+    term = io.StringIO()
+    drawn = ProgressView(term, width=80, clock=clock)
+    drawn(ProgressEvent("push", 250, 1_000))
+    clock.now += 5.0
+    drawn.tick()
+    assert term.getvalue().endswith(
+        CLEAR + "sending contacts: 0/1,000 settled (0%), 250 sent · 50 contacts/s · ETA 20s · 5s"
+    )
+    drawn(ProgressEvent("finalize", 0, 1))
+    drawn.tick()  # nothing after the finalize erase
+    assert term.getvalue().endswith(CLEAR)
+
+
 def test_log_lines_go_above_the_progress_line() -> None:
     clock, err = FakeClock(), io.StringIO()
     view = ProgressView(err, width=80, clock=clock, redraw=0.0)
