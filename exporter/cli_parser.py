@@ -106,8 +106,8 @@ def build_parser(commands: Mapping[str, Callable[..., int]]) -> argparse.Argumen
         "--encoding",
         help="the snapshots' text encoding (default utf-8; e.g. cp1252 for Windows/Latin-1)",
     )
+    ea.add_argument("--email", help="the column holding the email address (required)")
     for flag in (
-        "--email",
         "--first-name",
         "--last-name",
         "--phone",
