@@ -21,21 +21,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from exporter import __version__
 from exporter.activecampaign.ledger import FileLedger
+from exporter.cli_parser import build_parser as _build_parser
+from exporter.cli_progress import (
+    LineSink,
+    LogSummary,
+    ProgressView,
+    summary_paragraph,
+    terminal_width,
+)
 from exporter.errors import ConfigError, ExporterError, GuardError, InputError
 from exporter.management.config import (
     CONSENT_STATEMENT,
     SNAPSHOTS,
     Connection,
     check_snapshot_path,
+    text_encoding,
 )
 from exporter.management.local_keys import LocalKeyStore
 from exporter.management.permissions import Caller
 from exporter.management.repository import ConfigRepository
 from exporter.management.secrets import LocalSecretProvider
 from exporter.management.service import ClientLike, ManagementService
-from exporter.progress import ProgressEvent
 from exporter.reading.limits import ReadLimits
 from exporter.run.engine import Engine, RunOptions
 from exporter.run.report import RunReport
@@ -50,22 +57,6 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
-EPILOG = """\
-exit codes:
-  0  done: every contact confirmed (or a dry run, or a management command succeeded)
-  1  the run failed, completed with failures, or a safety guard stopped it
-  2  bad input or configuration (unreadable snapshot, invalid or missing settings)
-  130 interrupted (run the same command again to resume the run)
-
-environment:
-  EXPORTER_HOME                     store folder (default ./.exporter), same as --home
-  EXPORTER_ALLOW_LOOPBACK_SANDBOX   loopback sandbox hosts (default on for the command line)
-  EXPORTER_HOSTNAME_ALLOWLIST       extra API hostnames keys may be sent to
-  EXPORTER_MAX_RECORD_BYTES, EXPORTER_MAX_FIELD_CHARS, EXPORTER_MAX_COLUMNS,
-  EXPORTER_MAX_DECOMPRESSED_BYTES, EXPORTER_MAX_DECOMPRESSION_RATIO, EXPORTER_MAX_PARTITIONS,
-  EXPORTER_MAX_REJECTED_ROWS        raise a snapshot reading limit (docs/guarantees.md)
-"""
-
 
 @dataclass
 class Context:
@@ -77,10 +68,16 @@ class Context:
     caller: Caller
     json: bool
     progress: bool
-    """Draw a progress bar on stderr."""
+    """Show progress and the closing paragraph on stderr (not with --json or --quiet)."""
     time_scale: float
     out: IO[str]
     err: IO[str]
+    progress_every: float = 30.0
+    """Seconds between plain progress lines (stderr without a sized terminal)."""
+    sink: LineSink | None = None
+    """Where log lines go (above the progress line while one is drawn)."""
+    logs: LogSummary | None = None
+    """The warnings' summary and counts (retries)."""
     read_limits: ReadLimits = field(default_factory=ReadLimits)
     """What reading one snapshot may cost (``EXPORTER_MAX_*`` settings)."""
     env: Mapping[str, str] = field(default_factory=dict)  # what main() read (for the console)
@@ -162,6 +159,8 @@ def cmd_connections_add(ctx: Context, args: argparse.Namespace) -> int:
             "allow_contributors": True if args.allow_contributors else None,
         },
     )
+    if isinstance(payload.get("name"), str) and payload["name"]:
+        payload.setdefault("display_name", payload["name"])
     if args.agree_to_privacy_statement:
         payload["consent"] = True
     else:
@@ -247,8 +246,18 @@ def cmd_exports_add(ctx: Context, args: argparse.Namespace) -> int:
         "tags": list(args.tag) if args.tag else None,
         "exclude_automations": False if args.include_automations else None,
         "enabled": False if args.disabled else None,
+        "encoding": args.encoding,
     }
     payload = _merge(_load_json_file(args.file), flags)
+    name = payload.get("name")
+    if isinstance(name, str) and name:
+        payload.setdefault("display_name", name)
+        if "segment" not in payload:
+            payload["segment"] = f"{SNAPSHOTS}{name}/"
+            ctx.note(
+                f"note: segment {payload['segment']} (store snapshots the export reads; "
+                "`run --snapshot FILE` reads a local file regardless)"
+            )
     saved = ctx.service().create_export(ctx.caller, payload)
     ctx.emit(saved.view, f"export {saved.view['name']} saved (saving never runs it)")
     return EXIT_OK
@@ -281,42 +290,13 @@ def cmd_exports_remove(ctx: Context, args: argparse.Namespace) -> int:
 # --- runs ------------------------------------------------------------------------------------
 
 
-class _ProgressBar:
-    """tqdm bars on stderr: rows read while preparing, then contacts settled."""
-
-    def __init__(self, err: IO[str]) -> None:
-        from tqdm import tqdm
-
-        self._tqdm = tqdm
-        self._err = err
-        self._bar: Any = None
-        self._phase = ""
-
-    def __call__(self, event: ProgressEvent) -> None:
-        phase = "prepare" if event.phase == "prepare" else "send"
-        if phase != self._phase:
-            self.close()
-            self._phase = phase
-            self._bar = self._tqdm(
-                total=event.total,
-                desc="reading rows" if phase == "prepare" else "sending contacts",
-                unit=" rows" if phase == "prepare" else " contacts",
-                file=self._err,
-                dynamic_ncols=True,
-                leave=False,
-            )
-        if event.phase == "push":
-            self._bar.set_postfix_str(f"sent {event.done:,}", refresh=False)
-            return
-        if event.total is not None:
-            self._bar.total = event.total
-        self._bar.n = event.done
-        self._bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+def _encoding_flag(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return text_encoding(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="--encoding") from None
 
 
 def _status_exit(report: RunReport) -> int:
@@ -329,7 +309,10 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     engine = ctx.engine()
     export, _connection = ctx.service().authorize_run(ctx.caller, args.export)
     options = RunOptions(
-        dry_run=args.dry_run, full_resync=args.full_resync, allow_shrink=args.allow_shrink
+        dry_run=args.dry_run,
+        full_resync=args.full_resync,
+        allow_shrink=args.allow_shrink,
+        encoding=_encoding_flag(args.encoding),
     )
     location = runs.STORE
     snapshot = None
@@ -352,27 +335,55 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         args.export, snapshot=snapshot, options=options, snapshot_location=location
     )
     resumed = active is not None and active.run_id == req.run_id
-    ctx.note(
-        f"{'resuming' if resumed else 'starting'} run {req.run_id} of export {req.export}"
-        + (" (dry run)" if options.dry_run else "")
+    if ctx.progress:
+        ctx.note(
+            f"{'resuming' if resumed else 'starting'} run {req.run_id} of export {req.export}"
+            + (" (dry run)" if options.dry_run else "")
+        )
+    view = (
+        ProgressView(ctx.err, width=terminal_width(ctx.err), every=ctx.progress_every)
+        if ctx.progress
+        else None
     )
-    bar = _ProgressBar(ctx.err) if ctx.progress else None
+    if ctx.sink is not None:
+        ctx.sink.view = view
+    if view is not None:
+        view.start_ticking(min(1.0, ctx.progress_every))
     try:
-        report = engine.run(req, progress=bar)
+        report = engine.run(req, progress=view)
     except GuardError as exc:
-        if bar is not None:
-            bar.close()
+        _end_progress(ctx, view)
         guarded = engine.get_run(req.export, req.run_id)
         ctx.emit(guarded.to_dict(), guarded.summary())
         ctx.err.write(f"error: {exc}\n")
+        _closing_paragraph(ctx, guarded, EXIT_FAILED)
         return EXIT_FAILED
     finally:
-        if bar is not None:
-            bar.close()
+        _end_progress(ctx, view)
     ctx.emit(report.to_dict(), report.summary())
     if report.error and not ctx.json:
         ctx.err.write(f"error: {report.error}\n")
-    return _status_exit(report)
+    code = _status_exit(report)
+    _closing_paragraph(ctx, report, code)
+    return code
+
+
+def _end_progress(ctx: Context, view: ProgressView | None) -> None:
+    if view is not None:
+        view.close()
+    if ctx.sink is not None:
+        ctx.sink.view = None
+    if ctx.logs is not None:
+        ctx.logs.flush()  # the retries of the last minute, before the closing paragraph
+
+
+def _closing_paragraph(ctx: Context, report: RunReport, code: int) -> None:
+    """The report in words on stderr (not with --json or --quiet)."""
+    if not ctx.progress:
+        return
+    retried = ctx.logs.totals["requests retried"] if ctx.logs is not None else 0
+    width = min(terminal_width(ctx.err) or 100, 100)
+    ctx.err.write(summary_paragraph(report, exit_code=code, retried=retried, width=width) + "\n")
 
 
 def cmd_runs_list(ctx: Context, args: argparse.Namespace) -> int:
@@ -398,145 +409,34 @@ def cmd_console(ctx: Context, args: argparse.Namespace) -> int:
     return serve(ctx.store.root, ctx.env, ctx.caller.principal, args.port, ctx.err, ctx.time_scale)
 
 
-# --- the parser ------------------------------------------------------------------------------
-
-
 Handler = Callable[[Context, argparse.Namespace], int]
+
+COMMANDS: dict[str, Handler] = {
+    "connections_add": cmd_connections_add,
+    "connections_verify": cmd_connections_verify,
+    "connections_show": cmd_connections_show,
+    "connections_list": cmd_connections_list,
+    "connections_remove": cmd_connections_remove,
+    "exports_add": cmd_exports_add,
+    "exports_show": cmd_exports_show,
+    "exports_remove": cmd_exports_remove,
+    "exports_list": cmd_exports_list,
+    "run": cmd_run,
+    "runs_list": cmd_runs_list,
+    "runs_show": cmd_runs_show,
+    "console": cmd_console,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exit codes are documented in ``--help``)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m exporter",
-        description="Keep ActiveCampaign lists in sync with customer segment snapshots.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--home", help=f"store folder (default ${EXPORTER_HOME} or ./.exporter)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)"
-    )
-    parser.add_argument("--time-scale", type=float, default=1.0, help=argparse.SUPPRESS)
-    top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    conns = top.add_parser("connections", help="ActiveCampaign accounts").add_subparsers(
-        dest="action", required=True, metavar="ACTION"
-    )
-    add = conns.add_parser("add", help="add a connection (administrators)")
-    add.add_argument("--file", help="connection JSON; flags override its values")
-    add.add_argument("--name")
-    add.add_argument("--display-name")
-    add.add_argument("--hostname", help="REST endpoint hostname, e.g. acct.api-us1.com")
-    add.add_argument("--api-key-ref", help="where the key is: env:NAME or file:/path")
-    add.add_argument("--allow-contributors", action="store_true")
-    add.add_argument(
-        "--agree-to-privacy-statement",
-        action="store_true",
-        help="agree to the data privacy and compliance statement (required)",
-    )
-    verify_help = "check key and host with ActiveCampaign first (default; --no-verify: offline)"
-    add.add_argument("--verify", action=argparse.BooleanOptionalAction, help=verify_help)
-    add.set_defaults(verify=True)
-    add.set_defaults(handler=cmd_connections_add)
-    for name, handler, text in (
-        ("verify", cmd_connections_verify, "check the key and host with ActiveCampaign"),
-        ("show", cmd_connections_show, "show a connection"),
-    ):
-        p = conns.add_parser(name, help=text)
-        p.add_argument("name")
-        p.set_defaults(handler=handler)
-    conns.add_parser("list", help="list connections").set_defaults(handler=cmd_connections_list)
-    rm = conns.add_parser("remove", help="remove a connection")
-    rm.add_argument("name")
-    rm.add_argument("--force", action="store_true", help="even while exports use it")
-    rm.set_defaults(handler=cmd_connections_remove)
-
-    exps = top.add_parser("exports", help="segment → list exports").add_subparsers(
-        dest="action", required=True, metavar="ACTION"
-    )
-    ea = exps.add_parser("add", help="add an export (saving never runs it)")
-    ea.add_argument("--file", help="export JSON; flags override its values")
-    for flag in (
-        "--name",
-        "--display-name",
-        "--connection",
-        "--segment",
-        "--list-id",
-        "--email",
-        "--first-name",
-        "--last-name",
-        "--phone",
-        "--tag-column",
-        "--profile-id-column",
-        "--schedule",
-    ):
-        ea.add_argument(flag)
-    ea.add_argument(
-        "--field",
-        action="append",
-        metavar="COLUMN=FIELD",
-        help="a custom field: column = field id, title or %%TAG%% (repeatable)",
-    )
-    ea.add_argument("--tag", action="append", help="a tag for every contact (repeatable)")
-    ea.add_argument("--leaver-policy", choices=("unsubscribe", "keep"))
-    ea.add_argument("--max-shrink", type=float)
-    ea.add_argument(
-        "--include-automations",
-        action="store_true",
-        help="let ActiveCampaign automations fire for imported contacts",
-    )
-    ea.add_argument("--disabled", action="store_true")
-    ea.set_defaults(handler=cmd_exports_add)
-    for name, handler, text in (
-        ("show", cmd_exports_show, "show an export"),
-        ("remove", cmd_exports_remove, "remove an export, its state and run files (reports stay)"),
-    ):
-        p = exps.add_parser(name, help=text)
-        p.add_argument("name")
-        p.set_defaults(handler=handler)
-    exps.add_parser("list", help="list exports").set_defaults(handler=cmd_exports_list)
-
-    run = top.add_parser(
-        "run",
-        help="run an export now",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    run.add_argument("export")
-    run.add_argument(
-        "--snapshot",
-        help="a local CSV / model.json / folder, or a store path "
-        "under snapshots/ (default: the newest snapshot of the export's segment)",
-    )
-    run.add_argument("--dry-run", action="store_true", help="write plan.csv, send nothing")
-    run.add_argument("--full-resync", action="store_true", help="send every contact again")
-    run.add_argument("--allow-shrink", action="store_true", help="override the shrink guard")
-    run.set_defaults(handler=cmd_run)
-
-    rns = top.add_parser("runs", help="run reports").add_subparsers(
-        dest="action", required=True, metavar="ACTION"
-    )
-    rl = rns.add_parser("list", help="an export's runs, newest first")
-    rl.add_argument("export")
-    rl.add_argument("--limit", type=int, default=20)
-    rl.set_defaults(handler=cmd_runs_list)
-    rs = rns.add_parser("show", help="one run's report")
-    rs.add_argument("export")
-    rs.add_argument("run_id")
-    rs.set_defaults(handler=cmd_runs_show)
-    con = top.add_parser("console", help="the web console on http://127.0.0.1:PORT")
-    con.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
-    con.add_argument("--home", default=argparse.SUPPRESS, help="store folder (as --home before)")
-    con.set_defaults(handler=cmd_console)
-    return parser
+    return _build_parser(COMMANDS)
 
 
 _CLI_HANDLER = "_exporter_cli_handler"
 
 
-def _configure_logging(verbosity: int, err: IO[str]) -> None:
+def _configure_logging(verbosity: int, err: IO[str] | LineSink) -> None:
     if not verbosity:
         return
     root = logging.getLogger()
@@ -573,7 +473,15 @@ def main(
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     args = build_parser().parse_args(argv)
-    _configure_logging(args.verbose, err)
+    sink = LineSink(err)
+    _configure_logging(args.verbose, sink)
+    # Without -v, warnings would reach stderr one by one through logging's last resort: the
+    # retries are summarised instead (and counted either way, for the closing paragraph).
+    logs = LogSummary(
+        sink, summarise=not (args.verbose or args.quiet), passthrough=not args.verbose
+    )
+    root = logging.getLogger()
+    root.addHandler(logs)
     home = args.home or env.get(EXPORTER_HOME) or ".exporter"
     try:
         ctx = Context(
@@ -582,10 +490,13 @@ def main(
             hosts=HostPolicy.from_env(env, loopback_default=True),
             caller=Caller.local_admin(_principal(env)),
             json=args.json,
-            progress=not args.json and err.isatty(),
+            progress=not (args.json or args.quiet),
             time_scale=args.time_scale,
             out=out,
             err=err,
+            progress_every=args.progress_every,
+            sink=sink,
+            logs=logs,
             read_limits=ReadLimits.from_env(env),
             env=env,
         )
@@ -601,3 +512,5 @@ def main(
     except KeyboardInterrupt:
         err.write("interrupted: run the same command again to resume the run\n")
         return EXIT_INTERRUPTED
+    finally:
+        root.removeHandler(logs)

@@ -25,6 +25,7 @@ def test_an_empty_body_is_the_default_run() -> None:
         "dry_run": False,
         "full_resync": False,
         "allow_shrink": False,
+        "encoding": None,  # the export's own encoding
     }
 
 

@@ -13,6 +13,7 @@ it. Messages never repeat the input: a key pasted into the wrong box must not be
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -124,6 +125,26 @@ def check_snapshot_path(value: str, *, field: str | None = "snapshot") -> str:
         return snapshot_path(value)
     except ValueError as exc:
         raise ConfigError(str(exc), field=field) from None
+
+
+_ASCII_PROBE = 'a,;\t|"\r\n'
+
+
+def text_encoding(value: str) -> str:
+    """A snapshot's text encoding by its codec name (``cp1252``, ``utf-8``, ``iso8859-1``): one
+    Python knows and that writes ASCII as ASCII (the CSV reader finds delimiters, quotes and
+    line ends as bytes), so UTF-16 and the like are refused."""
+    try:
+        info = codecs.lookup(value.strip())
+    except LookupError:
+        raise ValueError("is not a known text encoding (e.g. utf-8, cp1252, latin-1)") from None
+    try:
+        ascii_safe = _ASCII_PROBE.encode(info.name) == _ASCII_PROBE.encode("ascii")
+    except (LookupError, TypeError, ValueError):
+        ascii_safe = False
+    if not ascii_safe or not getattr(info, "_is_text_encoding", True):
+        raise ValueError("must be an ASCII-compatible text encoding (e.g. utf-8, cp1252, latin-1)")
+    return info.name
 
 
 def _segment(value: str) -> str:
@@ -295,6 +316,11 @@ class Export(BaseModel):
         default=True, description="Stop ActiveCampaign automations firing for imported contacts."
     )
     enabled: bool = Field(default=True, description="Disabled exports never run.")
+    encoding: Annotated[str, AfterValidator(text_encoding)] = Field(
+        default="utf-8",
+        description="The snapshots' text encoding: utf-8 (with or without BOM), or e.g. cp1252 "
+        "for Windows-1252/Latin-1 files (never guessed; run --encoding overrides it once).",
+    )
     leaver_policy: Literal["unsubscribe", "keep"] = Field(
         default="unsubscribe",
         description="People who left the segment: unsubscribe them from the list (only those "

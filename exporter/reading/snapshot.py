@@ -222,8 +222,8 @@ class _CsvFile:
             byte = exc.object[exc.start : exc.start + 1].hex().upper()
             return InputError(
                 f"not valid {self.part.encoding} text: byte 0x{byte} at byte offset ~{offset} "
-                f"(line {line}). If the file is Latin-1/Windows-1252, re-export it as UTF-8 "
-                "or set the snapshot encoding to cp1252",
+                f"(line {line}). If the file is Latin-1/Windows-1252, re-export it as UTF-8, "
+                'or set the export\'s "encoding" to "cp1252" (once: run --encoding cp1252)',
                 file=path,
                 row=self._data_row(line),
             )

@@ -4,6 +4,7 @@ chunk's confirmed record."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -49,9 +50,16 @@ def _confirmed_summary(ctx: RunContext, req: RunRequest, chunk: str) -> ChunkSum
 
 
 @telemetry.phase("confirm")
-def confirm(ctx: RunContext, req: RunRequest, chunk: str, session: ApiSession) -> ChunkSummary:
+def confirm(
+    ctx: RunContext,
+    req: RunRequest,
+    chunk: str,
+    session: ApiSession,
+    on_batch: Callable[[int], None] | None = None,
+) -> ChunkSummary:
     """Poll the chunk's imports until final. A resubmission is recorded before the next
-    request, so a retried confirm polls it rather than resubmitting the batch again."""
+    request, so a retried confirm polls it rather than resubmitting the batch again.
+    ``on_batch`` hears how many contacts each final batch settled (progress)."""
     path = runs.confirmed_path(req.export, req.run_id, chunk)
     journal = read_record(ctx.store, path, ConfirmedRecord)
     if journal is not None and journal.complete:
@@ -99,7 +107,9 @@ def confirm(ctx: RunContext, req: RunRequest, chunk: str, session: ApiSession) -
             if e.index not in final
         ]
         for outcome in sender.confirm_many(todo, on_resubmit=resubmitted):
-            final[outcome.batch_index] = confirmed_record(outcome, batches)
+            entry = final[outcome.batch_index] = confirmed_record(outcome, batches)
+            if on_batch is not None:
+                on_batch(entry.confirmed + len(entry.failed) + len(entry.rejected))
 
     session.call(confirm_all)
     return summary_of(record(complete=True))

@@ -98,13 +98,20 @@ def _pipeline(
         while (chunk := pushed.get()) is not None:
             if stop.is_set():
                 continue
+            before = settled[0]
+
+            def batch_settled(n: int) -> None:
+                settled[0] += n
+                emit(ProgressEvent("confirm", settled[0], total, "contacts settled"))
+
             try:
-                s = confirm(ctx, req, chunk, session)
+                s = confirm(ctx, req, chunk, session, batch_settled)
             except BaseException as exc:  # noqa: BLE001 - handed to the pushing thread
                 errors.append(exc)
                 stop.set()
                 continue
-            settled[0] += s.confirmed + s.failed + s.rejected
+            # The chunk's record is the count (a resumed chunk's earlier batches included).
+            settled[0] = before + s.confirmed + s.failed + s.rejected
             emit(ProgressEvent("confirm", settled[0], total, "contacts settled"))
 
     thread = threading.Thread(  # in this run's telemetry scope (connection, account)
@@ -114,14 +121,28 @@ def _pipeline(
         daemon=True,
     )
     thread.start()
-    sent = 0
+    sent = [0]
+    deferred: list[BaseException] = []
+
+    def batch_sent(n: int) -> None:
+        sent[0] += n
+        try:
+            emit(ProgressEvent("push", sent[0], total, "contacts sent"))
+        except BaseException as exc:  # noqa: BLE001 - raised at the chunk's end (see below)
+            deferred.append(exc)
+
     try:
         for chunk in prep.chunks:
             if stop.is_set():
                 break
-            s = push(ctx, req, chunk, session)
-            sent += s.sent + s.rejected
-            emit(ProgressEvent("push", sent, total, "contacts sent"))
+            before = sent[0]
+            s = push(ctx, req, chunk, session, batch_sent)
+            sent[0] = before + s.sent + s.rejected
+            # A callback that stops the run (the console's cancel) stops it between chunks, as
+            # it always did: a batch's event never breaks off a chunk half-pushed.
+            emit(ProgressEvent("push", sent[0], total, "contacts sent"))
+            if deferred:
+                raise deferred[0]
             pushed.put(chunk)
     except ApiError as exc:  # fatal, or retriable but the retry policy gave up
         errors.append(exc)

@@ -65,15 +65,21 @@ def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> Ma
     state, etag = state_mod.load(ctx.store, export.name)
     pre_existing = _pre_existing(export, ctx)
     ref, location = runs.snapshot_from_dict(req.snapshot)
+    encoding = req.options.encoding or export.encoding
     if location == runs.LOCAL:
         reader = open_snapshot(
-            ref, opener=local_opener, lister=local_lister, limits=ctx.read_limits
+            ref,
+            opener=local_opener,
+            lister=local_lister,
+            encoding=encoding,
+            limits=ctx.read_limits,
         )
     else:
         reader = open_snapshot(
             ref,
             opener=store_opener(ctx.store),
             lister=store_lister(ctx.store),
+            encoding=encoding,
             limits=ctx.read_limits,
         )
     preparer = Preparer(

@@ -4,6 +4,7 @@ and the chunk's sent record written."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
 
 from exporter import telemetry
@@ -40,9 +41,16 @@ def _sent_summary(ctx: RunContext, req: RunRequest, chunk: str) -> ChunkSummary 
 
 
 @telemetry.phase("push")
-def push(ctx: RunContext, req: RunRequest, chunk: str, session: ApiSession) -> ChunkSummary:
+def push(
+    ctx: RunContext,
+    req: RunRequest,
+    chunk: str,
+    session: ApiSession,
+    on_batch: Callable[[int], None] | None = None,
+) -> ChunkSummary:
     """Send the chunk's batches not yet acknowledged, recording each answer before the next
-    request (see :class:`~exporter.storage.records.SentRecord`)."""
+    request (see :class:`~exporter.storage.records.SentRecord`). ``on_batch`` hears how many
+    contacts each batch sent or had rejected, once its answer is recorded (progress)."""
     path = runs.sent_path(req.export, req.run_id, chunk)
     record = read_record(ctx.store, path, SentRecord)
     if record is not None and record.complete:
@@ -69,6 +77,8 @@ def push(ctx: RunContext, req: RunRequest, chunk: str, session: ApiSession) -> C
         elapsed = before + time.monotonic() - started
         record = _journal(chunk, entries, elapsed, complete=len(entries) == len(all_batches))
         write_record(ctx.store, path, record)
+        if on_batch is not None:
+            on_batch(entries[-1].sent + len(entries[-1].rejected))
     if not record.complete:  # every batch had its entry when the last attempt stopped
         record = _journal(chunk, entries, record.seconds, complete=True)
         write_record(ctx.store, path, record)

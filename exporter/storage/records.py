@@ -138,6 +138,8 @@ class RunOptions(Value):
     """Send every contact again (leavers are still processed)."""
     allow_shrink: bool = False
     """Override the shrink guard."""
+    encoding: str | None = None
+    """The snapshot's text encoding for this run (``run --encoding``; default: the export's)."""
 
 
 class RunRequest(Record):
