@@ -353,3 +353,60 @@ def test_the_functions_app_deploys_what_telemetry_imports() -> None:
     runtime = _requirement_names(ROOT / "requirements.txt")
     assert {"azure-monitor-opentelemetry", "opentelemetry-api"} <= runtime
     assert "opentelemetry-sdk" in _requirement_names(ROOT / "requirements-dev.txt")
+
+
+@pytest.mark.azurite
+def test_a_run_driven_through_the_real_orchestration_tags_every_activitys_records(
+    azurite: str,
+    log_exporter: InMemoryLogRecordExporter,
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    """As Azure drives a run: the blob trigger starts it, the Durable SDK's replay engine steps
+    the orchestration, and the real activities run against Azurite and the sandbox."""
+    import asyncio
+
+    from bench.durable.app import user_function
+    from bench.durable.driver import Driver
+    from bench.durable.host import DurableHost
+    from blueprints import orchestration as orch
+    from blueprints import triggers
+    from blueprints.runtime import use_runtime
+    from sandbox import SandboxConfig
+    from tests.azure.support import fresh_blob_store
+    from tests.functions.fake_durable import (
+        API_KEY,
+        FakeDurableClient,
+        blob_event,
+        make_runtime,
+        seed,
+        snapshot_csv,
+    )
+
+    snapshot = "snapshots/high-value/2026-02-01.csv"
+    config = SandboxConfig(api_key=API_KEY, lists={"1": "Newsletter"}, time_scale=SCALE)
+    with fresh_blob_store(azurite) as store, Sandbox(config) as sb:
+        account = sb.base_url.removeprefix("http://")
+        seed(store, hostname=account, list_id="1")
+        runtime = make_runtime(store, width=2, time_scale=SCALE, chunk_batches=1)
+        store.write_bytes(snapshot, snapshot_csv(300))
+        client = FakeDurableClient()
+        log_exporter.clear()
+        with use_runtime(runtime):
+            blob = blob_event(store.container_prefix + snapshot)
+            asyncio.run(triggers.snapshot_blob_trigger(blob, client))
+            [(_name, iid, data)] = client.started()
+            host = DurableHost(user_function(orch.RUN_ORCHESTRATOR), data, instance_id=iid)
+            [replay] = Driver([host]).run(max_rounds=50)
+    assert replay.failed is None and replay.done, replay.failed
+    run_id = data["request"]["run_id"]
+    records = _records(log_exporter, run_id)
+    phases = {dict(r.attributes)["phase"] for r in records}
+    assert {"prepare", "push", "confirm", "finalize"} <= phases, phases
+    for record in records:
+        attrs = dict(record.attributes or {})
+        if attrs["phase"] in ("push", "confirm"):
+            assert (attrs["connection"], attrs["account"]) == ("shop", account), attrs
+    ended = [r for r in records if dict(r.attributes).get("event") == telemetry.RUN_ENDED]
+    assert [dict(r.attributes)["status"] for r in ended] == ["completed"]
+    points = _points(metric_reader, run_id)
+    assert _sum(points["exporter.contacts"], outcome="confirmed", account=account) == 300
