@@ -246,11 +246,24 @@ class Preparer:
             finally:
                 reader.close()
             result = self.differ.finish()
-            guard = self._reject_guard() or self._guard(result)
+            guard = reject_guard(
+                self.rejects.count, self.rows_read, self.max_rejected_rows
+            ) or shrink_guard(
+                self.state.snapshot_count,
+                result.snapshot_count,
+                self.export.max_shrink,
+                self.allow_shrink,
+            )
             kept = 0
             if guard is None:
                 self._leavers(result, spec.list_id)
-                kept = self._write_kept(result, tmp_dir)
+                kept = (
+                    result.counts.kept
+                    if self.dry_run
+                    else write_kept(
+                        self.store, runs.kept_path(self.export.name, self.run_id), result, tmp_dir
+                    )
+                )
             else:
                 self.chunks.discard()
             self.rejects.close()
@@ -414,35 +427,6 @@ class Preparer:
 
     # --- after the last row -----------------------------------------------------------------
 
-    def _reject_guard(self) -> str | None:
-        """Why too many rejected rows stop the run (``None`` when they do not)."""
-        rejected = self.rejects.count
-        if rejected >= self.max_rejected_rows:
-            return (
-                f"more than {self.max_rejected_rows} rows were rejected: reading stopped after "
-                f"{self.rows_read} rows and nothing is sent; rejected.csv keeps the first "
-                f"{self.max_rejected_rows} (limit max_rejected_rows; raise it with the setting "
-                "EXPORTER_MAX_REJECTED_ROWS)"
-            )
-        if self.rows_read >= REJECTED_SHARE_FROM and rejected * 2 > self.rows_read:
-            return (
-                f"{rejected} of {self.rows_read} rows were rejected (more than half): is this "
-                "the right file and mapping? Nothing is sent; see rejected.csv"
-            )
-        return None
-
-    def _guard(self, result: DiffResult) -> str | None:
-        try:
-            check_shrink(
-                self.state.snapshot_count,
-                result.snapshot_count,
-                self.export.max_shrink,
-                override=self.allow_shrink,
-            )
-        except GuardError as exc:
-            return str(exc)
-        return None
-
     def _leavers(self, result: DiffResult, list_id: str) -> None:
         planner = BatchPlanner(
             exclude_automations=self.export.exclude_automations,
@@ -471,19 +455,6 @@ class Preparer:
             self._write(last, LEAVERS)
         if not self.dry_run:
             self.chunks.close_chunk()
-
-    def _write_kept(self, result: DiffResult, tmp_dir: str) -> int:
-        """Leavers the state forgets without unsubscribing, for finalize to drop."""
-        if self.dry_run:
-            return result.counts.kept
-        path = os.path.join(tmp_dir, "kept.txt")
-        n = 0
-        with open(path, "w", encoding="utf-8", newline="\n") as fh:
-            for leaver in result.leavers_kept():
-                fh.write(leaver.key + "\n")
-                n += 1
-        self.store.write_file(runs.kept_path(self.export.name, self.run_id), path)
-        return n
 
 
 def _manifest(
@@ -568,3 +539,42 @@ def _column_named(columns: list[str], wanted: str) -> str:
         if c.strip().lstrip("\ufeff").strip().lower() == key:
             return c
     return wanted
+
+
+def reject_guard(rejected: int, rows_read: int, max_rejected_rows: int) -> str | None:
+    """Why too many rejected rows stop the run (``None`` when they do not)."""
+    if rejected >= max_rejected_rows:
+        return (
+            f"more than {max_rejected_rows} rows were rejected: reading stopped after "
+            f"{rows_read} rows and nothing is sent; rejected.csv keeps the first "
+            f"{max_rejected_rows} (limit max_rejected_rows; raise it with the setting "
+            "EXPORTER_MAX_REJECTED_ROWS)"
+        )
+    if rows_read >= REJECTED_SHARE_FROM and rejected * 2 > rows_read:
+        return (
+            f"{rejected} of {rows_read} rows were rejected (more than half): is this "
+            "the right file and mapping? Nothing is sent; see rejected.csv"
+        )
+    return None
+
+
+def shrink_guard(before: int, now: int, max_shrink: float, allow_shrink: bool) -> str | None:
+    """Why the segment shrank too much to go on (``None`` when it did not)."""
+    try:
+        check_shrink(before, now, max_shrink, override=allow_shrink)
+    except GuardError as exc:
+        return str(exc)
+    return None
+
+
+def write_kept(store: Store, path: str, result: DiffResult, tmp_dir: str) -> int:
+    """Leavers the state forgets without unsubscribing, for finalize to drop: written to
+    ``path`` in the store; how many."""
+    local = os.path.join(tmp_dir, "kept.txt")
+    n = 0
+    with open(local, "w", encoding="utf-8", newline="\n") as fh:
+        for leaver in result.leavers_kept():
+            fh.write(leaver.key + "\n")
+            n += 1
+    store.write_file(path, local)
+    return n
