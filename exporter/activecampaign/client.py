@@ -364,10 +364,6 @@ class ActiveCampaignClient:
                 return
             last_id = max(ids)
 
-    def newest_contact_id(self) -> int:
-        """The highest contact id in the account (0 when it has none): one request."""
-        return self.newest_contact_mark()[0]
-
     def newest_contact_mark(self) -> tuple[int, str | None]:
         """One request: the highest contact id in the account (0 when it has none), and *now*
         by ActiveCampaign's own clock (its ``Date`` header, less a second) written in the
