@@ -29,9 +29,9 @@ KEY_VAR = "CLI_TEST_AC_KEY"
 SCALE = 50.0
 
 
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    config = SandboxConfig(
+def sandbox_config() -> SandboxConfig:
+    """The account the command-line tests talk to: list 1 and the example export's fields."""
+    return SandboxConfig(
         api_key=KEY,
         lists={"1": "Newsletter"},
         fields=[
@@ -41,7 +41,11 @@ def sandbox() -> Iterator[Sandbox]:
         ],
         time_scale=SCALE,
     )
-    with Sandbox(config) as sb:
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(sandbox_config()) as sb:
         yield sb
 
 

@@ -28,12 +28,10 @@ from examples import synthetic
 from exporter.cli_progress import CLEAR, LineSink, LogSummary, ProgressView, summary_paragraph
 from exporter.progress import ProgressEvent
 from exporter.run.report import RunReport
-from sandbox import Faults, Field, Sandbox, SandboxConfig
+from sandbox import Faults, Sandbox
+from tests.test_cli import KEY, KEY_VAR, SCALE, sandbox_config, setup_export
 
 ROOT = Path(__file__).resolve().parent.parent
-KEY = "progress-test-key-0123456789"
-KEY_VAR = "PROGRESS_AC_KEY"
-SCALE = 50.0
 ESC = "\x1b"
 
 
@@ -228,33 +226,9 @@ def test_the_paragraph_says_the_report_in_words() -> None:
 
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[tuple[Path, Sandbox, Path]]:
-    config = SandboxConfig(
-        api_key=KEY,
-        lists={"1": "Newsletter"},
-        fields=[
-            Field("1", "City"),
-            Field("2", "Birthday", "date", "BIRTHDAY"),
-            Field("3", "Tier", "dropdown"),
-        ],
-        time_scale=SCALE,
-    )
-    with Sandbox(config) as sb:
+    with Sandbox(sandbox_config()) as sb:
         home = tmp_path / "home"
-        for args in (
-            [
-                "connections",
-                "add",
-                "--file",
-                str(ROOT / "examples" / "connection.json"),
-                "--hostname",
-                f"127.0.0.1:{sb.port}",
-                "--api-key-ref",
-                f"env:{KEY_VAR}",
-                "--agree-to-privacy-statement",
-            ],
-            ["exports", "add", "--file", str(ROOT / "examples" / "export.json")],
-        ):
-            assert run_piped(home, *args).returncode == 0
+        setup_export(home, sb)
         yield home, sb, synthetic.write_csv(tmp_path / "segment.csv", 3000)
 
 
