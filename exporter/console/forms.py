@@ -130,6 +130,7 @@ EXPORT_FIELDS = (
     "schedule",
     "leaver_policy",
     "max_shrink_percent",
+    "encoding",
     "enabled",
 )
 
@@ -176,6 +177,7 @@ def export_payload(form: FormData, *, creating: bool) -> dict[str, Any]:
         "email": first(form, "email"),
         "schedule": first(form, "schedule") or None,
         "leaver_policy": first(form, "leaver_policy") or "unsubscribe",
+        "encoding": first(form, "encoding") or "utf-8",
         "enabled": first(form, "enabled") != "no",
         "tags": [t.strip() for t in first(form, "tags").split(",") if t.strip()],
         "first_name": None,

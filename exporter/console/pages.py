@@ -248,6 +248,7 @@ def export_new(page: Page) -> Response:
             "email": "Email",
             "leaver_policy": "unsubscribe",
             "max_shrink_percent": "20",
+            "encoding": "utf-8",
             "enabled": True,
             "segment": "snapshots/",
         }

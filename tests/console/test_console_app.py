@@ -329,3 +329,29 @@ def test_the_command_line_uses_a_key_typed_into_the_console(
     code = main(["--home", str(home), "connections", "verify", "shop"], env=env, out=out, err=err)
     assert code == 0, err.getvalue()
     assert "accepted the key" in out.getvalue() and API_KEY not in out.getvalue() + err.getvalue()
+
+
+def test_an_exports_text_encoding_is_chosen_checked_and_kept(
+    client: TestClient, account: Sandbox
+) -> None:
+    connect(client, account)
+    page = client.get("/exports/new").text
+    assert 'id="encoding" name="encoding" value="utf-8"' in page  # the default, shown
+    form = {
+        "csrf_token": csrf_of(page),
+        "action": "save",
+        "name": "latin",
+        "display_name": "Latin",
+        "connection": "shop",
+        "segment": SEGMENT,
+        "list_id": LIST_ID,
+        "email": "Email",
+        "encoding": "klingon-8",
+    }
+    refused = client.post("/exports/new", data=form)
+    assert refused.status_code == 400 and _errors(refused.text) == ["encoding"]
+    assert "not a known text encoding" in refused.text
+    saved = client.post("/exports/new", data={**form, "encoding": "cp1252"}, follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    edit = client.get("/exports/latin/edit").text
+    assert 'id="encoding" name="encoding" value="cp1252"' in edit
