@@ -15,6 +15,7 @@ from exporter.management.repository import ConfigRepository
 from exporter.management.secrets import LocalSecretProvider
 from exporter.run.engine import Engine
 from exporter.run.records import RunRequest
+from exporter.run.report import RunReport
 from exporter.settings import HostPolicy
 from exporter.storage import runs
 from exporter.storage.records import (
@@ -102,6 +103,20 @@ def test_an_old_prepared_run_resumes_and_completes(old_store: LocalStore, sandbo
     assert sandbox.request_counts().get("POST /import/bulk_import", 0) >= 1
 
 
+def test_an_old_report_loads_through_the_typed_report(old_store: LocalStore) -> None:
+    path = runs.report_path(EXPORT, FINISHED)
+    raw = json.loads(old_store.read_bytes(path))
+    assert "schema_version" not in raw  # version 0 on disk, with the derived "reconciles"
+    report = read_record(old_store, path, RunReport)
+    assert report is not None and report.schema_version == SCHEMA_VERSION
+    assert (report.status, report.rows_read, report.confirmed) == ("completed", 601, 600)
+    assert [b.confirmed for b in report.batches] == [250, 250, 100]
+    assert report.reconciles() and report.timings["total"] == 0.13
+    # The same JSON comes out (callers of `runs --json` and the HTTP status see no change).
+    assert report.to_dict() == {**raw, "schema_version": SCHEMA_VERSION}
+    assert engine_over(old_store).get_run(EXPORT, FINISHED) == report
+
+
 # --- the codec ---------------------------------------------------------------------------------
 
 
@@ -138,6 +153,7 @@ def test_a_damaged_record_names_its_file_and_field(old_store: LocalStore) -> Non
 def test_every_stored_record_round_trips_with_its_version(old_store: LocalStore) -> None:
     kinds = {
         runs.manifest_path(EXPORT, FINISHED): Manifest,
+        runs.report_path(EXPORT, FINISHED): RunReport,
         runs.last_run_path(EXPORT): LastRun,
         runs.active_run_path(EXPORT): ActiveRun,
         runs.commit_path(EXPORT, FINISHED): CommitMarker,

@@ -18,6 +18,7 @@ record                    where                                   written by
 :class:`SentRecord`       ``runs/<e>/<run>/sent/<n>.json``        push
 :class:`ConfirmedRecord`  ``runs/<e>/<run>/confirmed/<n>.json``   confirm
 :class:`CommitMarker`     ``runs/<e>/<run>/commit.json``          finalize (before the state)
+``RunReport``             ``runs/<e>/<run>/report.json``          finalize (:mod:`exporter.run.report`)
 :class:`ActiveRun`        ``state/<e>/active_run.json``           prepare (removed by finalize)
 :class:`LastRun`          ``state/<e>/last_run.json``             finalize
 :class:`ScheduleSlot`     ``state/<e>/schedule.json``             the timer

@@ -18,7 +18,6 @@ and ``state/<export>/active_run.json`` the run in progress (so an interrupted ru
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -27,7 +26,7 @@ from typing import Any, Literal, get_args
 from exporter.errors import ConfigError
 from exporter.reading.refs import SnapshotFile, SnapshotRef
 from exporter.storage.records import LastRun, read_record
-from exporter.storage.store import ObjectNotFound, Store
+from exporter.storage.store import Store
 
 RunStatus = Literal[
     "running",
@@ -191,26 +190,6 @@ def snapshot_from_dict(data: Mapping[str, Any]) -> tuple[SnapshotRef, str]:
     if location not in (LOCAL, STORE):
         raise ConfigError(f"unknown snapshot location {location!r}", field="snapshot.location")
     return ref, location
-
-
-# --- small JSON records -------------------------------------------------------------------
-
-
-def read_json(store: Store, path: str) -> dict[str, Any] | None:
-    """The JSON object at ``path``, or ``None`` when there is none."""
-    try:
-        data = store.read_bytes(path)
-    except ObjectNotFound:
-        return None
-    obj = json.loads(data)
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return obj
-
-
-def write_json(store: Store, path: str, obj: Mapping[str, Any]) -> str:
-    """Write a JSON object atomically (the store guarantees it); returns the ETag."""
-    return store.write_bytes(path, json.dumps(obj, separators=(",", ":")).encode())
 
 
 MAX_TIMER_ATTEMPTS = 3
