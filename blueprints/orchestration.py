@@ -473,7 +473,7 @@ def _request(payload: Mapping[str, Any]) -> RunRequest:
     """The activity's run request; only snapshots in the store are read by the app (a
     ``location: "local"`` path would be read from the worker's own disk)."""
     request = RunRequest.from_dict(payload["request"])
-    if runs.snapshot_from_dict(request.snapshot)[1] != runs.STORE:
+    if request.snapshot.location != runs.STORE:
         raise ConfigError("the Functions app reads only snapshots in the store", field="snapshot")
     return request
 

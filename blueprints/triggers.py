@@ -335,7 +335,7 @@ async def start_export_run(req: func.HttpRequest, client: Any) -> func.HttpRespo
         "export": name,
         "instance_id": outcome.instance_id,
         "run_id": request.run_id,
-        "snapshot": request.snapshot.get("path"),
+        "snapshot": request.snapshot.path,
         "options": options.to_dict(),
         "status_url": own,
         "cancel_url": f"{own}/cancel",

@@ -10,9 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from exporter.management.repository import ConfigRepository
 from exporter.management.secrets import LocalSecretProvider
+from exporter.reading.refs import SnapshotFile
 from exporter.run.engine import Engine
 from exporter.run.records import RunRequest
 from exporter.run.report import RunReport
@@ -94,7 +96,7 @@ def test_an_old_finished_run_refinalizes_to_the_report_it_stored(old_store: Loca
 def test_an_old_prepared_run_resumes_and_completes(old_store: LocalStore, sandbox: Sandbox) -> None:
     engine = engine_over(old_store)
     prepared = old_requests()["prepared"]
-    resumed = engine.new_run(EXPORT, snapshot=engine.store_snapshot(prepared.snapshot["path"]))
+    resumed = engine.new_run(EXPORT, snapshot=engine.store_snapshot(prepared.snapshot.path))
     assert resumed.run_id == PREPARED  # found through the old active-run record
     report = engine.run(resumed)
     assert report.status == "completed", report.summary()
@@ -115,6 +117,26 @@ def test_an_old_report_loads_through_the_typed_report(old_store: LocalStore) -> 
     # The same JSON comes out (callers of `runs --json` and the HTTP status see no change).
     assert report.to_dict() == {**raw, "schema_version": SCHEMA_VERSION}
     assert engine_over(old_store).get_run(EXPORT, FINISHED) == report
+
+
+def test_an_old_run_request_loads_with_a_typed_snapshot() -> None:
+    raw = json.loads((FIXTURE / "requests.json").read_text())["finished"]
+    request = RunRequest.from_dict(raw)
+    snapshot = request.snapshot
+    assert (snapshot.kind, snapshot.location) == ("csv", runs.STORE)
+    assert snapshot.path == "snapshots/newsletter/2026-11-01.csv"
+    assert snapshot.files == (SnapshotFile(snapshot.path, 46585, '"6de1f6f6d001ff0a49ade0cd"'),)
+    assert snapshot.ref.identity == request.snapshot_identity  # the very snapshot it named
+    # Written back in the shape it was read (the orchestration history holds that shape).
+    assert request.to_dict()["snapshot"] == raw["snapshot"]
+    assert RunRequest.from_dict(request.to_dict()) == request
+
+
+def test_a_snapshot_of_an_unknown_kind_or_location_is_refused() -> None:
+    raw = json.loads((FIXTURE / "requests.json").read_text())["finished"]
+    for key, value in (("kind", "parquet"), ("location", "https://elsewhere")):
+        with pytest.raises(ValidationError, match=f"snapshot.{key}"):
+            RunRequest.from_dict({**raw, "snapshot": {**raw["snapshot"], key: value}})
 
 
 # --- the codec ---------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def take(ctx: RunContext, req: RunRequest) -> ActiveRun | None:
             continue  # someone else took it over first: look again
         except RunConflict:
             if req.requested_by in TRIGGERS:
-                pend(ctx, req.export, req.snapshot["path"], req.snapshot_identity, req.requested_by)
+                pend(ctx, req.export, req.snapshot.path, req.snapshot_identity, req.requested_by)
             raise
     raise RunConflict(
         f"export {req.export!r}: another run keeps taking its lease; try again", run_id=None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,7 +19,9 @@ from bench.durable.app import user_function
 from bench.durable.entities import Entities
 from bench.durable.host import DurableHost, Pending, Replay
 from blueprints import orchestration as orch
+from exporter.reading.refs import SnapshotFile
 from exporter.run.engine import RunOptions, RunRequest
+from exporter.storage.records import SnapshotRecord
 
 RUN_ID = "20260105T020000Z-abcdef12"
 INSTANCE = "weekly-abcdef1234567890abcdef1234567890"
@@ -28,7 +31,12 @@ def request(**options: bool) -> dict[str, Any]:
     return RunRequest(
         export="weekly",
         run_id=RUN_ID,
-        snapshot={"kind": "csv", "path": "snapshots/seg/a.csv"},
+        snapshot=SnapshotRecord(
+            kind="csv",
+            path="snapshots/seg/a.csv",
+            files=(SnapshotFile("snapshots/seg/a.csv", 10, "etag"),),
+            modified=datetime(2026, 1, 5, tzinfo=UTC),
+        ),
         snapshot_identity="abcdef1234567890abcdef1234567890",
         options=RunOptions(**options),
         requested_by="timer",
