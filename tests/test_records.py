@@ -8,6 +8,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -16,7 +17,7 @@ from exporter.management.repository import ConfigRepository
 from exporter.management.secrets import LocalSecretProvider
 from exporter.reading.refs import SnapshotFile
 from exporter.run.engine import Engine
-from exporter.run.records import RunRequest
+from exporter.run.records import GROUP_SIZE, RunInput, RunRequest
 from exporter.run.report import RunReport
 from exporter.settings import HostPolicy
 from exporter.storage import runs
@@ -137,6 +138,76 @@ def test_a_snapshot_of_an_unknown_kind_or_location_is_refused() -> None:
     for key, value in (("kind", "parquet"), ("location", "https://elsewhere")):
         with pytest.raises(ValidationError, match=f"snapshot.{key}"):
             RunRequest.from_dict({**raw, "snapshot": {**raw["snapshot"], key: value}})
+
+
+OLD_RUN_INPUT: dict[str, Any] = {
+    # An export run orchestration's input as the code before RunInput was a record wrote it
+    # (Durable keeps it in the instance's history: a run in flight across an upgrade replays
+    # from it). The request inside is a version 0 request.
+    "request": {
+        "export": "newsletter",
+        "run_id": "20261205T013228Z-e43d489d",
+        "snapshot": {
+            "kind": "csv",
+            "path": "snapshots/newsletter/2026-11-01.csv",
+            "files": [
+                {
+                    "path": "snapshots/newsletter/2026-11-01.csv",
+                    "size": 46585,
+                    "etag": '"6de1f6f6d001ff0a49ade0cd"',
+                }
+            ],
+            "modified": "2026-12-05T01:32:28.157268+00:00",
+            "entity": None,
+            "location": "store",
+        },
+        "snapshot_identity": "e43d489d915a4de485abc846d6009cac",
+        "options": {"dry_run": False, "full_resync": False, "allow_shrink": False},
+        "requested_by": "timer",
+        "requested_at": "2026-12-05T01:32:28.158320+00:00",
+    },
+    "wave_width": 9,
+    "group_size": 50,
+    "account": "acme.api-us1.com",
+    "member": "newsletter-e43d489d915a4de485abc846d6009cac",
+}
+
+
+def test_an_orchestration_input_written_before_it_was_a_record_decodes() -> None:
+    run = RunInput.from_dict(OLD_RUN_INPUT)
+    assert (run.export, run.run_id) == ("newsletter", FINISHED)
+    assert run.wave_width == 5  # clamped to the account's workers, as before
+    assert (run.group_size, run.account) == (50, "acme.api-us1.com")
+    assert run.member == OLD_RUN_INPUT["member"]
+    assert run.request == old_requests()["finished"].model_copy(update={"requested_by": "timer"})
+    assert RunInput.from_dict(run.to_dict()) == run
+    # The one decoder of an instance's input: as the host lists it (data or JSON text), and a
+    # run group's input ({"run": ..., "chunks": ...}) when asked for groups.
+    assert RunInput.of_instance(json.dumps(OLD_RUN_INPUT)) == run
+    group = {"run": OLD_RUN_INPUT, "chunks": ["runs/x/chunks/00000.jsonl"]}
+    assert RunInput.of_instance(group, groups=True) == run
+    assert RunInput.of_instance(group) is None
+
+
+def test_the_oldest_orchestration_input_takes_the_defaults() -> None:
+    oldest = {"request": OLD_RUN_INPUT["request"], "wave_width": 2}  # before groups and accounts
+    run = RunInput.from_dict(oldest)
+    assert (run.wave_width, run.group_size, run.account, run.member) == (2, GROUP_SIZE, "", "")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {**OLD_RUN_INPUT, "group_size": 0},
+        {**OLD_RUN_INPUT, "request": {"export": "newsletter"}},
+        {**OLD_RUN_INPUT, "request": {**OLD_RUN_INPUT["request"], "run_id": "../x"}},
+        {"chunks": []},
+        "not json",
+        None,
+    ],
+)
+def test_what_is_not_a_run_input_is_none(value: object) -> None:
+    assert RunInput.of_instance(value, groups=True) is None
 
 
 # --- the codec ---------------------------------------------------------------------------------

@@ -49,7 +49,10 @@ def chunk_paths(n: int) -> list[str]:
 
 
 def run_input(width: int = 4, group_size: int = orch.GROUP_SIZE, **options: bool) -> dict[str, Any]:
-    return orch.RunInput(request(**options), width, group_size).to_dict()
+    run = orch.RunInput(
+        request=RunRequest.from_dict(request(**options)), wave_width=width, group_size=group_size
+    )
+    return run.to_dict()
 
 
 class Scripted:

@@ -133,8 +133,8 @@ def test_the_timer_starts_each_due_export_once(
     assert name == orch.RUN_ORCHESTRATOR
     assert iid == expected_instance(runtime)
     run = orch.RunInput.from_dict(data)
-    assert (run.wave_width, run.export, run.request["requested_by"]) == (3, "weekly", "timer")
-    assert run.request["snapshot"]["path"] == SNAPSHOT
+    assert (run.wave_width, run.export, run.request.requested_by) == (3, "weekly", "timer")
+    assert run.request.snapshot.path == SNAPSHOT
 
     # The same tick again finds no new scheduled time: nothing is started.
     asyncio.run(triggers.export_timer(TimerRequest(past_due=False), client))
@@ -437,8 +437,7 @@ def test_status_of_a_finished_run_has_its_report(
 ) -> None:
     started = answer(start(client, {"dry_run": True}))
     iid = started["instance_id"]
-    request = orch.RunInput.from_dict(json.loads(client.instances[iid]["input"])).request
-    req = RunRequest.from_dict(request)
+    req = orch.RunInput.from_dict(json.loads(client.instances[iid]["input"])).request
     runtime.engine.prepare(req)
     runtime.engine.finalize(req)
     client.set(iid, "Completed", output={"status": "dry_run"})
