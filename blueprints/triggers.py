@@ -65,7 +65,7 @@ from exporter.run.instances import (
 )
 from exporter.run.records import RunInput
 from exporter.run.report import RunReport
-from exporter.run.run_body import check_snapshot_in_segment, parse_run_body
+from exporter.run.run_body import parse_run_body, resolve_in_segment
 from exporter.settings import SCHEDULE
 from exporter.storage import runs
 from exporter.storage.records import ActiveRun, RunRequest, read_record
@@ -312,9 +312,9 @@ async def start_export_run(req: func.HttpRequest, client: Any) -> func.HttpRespo
         )
         snapshot = None
         if snapshot_at is not None:
-            check_snapshot_in_segment(export, snapshot_at)
-            snapshot = await asyncio.to_thread(runtime.engine.store_snapshot, snapshot_at)
-            check_snapshot_in_segment(export, snapshot.path)
+            snapshot = await asyncio.to_thread(
+                resolve_in_segment, export, snapshot_at, runtime.engine.store_snapshot
+            )
         request = await asyncio.to_thread(
             runtime.engine.new_run,
             name,
