@@ -120,8 +120,12 @@ def test_the_app_registers_the_console_route_without_function_keys() -> None:
     app.register_functions(console.bp)
     (function,) = app.get_functions()
     trigger = next(b for b in function.get_bindings() if b.type == "httpTrigger")
+    assert function.get_function_name() == "console"
     assert trigger.route == "console/{*path}"
+    assert sorted(str(m) for m in trigger.methods) == ["GET", "POST"]
     assert trigger.auth_level == func.AuthLevel.ANONYMOUS  # Easy Auth is in front instead
+    client = next(b for b in function.get_bindings() if b.type == "durableClient")
+    assert client.name == "client"
 
 
 def test_an_administrator_sees_every_connection_and_may_download(runtime: Runtime) -> None:
