@@ -59,3 +59,11 @@ def test_the_stored_report_is_frozen_and_versioned() -> None:
     with pytest.raises(ValidationError):
         stored.status = "failed"  # type: ignore[misc]
     assert stored.to_dict()["schema_version"] == SCHEMA_VERSION
+
+
+def test_the_stored_report_shares_nothing_with_its_draft() -> None:
+    draft = _report(rows_read=1, confirmed=1)
+    stored = draft.freeze()
+    draft.timings["total"] = 1.0
+    draft.batches.append(BatchRecord(index=0, batch_id=None, contacts=1, status="not_sent"))
+    assert stored.timings == {} and stored.batches == []

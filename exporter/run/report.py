@@ -195,4 +195,7 @@ class ReportDraft(ReportFields):
             self.failed_by_reason[reason] = self.failed_by_reason.get(reason, 0) + n
 
     def freeze(self) -> RunReport:
-        return RunReport.model_validate(dict(self))
+        """The stored report: a copy (its lists and maps too, not shared with this draft)."""
+        return RunReport.model_validate(
+            {k: v.copy() if isinstance(v, list | dict) else v for k, v in self}
+        )
