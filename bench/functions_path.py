@@ -33,6 +33,7 @@ from exporter.management.repository import ConfigRepository
 from exporter.management.secrets import LocalSecretProvider
 from exporter.management.service import ManagementService
 from exporter.run.engine import Engine, instance_id
+from exporter.run.report import RunReport
 from exporter.settings import FunctionSettings, HostPolicy
 from exporter.storage import runs
 from exporter.storage.store import LocalStore
@@ -130,7 +131,12 @@ class FunctionsScenario:
                 [replay] = driver.run(max_rounds=100_000)
             stats = sandbox.stats()
             self.timeline = sorted(activities.timeline, key=lambda t: t[1])
-            report = runs.read_json(store, runs.report_path(harness.EXPORT, request.run_id))
+            stored = runs.report_path(harness.EXPORT, request.run_id)
+            report = (
+                RunReport.model_validate_json(store.read_bytes(stored))
+                if store.exists(stored)
+                else None
+            )
         wall = time.monotonic() - started
         shutil.rmtree(work, ignore_errors=True)
         accepted = int(stats["bulk_accepted"])
@@ -138,8 +144,8 @@ class FunctionsScenario:
         done = replay.done and replay.failed is None and report is not None
         return {
             "contacts": float(s.functions_rows),
-            "contacts_confirmed": float(report["confirmed"]) if report else 0.0,
-            "completed": float(done and report is not None and report["status"] == "completed"),
+            "contacts_confirmed": float(report.confirmed) if report else 0.0,
+            "completed": float(done and report is not None and report.status == "completed"),
             "throttled": float(stats["throttled"]),
             "throttled_per_second": float(stats["throttled_by_budget"].get("per_second", 0)),
             "bulk_accepted": float(accepted),

@@ -32,6 +32,7 @@ from exporter.planning.chunks import decode_batch_line
 from exporter.progress import ProgressEvent
 from exporter.run.engine import Engine, RunRequest
 from exporter.storage import runs
+from exporter.storage.records import Manifest, read_record
 from exporter.storage.store import LocalStore
 
 Figures = dict[str, float]
@@ -178,11 +179,11 @@ def _prepare_figures(result: dict[str, Any]) -> Figures:
 def commit_everything(store: LocalStore, run_id: str) -> None:
     """Record every contact a prepared run would send as confirmed (the state a clean run of
     that snapshot leaves behind), without sending anything."""
-    manifest = runs.read_json(store, runs.manifest_path(harness.EXPORT, run_id))
+    manifest = read_record(store, runs.manifest_path(harness.EXPORT, run_id), Manifest)
     assert manifest is not None, "the run was not prepared"
-    update = update_mod.StateUpdate(snapshot_count=int(manifest["snapshot_count"]))
-    for info in manifest["chunks"]:
-        with store.open_read(info["path"]) as fh:
+    update = update_mod.StateUpdate(snapshot_count=manifest.snapshot_count)
+    for info in manifest.chunks:
+        with store.open_read(info.path) as fh:
             for line in io.TextIOWrapper(fh, encoding="utf-8"):
                 if line.strip():
                     for contact in decode_batch_line(line).contacts:

@@ -41,7 +41,7 @@ from starlette.requests import Request
 
 from blueprints.auth import PRINCIPAL_HEADER, caller_from_principal, require_trusted_principal
 from blueprints.orchestration import CANCEL_EVENT
-from blueprints.register import bind
+from blueprints.register import http_function
 from blueprints.runtime import Runtime, get_runtime
 from blueprints.triggers import start_run, status_name
 from exporter.console.app import ConsoleHost, Runner, create_app
@@ -223,10 +223,12 @@ async def handle_console(req: func.HttpRequest, client: Any = None) -> func.Http
     return answer
 
 
-@bind(
-    bp.function_name("console"),
-    bp.route(route="console/{*path}", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS),
-    bp.durable_client_input(client_name="client"),
+@http_function(
+    bp,
+    "console/{*path}",
+    ("GET", "POST"),
+    durable_client=True,
+    auth_level=func.AuthLevel.ANONYMOUS,  # a browser carries no function key: Easy Auth is in front
 )
 async def console(req: func.HttpRequest, client: Any) -> func.HttpResponse:
     """``/api/console/...``: the web console (App Service Authentication in front)."""

@@ -42,9 +42,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -70,6 +69,7 @@ from exporter.management.permissions import Caller
 from exporter.management.secret_names import ref_for_new_key
 from exporter.management.service import ManagementService, Saved
 from exporter.run.instances import ACTIVE_INSTANCE_STATUSES, instance_prefix
+from exporter.run.records import RunInput
 
 log = logging.getLogger(__name__)
 
@@ -333,16 +333,8 @@ def handle_list_exports(req: func.HttpRequest, service: ManagementService) -> fu
 def export_of_input(value: object) -> str | None:
     """The export named in an orchestration input: a run's ``{"request": {"export": ...}}`` or
     a group's ``{"run": {"request": ...}}`` (the host may pass either as a JSON string)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return None
-    if isinstance(value, Mapping) and isinstance(value.get("run"), Mapping):
-        value = value["run"]
-    request = value.get("request") if isinstance(value, Mapping) else None
-    export = request.get("export") if isinstance(request, Mapping) else None
-    return export if isinstance(export, str) else None
+    run = RunInput.of_instance(value, groups=True)
+    return None if run is None else run.export
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -75,7 +75,7 @@ from blueprints.register import bind
 from blueprints.runtime import get_runtime
 from exporter.activecampaign.grants import MAX_WORKERS, AccountGrants, Grant
 from exporter.errors import ConfigError, ExporterError
-from exporter.run.records import ChunkSummary, PrepareResult
+from exporter.run.records import GROUP_SIZE, ChunkSummary, PrepareResult, RunInput, clamp_width
 from exporter.storage import runs
 from exporter.storage.records import RunRequest
 
@@ -98,8 +98,6 @@ GRANT_POLL = timedelta(seconds=5)
 CANCEL_EVENT = "cancel"
 """External event that cancels a run gracefully (raised to the run and its current group)."""
 
-GROUP_SIZE = 50
-"""Chunks per sub-orchestration (50 chunks: ~200 history events, 500,000 contacts)."""
 MAX_WAVE_WIDTH = MAX_WORKERS
 """Pushes in one step at most (the account's workers)."""
 CONFIRM_BULK_PART = 0.04
@@ -126,60 +124,9 @@ class StepFailed(ExporterError):
 # --- the orchestration's input and plan (pure, so the orchestrator stays deterministic) -------
 
 
-def clamp_width(width: int) -> int:
-    """The wave width actually used: between 1 and :data:`MAX_WAVE_WIDTH`."""
-    return max(1, min(MAX_WAVE_WIDTH, int(width)))
-
-
-@dataclass(frozen=True)
-class RunInput:
-    """The orchestration's input. The fan-out shape is fixed when the run starts, so changing
-    the setting never changes how a running orchestration replays."""
-
-    request: dict[str, Any]
-    """The :class:`~exporter.storage.records.RunRequest` as a dict (references only, a few hundred
-    bytes)."""
-    wave_width: int = 4
-    """Push activities in flight at most (``EXPORTER_PUSH_WAVE_WIDTH``, clamped to 1..5)."""
-    group_size: int = GROUP_SIZE
-    """Chunks per sub-orchestration once a run has more than this many."""
-    account: str = ""
-    """The ActiveCampaign account (API hostname) whose budget the run shares; set once
-    prepared (``""``: the run's own shares only, as before accounts were shared)."""
-    member: str = ""
-    """This run's name in the account's entity (the run orchestration's instance id)."""
-
-    @property
-    def export(self) -> str:
-        return str(self.request["export"])
-
-    @property
-    def run_id(self) -> str:
-        return str(self.request["run_id"])
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RunInput:
-        request = data.get("request")
-        if not isinstance(request, Mapping) or "export" not in request or "run_id" not in request:
-            raise ConfigError("the orchestration input has no run request", field="request")
-        group_size = int(data.get("group_size", GROUP_SIZE))
-        if group_size < 1:
-            raise ConfigError("must be at least 1", field="group_size")
-        return cls(
-            request=dict(request),
-            wave_width=clamp_width(int(data.get("wave_width", 4))),
-            group_size=group_size,
-            account=str(data.get("account", "")),
-            member=str(data.get("member", "")),
-        )
-
-
 def run_input(request: RunRequest, wave_width: int, *, group_size: int = GROUP_SIZE) -> RunInput:
     """The orchestration input for ``request`` (what the starters pass to ``start_new``)."""
-    return RunInput(request.to_dict(), clamp_width(wave_width), group_size)
+    return RunInput(request=request, wave_width=clamp_width(wave_width), group_size=group_size)
 
 
 def plan_step(
@@ -313,7 +260,12 @@ def _send_chunks(
 
 def _work(run: RunInput, chunk: str, share: float) -> dict[str, Any]:
     """A push or confirm activity's input: the chunk, its bulk share, one request a second."""
-    return {"request": run.request, "chunk": chunk, "share": share, "rate_share": RATE_SHARE}
+    return {
+        "request": run.request.to_dict(),
+        "chunk": chunk,
+        "share": share,
+        "rate_share": RATE_SHARE,
+    }
 
 
 def _account_grant(context: Any, run: RunInput) -> Generator[Any, Any, Grant]:
@@ -402,13 +354,14 @@ def group_instance_id(parent: str, run_id: str, index: int) -> str:
 def export_run(context: Any) -> Orchestration:
     """One export run: prepare, send in waves, finalize (see the module docstring)."""
     run = RunInput.from_dict(context.get_input(expected_type=dict))
+    request = run.request.to_dict()  # what the activities are given
     progress = Progress(run_id=run.run_id)
     context.set_custom_status(progress.to_dict())
     cancel = context.wait_for_external_event(CANCEL_EVENT)
     error: str | None = None
     cancelled = False
 
-    prepare = _call(context, PREPARE_ACTIVITY, {"request": run.request})
+    prepare = _call(context, PREPARE_ACTIVITY, {"request": request})
     yield context.task_any([prepare, cancel])
     prepared: PrepareResult | None
     try:
@@ -423,16 +376,16 @@ def export_run(context: Any) -> Orchestration:
         progress.contacts_to_send = prepared.contacts_to_send
         progress.phase = "sending"
         context.set_custom_status(progress.to_dict())
-        run = replace(run, account=prepared.account, member=context.instance_id)
+        run = run.model_copy(update={"account": prepared.account, "member": context.instance_id})
         try:
             grant = yield from _account_grant(context, run)
             yield _call(
                 context,
                 MEMBERS_ACTIVITY,
-                {"request": run.request, "share": grant.bulk, "rate_share": RATE_SHARE},
+                {"request": request, "share": grant.bulk, "rate_share": RATE_SHARE},
             )
             cancelled = yield from _send(context, run, chunks, cancel, progress)
-            yield _call(context, MEMBERS_ACTIVITY, {"request": run.request, "after_send": True})
+            yield _call(context, MEMBERS_ACTIVITY, {"request": request, "after_send": True})
         except Exception as exc:  # noqa: BLE001 - as above
             error = failure_text(exc)
         _leave_account(context, run)
@@ -443,7 +396,7 @@ def export_run(context: Any) -> Orchestration:
     summary = yield _call(
         context,
         FINALIZE_ACTIVITY,
-        {"request": run.request, "cancelled": cancelled and error is None, "error": error},
+        {"request": request, "cancelled": cancelled and error is None, "error": error},
     )
     progress.phase = str(summary.get("status", "finished"))
     context.set_custom_status(progress.to_dict())
@@ -473,7 +426,7 @@ def _request(payload: Mapping[str, Any]) -> RunRequest:
     """The activity's run request; only snapshots in the store are read by the app (a
     ``location: "local"`` path would be read from the worker's own disk)."""
     request = RunRequest.from_dict(payload["request"])
-    if runs.snapshot_from_dict(request.snapshot)[1] != runs.STORE:
+    if request.snapshot.location != runs.STORE:
         raise ConfigError("the Functions app reads only snapshots in the store", field="snapshot")
     return request
 

@@ -5,7 +5,9 @@ The Functions SDK's decorators are untyped and replace the function with a build
 :func:`bind` applies them to a builder and hands back the function itself, so the module keeps
 a plain, typed callable (tests call it directly) while the blueprint holds the registration.
 :func:`http_function` is ``bind`` for an HTTP route, so every endpoint is declared alike
-(function keys in front, one method per function, the Durable client when it needs one).
+(function keys in front, one method per function, the Durable client when it needs one). The
+one exception is the console's route: a browser carries no function key (App Service
+Authentication is in front instead), and a page and its form share a URL (GET and POST).
 """
 
 from __future__ import annotations
@@ -37,15 +39,23 @@ def bind(*decorators: Any) -> Callable[[_F], _F]:
 
 
 def http_function(
-    bp: Any, route: str, method: str, *, name: str | None = None, durable_client: bool = False
+    bp: Any,
+    route: str,
+    method: str | tuple[str, ...],
+    *,
+    name: str | None = None,
+    durable_client: bool = False,
+    auth_level: func.AuthLevel = AUTH_LEVEL,
 ) -> Callable[[_F], _F]:
-    """Register the function on ``bp`` as ``method /api/<route>``, named ``name`` (default: the
-    Python function's name); ``durable_client`` passes the Durable client as ``client``."""
+    """Register the function on ``bp`` as ``method /api/<route>`` (or each of a tuple of
+    methods), named ``name`` (default: the Python function's name); ``durable_client`` passes
+    the Durable client as ``client``; ``auth_level`` only for the console's route."""
+    methods = [method] if isinstance(method, str) else list(method)
 
     def register(fn: _F) -> _F:
         decorators = [
             bp.function_name(name or fn.__name__),
-            bp.route(route=route, methods=[method], auth_level=AUTH_LEVEL),
+            bp.route(route=route, methods=methods, auth_level=auth_level),
         ]
         if durable_client:
             decorators.append(bp.durable_client_input(client_name="client"))

@@ -28,7 +28,6 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -49,7 +48,6 @@ from blueprints.orchestration import (
     BUDGET_ENTITY,
     CANCEL_EVENT,
     RUN_ORCHESTRATOR,
-    RunInput,
     run_input,
 )
 from blueprints.register import bind, http_function
@@ -65,8 +63,9 @@ from exporter.run.instances import (
     FINISHED_INSTANCE_STATUSES,
     instance_id,
 )
+from exporter.run.records import RunInput
 from exporter.run.report import RunReport
-from exporter.run.run_body import check_snapshot_in_segment, parse_run_body
+from exporter.run.run_body import parse_run_body, resolve_in_segment
 from exporter.settings import SCHEDULE
 from exporter.storage import runs
 from exporter.storage.records import ActiveRun, RunRequest, read_record
@@ -313,9 +312,9 @@ async def start_export_run(req: func.HttpRequest, client: Any) -> func.HttpRespo
         )
         snapshot = None
         if snapshot_at is not None:
-            check_snapshot_in_segment(export, snapshot_at)
-            snapshot = await asyncio.to_thread(runtime.engine.store_snapshot, snapshot_at)
-            check_snapshot_in_segment(export, snapshot.path)
+            snapshot = await asyncio.to_thread(
+                resolve_in_segment, export, snapshot_at, runtime.engine.store_snapshot
+            )
         request = await asyncio.to_thread(
             runtime.engine.new_run,
             name,
@@ -335,7 +334,7 @@ async def start_export_run(req: func.HttpRequest, client: Any) -> func.HttpRespo
         "export": name,
         "instance_id": outcome.instance_id,
         "run_id": request.run_id,
-        "snapshot": request.snapshot.get("path"),
+        "snapshot": request.snapshot.path,
         "options": options.to_dict(),
         "status_url": own,
         "cancel_url": f"{own}/cancel",
@@ -356,14 +355,7 @@ async def _run_status(
 ) -> tuple[dict[str, Any], RunInput]:
     status = await client.get_status(iid, show_input=True)
     current = status_name(status)
-    run = None
-    if current is not None:
-        raw = status.input_
-        try:
-            data = json.loads(raw) if isinstance(raw, str) else raw
-            run = RunInput.from_dict(data) if isinstance(data, Mapping) else None
-        except (ValueError, ExporterError):
-            run = None
+    run = RunInput.of_instance(status.input_) if current is not None else None
     # Another export's instance (or a management instance) is "not found" here, not a leak.
     if current is None or run is None or run.export != name:
         raise NotFoundError(f"export {name!r} has no run {iid}")
@@ -379,7 +371,7 @@ async def _run_status(
         "runtime_status": current,
         "created": _iso(getattr(status, "created_time", None)),
         "last_updated": _iso(getattr(status, "last_updated_time", None)),
-        "requested_by": run.request.get("requested_by"),
+        "requested_by": run.request.requested_by,
         "progress": progress,
         "report": None,
     }

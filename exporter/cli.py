@@ -46,7 +46,7 @@ from exporter.management.service import ClientLike, ManagementService
 from exporter.reading.limits import ReadLimits
 from exporter.run.engine import Engine, RunOptions
 from exporter.run.report import RunReport
-from exporter.run.run_body import check_snapshot_in_segment
+from exporter.run.run_body import resolve_in_segment
 from exporter.settings import EXPORTER_HOME, HostPolicy
 from exporter.storage import runs
 from exporter.storage.records import ActiveRun, read_record
@@ -323,9 +323,7 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
             # The one rule for snapshot paths, and the export's segment, before the store is
             # asked; a folder resolves to its newest snapshot, held to the segment again.
             path = check_snapshot_path(args.snapshot, field="--snapshot")
-            check_snapshot_in_segment(export, path)
-            snapshot = engine.store_snapshot(path)
-            check_snapshot_in_segment(export, snapshot.path)
+            snapshot = resolve_in_segment(export, path, engine.store_snapshot)
         else:
             raise InputError(
                 "file not found (nor a store path under snapshots/)", file=args.snapshot

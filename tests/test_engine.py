@@ -24,6 +24,7 @@ from exporter.run.engine import (
     instance_id,
 )
 from exporter.storage import runs
+from exporter.storage.records import Manifest, read_record
 from tests.integration.support import COLUMNS, EXPORT, World, contact_row, make_world
 
 
@@ -67,9 +68,9 @@ def test_prepare_rejects_with_reasons(world: World) -> None:
     req = world.request(world.write_csv(rows))
     result = world.engine.prepare(req)
     assert result.counts["rejected"] == 3
-    manifest = runs.read_json(world.store, runs.manifest_path(EXPORT, req.run_id))
+    manifest = read_record(world.store, runs.manifest_path(EXPORT, req.run_id), Manifest)
     assert manifest is not None
-    assert manifest["rejected_by_reason"] == {
+    assert manifest.rejected_by_reason == {
         "invalid_email": 1,
         "missing_email": 1,
         "invalid_field_value": 1,
@@ -161,17 +162,18 @@ def _confirm_everything(world: World, req: RunRequest, result: PrepareResult) ->
             (runs.sent_path(EXPORT, req.run_id, chunk), sent, 0),
             (runs.confirmed_path(EXPORT, req.run_id, chunk), confirmed, n),
         ):
-            runs.write_json(
-                world.store,
+            world.store.write_bytes(
                 path,
-                {
-                    "chunk": chunk,
-                    "batches": items,
-                    "sent": n,
-                    "rejected": 0,
-                    "confirmed": confirmed_n,
-                    "failed": 0,
-                },
+                json.dumps(
+                    {
+                        "chunk": chunk,
+                        "batches": items,
+                        "sent": n,
+                        "rejected": 0,
+                        "confirmed": confirmed_n,
+                        "failed": 0,
+                    }
+                ).encode(),
             )
 
 
@@ -251,7 +253,7 @@ def test_a_broken_snapshot_is_an_input_error_before_anything_is_sent(world: Worl
     req = world.request(path)
     with pytest.raises(InputError, match="never closed"):
         world.engine.prepare(req)
-    assert runs.read_json(world.store, runs.manifest_path(EXPORT, req.run_id)) is None
+    assert read_record(world.store, runs.manifest_path(EXPORT, req.run_id), Manifest) is None
     report = world.engine.finalize(req, error="unreadable")
     assert report.status == "failed" and report.reconciles()
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from exporter.errors import RunConflict
+from exporter.reading.refs import SnapshotFile
 from exporter.run import lease
 from exporter.run.records import RunRequest
 from exporter.storage import runs
-from exporter.storage.records import ActiveRun, PendingSnapshot, read_record
+from exporter.storage.records import ActiveRun, PendingSnapshot, SnapshotRecord, read_record
 from exporter.storage.store import LocalStore
 
 EXPORT = "newsletter"
@@ -33,7 +34,12 @@ def request(n: int, requested_by: str = "cli") -> RunRequest:
     return RunRequest(
         export=EXPORT,
         run_id=f"20261205T000000Z-{n:08x}",
-        snapshot={"path": f"snapshots/newsletter/{n}.csv", "location": "store"},
+        snapshot=SnapshotRecord(
+            kind="csv",
+            path=f"snapshots/newsletter/{n}.csv",
+            files=(SnapshotFile(f"snapshots/newsletter/{n}.csv", 10, f"etag-{n}"),),
+            modified=datetime(2026, 12, 5, tzinfo=UTC),
+        ),
         snapshot_identity=f"{n:08x}" * 8,
         requested_by=requested_by,
         requested_at="2026-12-05T00:00:00+00:00",

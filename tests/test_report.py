@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 
-from exporter.run.report import BatchRecord, RunReport
+import pytest
+from pydantic import ValidationError
+
+from exporter.run.report import BatchRecord, ReportDraft, RunReport
+from exporter.storage.records import SCHEMA_VERSION
 
 
-def _report(**counts: int) -> RunReport:
-    report = RunReport(export="e", run_id="r", snapshot="s", started_at="2026-11-25T00:00:00Z")
+def _report(**counts: int) -> ReportDraft:
+    report = ReportDraft(export="e", run_id="r", snapshot="s", started_at="2026-11-25T00:00:00Z")
     for name, value in counts.items():
         setattr(report, name, value)
     return report
@@ -44,6 +48,22 @@ def test_leavers_must_add_up() -> None:
 def test_json_roundtrip_keeps_batches() -> None:
     report = _report(rows_read=1, confirmed=1, sent=1)
     report.batches.append(BatchRecord(index=0, batch_id="b1", contacts=1, status="completed"))
-    again = RunReport.from_dict(report.to_dict())
-    assert again == report
-    assert report.to_dict()["reconciles"] is True
+    stored = report.freeze()
+    again = RunReport.from_dict(stored.to_dict())
+    assert again == stored
+    assert stored.to_dict()["reconciles"] is True
+
+
+def test_the_stored_report_is_frozen_and_versioned() -> None:
+    stored = _report(rows_read=1, confirmed=1).freeze()
+    with pytest.raises(ValidationError):
+        stored.status = "failed"  # type: ignore[misc]
+    assert stored.to_dict()["schema_version"] == SCHEMA_VERSION
+
+
+def test_the_stored_report_shares_nothing_with_its_draft() -> None:
+    draft = _report(rows_read=1, confirmed=1)
+    stored = draft.freeze()
+    draft.timings["total"] = 1.0
+    draft.batches.append(BatchRecord(index=0, batch_id=None, contacts=1, status="not_sent"))
+    assert stored.timings == {} and stored.batches == []

@@ -3,11 +3,14 @@ that lives in the core, whatever host (HTTP API, console, CLI, blob trigger) cal
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from exporter.errors import ConfigError, ConfigErrors
-from exporter.management.config import check_snapshot_path, snapshot_path
+from exporter.management.config import Export, check_snapshot_path, snapshot_path
 from exporter.management.secret_names import is_generated_key_ref, new_key_ref, ref_for_new_key
+from exporter.reading import discovery
 from exporter.reading.discovery import blob_snapshot_path
 from exporter.run.instances import (
     ACTIVE_INSTANCE_STATUSES,
@@ -15,7 +18,8 @@ from exporter.run.instances import (
     instance_id,
     instance_prefix,
 )
-from exporter.run.run_body import MAX_SNAPSHOT_PATH, parse_run_body
+from exporter.run.run_body import MAX_SNAPSHOT_PATH, parse_run_body, resolve_in_segment
+from exporter.storage.store import LocalStore
 
 
 def test_an_empty_body_is_the_default_run() -> None:
@@ -141,3 +145,70 @@ def test_only_names_made_for_a_connection_are_reused_for_a_new_key() -> None:
     for foreign in (None, "keyvault:operator-key", new_key_ref("shop2"), "env:AC_KEY", 7):
         fresh = ref_for_new_key("shop", foreign)
         assert fresh != foreign and is_generated_key_ref(fresh, "shop")
+
+
+# --- a requested snapshot, held to the export's segment (CLI --snapshot, HTTP and console) ------
+
+
+def _vip(segment: str) -> Export:
+    return Export(
+        name="vip",
+        display_name="VIP",
+        connection="shop-ac",
+        segment=segment,
+        list_id="3",
+        email="Email",
+    )
+
+
+@pytest.fixture
+def snapshots(tmp_path: Path) -> LocalStore:
+    store = LocalStore(tmp_path)
+    for path in (
+        "snapshots/vip/2026-01-01.csv",
+        "snapshots/vip/2026-01-02.csv",
+        "snapshots/vip/2026/late.csv",
+        "snapshots/other/2026-01-03.csv",
+    ):
+        store.write_bytes(path, b"Email\na@example.com\n")
+    return store
+
+
+def test_a_snapshot_in_the_segment_resolves(snapshots: LocalStore) -> None:
+    def resolve(path: str) -> discovery.SnapshotRef:
+        return discovery.store_snapshot(snapshots, path)
+
+    file = resolve_in_segment(_vip("snapshots/vip/"), "snapshots/vip/2026-01-01.csv", resolve)
+    assert file.path == "snapshots/vip/2026-01-01.csv"
+    newest = resolve_in_segment(_vip("snapshots/vip/"), "snapshots/vip", resolve)  # a folder
+    assert newest == discovery.store_snapshot(snapshots, "snapshots/vip/")
+    assert newest.path.startswith("snapshots/vip/")
+
+
+def test_a_snapshot_outside_the_segment_is_refused_before_the_store_is_asked() -> None:
+    asked: list[str] = []
+
+    def resolve(path: str) -> discovery.SnapshotRef:
+        asked.append(path)
+        raise AssertionError("the store must not be asked")
+
+    with pytest.raises(ConfigErrors) as caught:
+        resolve_in_segment(_vip("snapshots/vip/"), "snapshots/other/2026-01-03.csv", resolve)
+    assert [e.field for e in caught.value.errors] == ["snapshot"]
+    assert "other" not in str(caught.value)  # the message never repeats the path
+    assert asked == []
+
+
+def test_a_folder_whose_newest_snapshot_leaves_the_segment_is_refused_once_resolved(
+    snapshots: LocalStore,
+) -> None:
+    asked: list[str] = []
+
+    def resolve(path: str) -> discovery.SnapshotRef:
+        asked.append(path)
+        return discovery.store_snapshot(snapshots, path)
+
+    # "snapshots/vip/2026" matches the segment's pattern; its newest snapshot does not.
+    with pytest.raises(ConfigErrors):
+        resolve_in_segment(_vip("snapshots/vip/*"), "snapshots/vip/2026", resolve)
+    assert asked == ["snapshots/vip/2026"]

@@ -214,8 +214,9 @@ def test_a_run_closed_by_the_sweep_ends_terminated_with_its_dimensions(
 def test_a_run_ending_badly_logs_a_warning_or_an_error(
     status: str, log_exporter: InMemoryLogRecordExporter
 ) -> None:
-    report = RunReport(export=EXPORT, run_id=f"r-{status}", snapshot="s", started_at="")
-    report.status = status  # type: ignore[assignment]
+    report = RunReport(
+        export=EXPORT, run_id=f"r-{status}", snapshot="s", started_at="", status=status
+    )
     with telemetry.run_scope(export=EXPORT, run_id=report.run_id, phase="finalize"):
         telemetry.run_ended(report)
     (record,) = _records(log_exporter, report.run_id)

@@ -20,8 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -31,6 +29,7 @@ from exporter.masking import mask_email
 from exporter.planning.contacts import dumps, encode_bulk_body
 
 from .limiter import RateLimiter, RequestKind
+from .list_members import PAGE_LIMIT, ListMemberReads
 from .retry import RetryPolicy
 from .status import raise_for_status
 from .transport import RequestsTransport, Transport
@@ -42,10 +41,8 @@ holds back the whole account."""
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/3"
-PAGE_LIMIT = 100
 VERIFY_RETRY = RetryPolicy(max_attempts=2, initial_backoff=0.5, max_backoff=1.0, deadline=20.0)
 """Connect waits on one quick retry of ``users/me`` (a run has minutes of patience)."""
-"""ActiveCampaign's maximum page size (its default, 20, is why others miss tags and fields)."""
 
 
 def is_loopback_host(host: str) -> bool:
@@ -108,7 +105,7 @@ def _as_str_list(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-class ActiveCampaignClient:
+class ActiveCampaignClient(ListMemberReads):
     """A thread-safe client for one ActiveCampaign account.
 
     ``limiter`` is shared by everything that talks to the same account from this process
@@ -331,58 +328,6 @@ class ActiveCampaignClient:
             return contacts[0]
         return None
 
-    def iter_list_members(
-        self,
-        list_id: str,
-        status: int = 1,
-        *,
-        after_id: int = 0,
-        updated_after: str | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """Every contact with ``status`` on the list whose id is above ``after_id`` (and, with
-        ``updated_after``, updated after that date-time: ``filters[updated_after]``, which
-        finds list subscriptions since then), walked by ascending id (``id_greater``), which
-        stays correct and cheap on lists far larger than offset paging handles."""
-        last_id = after_id
-        while True:
-            params = {
-                "listid": str(list_id),
-                "status": str(status),
-                "limit": str(PAGE_LIMIT),
-                "orders[id]": "ASC",
-                "id_greater": str(last_id),
-            }
-            if updated_after is not None:
-                params["filters[updated_after]"] = updated_after
-            page = self._call("GET", "/contacts", params=params)
-            items = page.get("contacts") if isinstance(page, dict) else None
-            if not isinstance(items, list):
-                raise FatalApiError("GET /contacts: answer has no 'contacts' list")
-            yield from items
-            ids = [int(c["id"]) for c in items if isinstance(c, dict) and "id" in c]
-            if len(items) < PAGE_LIMIT or not ids or max(ids) <= last_id:
-                return
-            last_id = max(ids)
-
-    def newest_contact_mark(self) -> tuple[int, str | None]:
-        """One request: the highest contact id in the account (0 when it has none), and *now*
-        by ActiveCampaign's own clock (its ``Date`` header, less a second) written in the
-        account's time zone (the offset of that contact's dates) — a mark for
-        ``filters[updated_after]`` that depends on no clock of ours, whether ActiveCampaign
-        reads the offset or takes the time as the account's local time. ``None`` without a
-        ``Date`` header."""
-        page = self._call("GET", "/contacts", params={"orders[id]": "DESC", "limit": "1"})
-        date = getattr(self._answers, "date", None)
-        items = page.get("contacts") if isinstance(page, dict) else None
-        newest = items[0] if isinstance(items, list) and items else None
-        if not isinstance(newest, dict):
-            return 0, _server_mark(date, None)
-        try:
-            contact_id = int(newest.get("id", 0))
-        except (TypeError, ValueError):
-            contact_id = 0
-        return contact_id, _server_mark(date, newest.get("udate") or newest.get("cdate"))
-
     def contact_sync(
         self,
         email: str,
@@ -419,23 +364,3 @@ class ActiveCampaignClient:
             "contactList": {"list": str(list_id), "contact": str(contact_id), "status": str(status)}
         }
         self._call("POST", "/contactLists", json_body=dumps(body).encode())
-
-
-def _server_mark(date_header: str | None, account_date: object) -> str | None:
-    """``date_header`` (an HTTP date) less one second, as an ISO date-time in the offset of
-    ``account_date`` (an ActiveCampaign date of the account; UTC when it has none)."""
-    if not date_header:
-        return None
-    try:
-        now = parsedate_to_datetime(date_header)
-    except (TypeError, ValueError):
-        return None
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
-    zone: tzinfo = UTC
-    if isinstance(account_date, str):
-        try:
-            zone = datetime.fromisoformat(account_date).tzinfo or UTC
-        except ValueError:
-            zone = UTC
-    return (now - timedelta(seconds=1)).astimezone(zone).replace(microsecond=0).isoformat()

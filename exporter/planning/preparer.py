@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 
@@ -105,14 +105,6 @@ class ChunkInfo:
     """``contacts`` or ``leavers``."""
     batches: int = 0
     contacts: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "kind": self.kind,
-            "batches": self.batches,
-            "contacts": self.contacts,
-        }
 
 
 class _ChunkWriter:
@@ -483,7 +475,10 @@ def _manifest(
         "email_changes": c.email_changes,
         "collisions": c.collisions,
     }
-    chunks = [ManifestChunk.from_dict(ch.to_dict()) for ch in p.chunks.chunks]
+    chunks = [
+        ManifestChunk(path=ch.path, kind=ch.kind, batches=ch.batches, contacts=ch.contacts)
+        for ch in p.chunks.chunks
+    ]
     return Manifest(
         export=p.export.name,
         run_id=p.run_id,

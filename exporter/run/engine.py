@@ -35,6 +35,7 @@ from exporter.run.context import RunContext
 from exporter.run.records import ChunkSummary, PrepareResult, RunOptions, RunRequest, instance_id
 from exporter.run.report import RunReport
 from exporter.storage import runs
+from exporter.storage.records import SnapshotLocation
 
 __all__ = ["ClientFactory", "Engine", "RunOptions", "RunRequest", "instance_id"]
 
@@ -66,7 +67,7 @@ class Engine(RunContext):
         snapshot: SnapshotRef | None = None,
         options: RunOptions = _DEFAULT_OPTIONS,
         requested_by: str = "cli",
-        snapshot_location: str = runs.STORE,
+        snapshot_location: SnapshotLocation = runs.STORE,
     ) -> RunRequest:
         """A run request (or the unfinished one to resume): :func:`scheduling.new_run`."""
         return scheduling.new_run(

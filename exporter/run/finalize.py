@@ -16,7 +16,7 @@ from exporter.run import lease
 from exporter.run.context import RunContext
 from exporter.run.records import RunRequest
 from exporter.run.rejects import append_api_rejections
-from exporter.run.report import EndedStatus, RunReport
+from exporter.run.report import EndedStatus, ReportDraft, RunReport
 from exporter.run.tally import RunTally
 from exporter.storage import runs
 from exporter.storage.records import (
@@ -52,11 +52,11 @@ def finalize(
 
     Raises :class:`ConflictError` when another run moved the export's state since this
     run was prepared (the report, status ``failed``, says so too)."""
-    existing = runs.read_json(ctx.store, runs.report_path(req.export, req.run_id))
-    if existing is not None and existing.get("status") in runs.FINAL_STATUSES:
-        return RunReport.from_dict(existing)
+    existing = read_record(ctx.store, runs.report_path(req.export, req.run_id), RunReport)
+    if existing is not None and existing.status in runs.FINAL_STATUSES:
+        return existing
     manifest = read_record(ctx.store, runs.manifest_path(req.export, req.run_id), Manifest)
-    report = RunReport(
+    report = ReportDraft(
         export=req.export,
         run_id=req.run_id,
         snapshot=req.snapshot_identity,
@@ -88,19 +88,19 @@ def finalize(
 def _close_run(
     ctx: RunContext,
     req: RunRequest,
-    report: RunReport,
+    draft: ReportDraft,
     conflict: ConflictError | None,
     *,
     prepared: bool,
 ) -> RunReport:
     finished = ctx.now()
-    report.finished_at = finished.isoformat()
+    draft.finished_at = finished.isoformat()
     try:
-        started = datetime.fromisoformat(report.started_at)
-        report.timings["total"] = round((finished - started).total_seconds(), 3)
+        started = datetime.fromisoformat(draft.started_at)
+        draft.timings["total"] = round((finished - started).total_seconds(), 3)
     except ValueError:
         pass
-    problems = report.reconciliation_problems()
+    problems = draft.reconciliation_problems()
     if problems:
         # A bug, never a data problem: say so loudly, and mark the report.
         logger.error(
@@ -108,10 +108,11 @@ def _close_run(
             "; ".join(problems),
             extra={"export": req.export, "run_id": req.run_id},
         )
-        report.error = ((report.error + "; ") if report.error else "") + (
+        draft.error = ((draft.error + "; ") if draft.error else "") + (
             "internal error: the report does not reconcile"
         )
-    runs.write_json(ctx.store, runs.report_path(req.export, req.run_id), report.to_dict())
+    report = draft.freeze()
+    write_record(ctx.store, runs.report_path(req.export, req.run_id), report)
     telemetry.run_ended(report)  # the alerts' record (status as a dimension) and the metrics
     _record_last_run(ctx, req, report, prepared)
     lease.release(ctx, req)

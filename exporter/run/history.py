@@ -30,9 +30,9 @@ def list_runs(store: Store, export: str, *, limit: int = 20) -> list[RunReport]:
 def get_run(store: Store, export: str, run_id: str) -> RunReport:
     """One run's report (``running`` with prepare's counts while it is in progress)."""
     runs.check_run_id(run_id)
-    data = runs.read_json(store, runs.report_path(export, run_id))
-    if data is not None:
-        return RunReport.from_dict(data)
+    report = read_record(store, runs.report_path(export, run_id), RunReport)
+    if report is not None:
+        return report
     manifest = read_record(store, runs.manifest_path(export, run_id), Manifest)
     if manifest is None:
         raise NotFoundError(f"export {export!r} has no run {run_id}")

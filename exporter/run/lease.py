@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from exporter.errors import RunConflict
 from exporter.run.context import RunContext
 from exporter.run.records import RunRequest
+from exporter.run.report import RunReport
 from exporter.storage import runs
 from exporter.storage.records import ActiveRun, PendingSnapshot, read_record, write_record
 from exporter.storage.store import ObjectNotFound, PreconditionFailed
@@ -64,7 +65,7 @@ def take(ctx: RunContext, req: RunRequest) -> ActiveRun | None:
             continue  # someone else took it over first: look again
         except RunConflict:
             if req.requested_by in TRIGGERS:
-                pend(ctx, req.export, req.snapshot["path"], req.snapshot_identity, req.requested_by)
+                pend(ctx, req.export, req.snapshot.path, req.snapshot_identity, req.requested_by)
             raise
     raise RunConflict(
         f"export {req.export!r}: another run keeps taking its lease; try again", run_id=None
@@ -116,8 +117,8 @@ def pend(ctx: RunContext, export: str, path: str, identity: str, source: str) ->
 
 def finished(ctx: RunContext, export: str, run_id: str) -> bool:
     """Whether the run's report is final."""
-    report = runs.read_json(ctx.store, runs.report_path(export, run_id))
-    return report is not None and report.get("status") in runs.FINAL_STATUSES
+    report = read_record(ctx.store, runs.report_path(export, run_id), RunReport)
+    return report is not None and report.status in runs.FINAL_STATUSES
 
 
 def _last_activity(ctx: RunContext, export: str, run_id: str) -> datetime | None:

@@ -64,7 +64,7 @@ def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> Ma
     telemetry.run_started(req)
     state, etag = state_mod.load(ctx.store, export.name)
     pre_existing = _pre_existing(export, ctx)
-    ref, location = runs.snapshot_from_dict(req.snapshot)
+    ref, location = req.snapshot.ref, req.snapshot.location
     encoding = req.options.encoding or export.encoding
     if location == runs.LOCAL:
         reader = open_snapshot(

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from exporter.storage.records import Record, Value
 
 # One list of statuses, kept with the store layout that records them (storage may not import
 # run); re-exported here, where reports are made.
@@ -29,8 +32,7 @@ from exporter.storage.runs import EndedStatus as EndedStatus
 from exporter.storage.runs import RunStatus as RunStatus
 
 
-@dataclass
-class BatchRecord:
+class BatchRecord(Value):
     """What happened to one bulk-import request."""
 
     index: int
@@ -43,9 +45,11 @@ class BatchRecord:
     failed: int = 0
 
 
-@dataclass
-class RunReport:
-    """Everything a run did. JSON for machines (:meth:`to_json`), :meth:`summary` for people."""
+class ReportFields(BaseModel):
+    """What a run report says, and the accounting over it (shared by the stored
+    :class:`RunReport` and the :class:`ReportDraft` finalize fills in)."""
+
+    model_config = ConfigDict(extra="ignore")
 
     export: str
     run_id: str
@@ -62,7 +66,7 @@ class RunReport:
     rows_read: int = 0
     valid: int = 0
     rejected: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    rejected_by_reason: dict[str, int] = Field(default_factory=dict)
     duplicates: int = 0
     new: int = 0
     changed: int = 0
@@ -71,7 +75,7 @@ class RunReport:
     sent: int = 0
     confirmed: int = 0
     failed: int = 0
-    failed_by_reason: dict[str, int] = field(default_factory=dict)
+    failed_by_reason: dict[str, int] = Field(default_factory=dict)
 
     left: int = 0
     leavers_unsubscribed: int = 0
@@ -79,23 +83,13 @@ class RunReport:
     leavers_kept: int = 0
     email_changes: int = 0
 
-    batches: list[BatchRecord] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
+    batches: list[BatchRecord] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict)
     """Seconds per phase: ``prepare``, ``push``, ``confirm``, ``finalize``, ``total``."""
-    requests: dict[str, int] = field(default_factory=dict)
+    requests: dict[str, int] = Field(default_factory=dict)
     """API requests made, by kind."""
-    artefacts: dict[str, str] = field(default_factory=dict)
+    artefacts: dict[str, str] = Field(default_factory=dict)
     """Store paths of the rejected-rows CSV, the dry-run plan and so on."""
-
-    def add_rejections(self, reasons: Counter[str] | dict[str, int]) -> None:
-        for reason, n in reasons.items():
-            self.rejected += n
-            self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + n
-
-    def add_failures(self, reasons: Counter[str] | dict[str, int]) -> None:
-        for reason, n in reasons.items():
-            self.failed += n
-            self.failed_by_reason[reason] = self.failed_by_reason.get(reason, 0) + n
 
     def reconciliation_problems(self) -> list[str]:
         """Empty when every row and every leaver is accounted for exactly once."""
@@ -128,20 +122,6 @@ class RunReport:
 
     def reconciles(self) -> bool:
         return not self.reconciliation_problems()
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["reconciles"] = self.reconciles()
-        return data
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunReport:
-        data = {k: v for k, v in data.items() if k != "reconciles"}
-        data["batches"] = [BatchRecord(**b) for b in data.get("batches", [])]
-        return cls(**data)
 
     def summary(self) -> str:
         """A few lines for people."""
@@ -182,3 +162,40 @@ class RunReport:
             else "  DOES NOT RECONCILE: " + "; ".join(problems)
         )
         return "\n".join(lines)
+
+
+class RunReport(Record, ReportFields):
+    """Everything a run did, as stored in ``runs/<export>/<run>/report.json`` (versioned, read
+    and written through :func:`~exporter.storage.records.read_record` /
+    :func:`~exporter.storage.records.write_record`). JSON for machines (:meth:`to_dict`, with
+    the derived ``reconciles``), :meth:`summary` for people."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data, with ``reconciles`` (derived: ignored when read)."""
+        return {**super().to_dict(), "reconciles": self.reconciles()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+class ReportDraft(ReportFields):
+    """A report while finalize adds a run up (mutable); :meth:`freeze` makes the
+    :class:`RunReport` that is stored."""
+
+    def add_rejections(self, reasons: Counter[str] | dict[str, int]) -> None:
+        for reason, n in reasons.items():
+            self.rejected += n
+            self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + n
+
+    def add_failures(self, reasons: Counter[str] | dict[str, int]) -> None:
+        for reason, n in reasons.items():
+            self.failed += n
+            self.failed_by_reason[reason] = self.failed_by_reason.get(reason, 0) + n
+
+    def freeze(self) -> RunReport:
+        """The stored report: a copy (its lists and maps too, not shared with this draft)."""
+        return RunReport.model_validate(
+            {k: v.copy() if isinstance(v, list | dict) else v for k, v in self}
+        )

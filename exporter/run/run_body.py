@@ -4,12 +4,14 @@ as an export's segment."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from exporter.errors import ConfigError, ConfigErrors
 from exporter.management.config import Export, config_errors, snapshot_path
+from exporter.reading.refs import SnapshotRef
 from exporter.run.records import RunOptions
 
 MAX_SNAPSHOT_PATH = 1_024
@@ -86,3 +88,15 @@ def check_snapshot_in_segment(export: Export, path: str) -> None:
                 )
             ]
         )
+
+
+def resolve_in_segment(
+    export: Export, path: str, resolve: Callable[[str], SnapshotRef]
+) -> SnapshotRef:
+    """The snapshot ``path`` names (``resolve``: e.g. the engine's ``store_snapshot``), held to
+    the export's segment before the store is asked and again once resolved (a folder resolves
+    to its newest snapshot, which may lie elsewhere)."""
+    check_snapshot_in_segment(export, path)
+    snapshot = resolve(path)
+    check_snapshot_in_segment(export, snapshot.path)
+    return snapshot

@@ -19,6 +19,8 @@ from exporter.storage.records import (
     ActiveRun,
     PendingSnapshot,
     ScheduleSlot,
+    SnapshotLocation,
+    SnapshotRecord,
     read_record,
     write_record,
 )
@@ -35,7 +37,7 @@ def new_run(
     snapshot: SnapshotRef | None = None,
     options: RunOptions = _DEFAULT_OPTIONS,
     requested_by: str = "cli",
-    snapshot_location: str = runs.STORE,
+    snapshot_location: SnapshotLocation = runs.STORE,
 ) -> RunRequest:
     """A run request for ``export`` over ``snapshot`` (the segment's newest by default).
 
@@ -66,7 +68,7 @@ def new_run(
     return RunRequest(
         export=exp.name,
         run_id=run_id,
-        snapshot=runs.snapshot_to_dict(snapshot, location=snapshot_location),
+        snapshot=SnapshotRecord.of(snapshot, location=snapshot_location),
         snapshot_identity=identity,
         options=options,
         requested_by=requested_by,

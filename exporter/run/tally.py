@@ -19,7 +19,7 @@ from exporter.incremental import update as update_mod
 from exporter.planning.contacts import Batch, PreparedContact
 from exporter.planning.preparer import LEAVERS
 from exporter.run.rejects import API_REJECTED
-from exporter.run.report import BatchRecord, EndedStatus, RunReport
+from exporter.run.report import BatchRecord, EndedStatus, ReportDraft
 from exporter.storage.records import (
     ConfirmedBatchEntry,
     ConfirmedRecord,
@@ -74,7 +74,7 @@ def confirmed_record(outcome: ConfirmedBatch, batches: Mapping[int, Batch]) -> C
 class RunTally:
     """Adds up a run's chunk records into its report."""
 
-    report: RunReport
+    report: ReportDraft
     manifest: Manifest
     cancelled: bool
     error: str | None

@@ -18,6 +18,7 @@ record                    where                                   written by
 :class:`SentRecord`       ``runs/<e>/<run>/sent/<n>.json``        push
 :class:`ConfirmedRecord`  ``runs/<e>/<run>/confirmed/<n>.json``   confirm
 :class:`CommitMarker`     ``runs/<e>/<run>/commit.json``          finalize (before the state)
+``RunReport``             ``runs/<e>/<run>/report.json``          finalize (run/report.py)
 :class:`ActiveRun`        ``state/<e>/active_run.json``           prepare (removed by finalize)
 :class:`LastRun`          ``state/<e>/last_run.json``             finalize
 :class:`ScheduleSlot`     ``state/<e>/schedule.json``             the timer
@@ -30,11 +31,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, ClassVar, Self, TypeVar
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from exporter.errors import ExporterError
+from exporter.reading.refs import SnapshotFile, SnapshotRef
 from exporter.storage.store import ObjectNotFound, Store
 
 SCHEMA_VERSION = 1
@@ -142,14 +153,61 @@ class RunOptions(Value):
     """The snapshot's text encoding for this run (``run --encoding``; default: the export's)."""
 
 
+SnapshotLocation = Literal["local", "store"]
+"""Where a run reads its snapshot's paths."""
+LOCAL: SnapshotLocation = "local"
+"""``location`` of a snapshot read straight from the local disk (command line)."""
+STORE: SnapshotLocation = "store"
+"""``location`` of a snapshot in the store (blob storage, or the local store)."""
+
+IsoDateTime = Annotated[datetime, PlainSerializer(datetime.isoformat, when_used="json")]
+"""A date-time written as :meth:`datetime.isoformat` writes it (``+00:00``, not ``Z``)."""
+
+
+class SnapshotRecord(Value):
+    """The snapshot a run reads: what discovery found (a
+    :class:`~exporter.reading.refs.SnapshotRef`) and where its paths are to be read."""
+
+    kind: Literal["csv", "cdm"]
+    path: str
+    """The CSV file, or the ``model.json``."""
+    files: tuple[SnapshotFile, ...]
+    """Everything read, with sizes and ETags (the snapshot's identity)."""
+    modified: IsoDateTime
+    entity: str | None = None
+    """CDM: the entity (table) read from model.json."""
+    location: SnapshotLocation = STORE
+
+    @classmethod
+    def of(cls, ref: SnapshotRef, *, location: SnapshotLocation = STORE) -> SnapshotRecord:
+        return cls(
+            kind=ref.kind,
+            path=ref.path,
+            files=ref.files,
+            modified=ref.modified,
+            entity=ref.entity,
+            location=location,
+        )
+
+    @property
+    def ref(self) -> SnapshotRef:
+        """The reference the snapshot readers open."""
+        return SnapshotRef(
+            kind=self.kind,
+            path=self.path,
+            files=self.files,
+            modified=self.modified,
+            entity=self.entity,
+        )
+
+
 class RunRequest(Record):
     """One run of one export over one snapshot (the orchestration's input)."""
 
     export: str
     run_id: str
     """Unique per run, sortable: ``20261125T183000Z-<8 hex of the snapshot identity>``."""
-    snapshot: dict[str, Any]
-    """The snapshot reference (:func:`exporter.storage.runs.snapshot_to_dict`)."""
+    snapshot: SnapshotRecord
     snapshot_identity: str
     """Stable identity of the snapshot (paths, sizes and ETags)."""
     options: RunOptions = RunOptions()

@@ -18,16 +18,15 @@ and ``state/<export>/active_run.json`` the run in progress (so an interrupted ru
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 from exporter.errors import ConfigError
-from exporter.reading.refs import SnapshotFile, SnapshotRef
+from exporter.storage.records import LOCAL as LOCAL
+from exporter.storage.records import STORE as STORE
 from exporter.storage.records import LastRun, read_record
-from exporter.storage.store import ObjectNotFound, Store
+from exporter.storage.store import Store
 
 RunStatus = Literal[
     "running",
@@ -150,67 +149,6 @@ def check_run_id(run_id: str) -> str:
     if not _RUN_ID.fullmatch(run_id):
         raise ConfigError("is not a run id such as 20261125T183000Z-1a2b3c4d", field="run_id")
     return run_id
-
-
-# --- snapshot references as JSON ----------------------------------------------------------
-
-
-LOCAL = "local"
-"""``location`` of a snapshot read straight from the local disk (command line)."""
-STORE = "store"
-"""``location`` of a snapshot in the store (blob storage, or the local store)."""
-
-
-def snapshot_to_dict(ref: SnapshotRef, *, location: str = STORE) -> dict[str, Any]:
-    """A :class:`SnapshotRef` as JSON, with where its paths are to be read (``location``)."""
-    return {
-        "kind": ref.kind,
-        "path": ref.path,
-        "files": [{"path": f.path, "size": f.size, "etag": f.etag} for f in ref.files],
-        "modified": ref.modified.isoformat(),
-        "entity": ref.entity,
-        "location": location,
-    }
-
-
-def snapshot_from_dict(data: Mapping[str, Any]) -> tuple[SnapshotRef, str]:
-    """Inverse of :func:`snapshot_to_dict`: the reference and its location."""
-    kind = data["kind"]
-    if kind not in ("csv", "cdm"):
-        raise ConfigError(f"unknown snapshot kind {kind!r}", field="snapshot.kind")
-    ref = SnapshotRef(
-        kind=kind,
-        path=str(data["path"]),
-        files=tuple(
-            SnapshotFile(str(f["path"]), int(f["size"]), str(f["etag"])) for f in data["files"]
-        ),
-        modified=datetime.fromisoformat(str(data["modified"])),
-        entity=data.get("entity"),
-    )
-    location = str(data.get("location", STORE))
-    if location not in (LOCAL, STORE):
-        raise ConfigError(f"unknown snapshot location {location!r}", field="snapshot.location")
-    return ref, location
-
-
-# --- small JSON records -------------------------------------------------------------------
-
-
-def read_json(store: Store, path: str) -> dict[str, Any] | None:
-    """The JSON object at ``path``, or ``None`` when there is none."""
-    try:
-        data = store.read_bytes(path)
-    except ObjectNotFound:
-        return None
-    obj = json.loads(data)
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return obj
-
-
-def write_json(store: Store, path: str, obj: Mapping[str, Any]) -> str:
-    """Write a JSON object atomically (the store guarantees it); returns the ETag."""
-    return store.write_bytes(path, json.dumps(obj, separators=(",", ":")).encode())
 
 
 MAX_TIMER_ATTEMPTS = 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.activecampaign.client import _server_mark
+from exporter.activecampaign.list_members import server_mark
 
 
 @pytest.mark.parametrize(
@@ -20,5 +20,5 @@ from exporter.activecampaign.client import _server_mark
         ("garbage", None, None),
     ],
 )
-def test_server_mark(date: str | None, account_date: object, expected: str | None) -> None:
-    assert _server_mark(date, account_date) == expected
+def testserver_mark(date: str | None, account_date: object, expected: str | None) -> None:
+    assert server_mark(date, account_date) == expected

@@ -29,6 +29,7 @@ from exporter.run.engine import Engine
 from exporter.run.report import RunReport
 from exporter.settings import FunctionSettings, HostPolicy
 from exporter.storage import runs
+from exporter.storage.records import write_record
 from exporter.storage.store import LocalStore
 from sandbox import Sandbox
 from tests.console.conftest import API_KEY, LIST_ID, SEGMENT, segment_csv
@@ -80,17 +81,17 @@ def runtime(tmp_path: Path, account: Sandbox) -> Iterator[Runtime]:
         )
     run_id = "20260105T000000Z-1a2b3c4d"
     report = RunReport(
-        "shared-news",
-        run_id,
-        "seed",
-        "2026-01-05T00:00:00+00:00",
+        export="shared-news",
+        run_id=run_id,
+        snapshot="seed",
+        started_at="2026-01-05T00:00:00+00:00",
         status="completed",
         rows_read=3,
         rejected=1,
         confirmed=2,
         rejected_by_reason={"invalid email <x>": 1},
     )
-    runs.write_json(store, runs.report_path("shared-news", run_id), report.to_dict())
+    write_record(store, runs.report_path("shared-news", run_id), report)
     store.write_bytes(runs.rejected_path("shared-news", run_id), b"row,reason\n2,bad\n")
     with use_runtime(Runtime(settings, store, keys, engine, service)) as rt:
         yield rt
@@ -119,8 +120,12 @@ def test_the_app_registers_the_console_route_without_function_keys() -> None:
     app.register_functions(console.bp)
     (function,) = app.get_functions()
     trigger = next(b for b in function.get_bindings() if b.type == "httpTrigger")
+    assert function.get_function_name() == "console"
     assert trigger.route == "console/{*path}"
+    assert sorted(str(m) for m in trigger.methods) == ["GET", "POST"]
     assert trigger.auth_level == func.AuthLevel.ANONYMOUS  # Easy Auth is in front instead
+    client = next(b for b in function.get_bindings() if b.type == "durableClient")
+    assert client.name == "client"
 
 
 def test_an_administrator_sees_every_connection_and_may_download(runtime: Runtime) -> None:

@@ -661,7 +661,31 @@ class DurableHost:
 
 
 def run_of(export: str) -> dict[str, Any]:
-    return {"request": {"export": export, "run_id": "20250301T090000Z-1a2b3c4d"}}
+    """A run orchestration's input, in the shape the starters write."""
+    path = f"snapshots/{export}/2025-03-01.csv"
+    return {
+        "request": {
+            "schema_version": 1,
+            "export": export,
+            "run_id": "20250301T090000Z-1a2b3c4d",
+            "snapshot": {
+                "kind": "csv",
+                "path": path,
+                "files": [{"path": path, "size": 10, "etag": '"0x1"'}],
+                "modified": "2025-03-01T09:00:00+00:00",
+                "entity": None,
+                "location": "store",
+            },
+            "snapshot_identity": "1a2b3c4d" * 4,
+            "options": {"dry_run": False, "full_resync": False, "allow_shrink": False},
+            "requested_by": "timer",
+            "requested_at": "2025-03-01T09:00:00+00:00",
+        },
+        "wave_width": 4,
+        "group_size": 50,
+        "account": "",
+        "member": "",
+    }
 
 
 WEEKLY_NOW = instance_id("weekly", "snapshot-2025-03-01")

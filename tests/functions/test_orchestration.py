@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,7 +19,9 @@ from bench.durable.app import user_function
 from bench.durable.entities import Entities
 from bench.durable.host import DurableHost, Pending, Replay
 from blueprints import orchestration as orch
+from exporter.reading.refs import SnapshotFile
 from exporter.run.engine import RunOptions, RunRequest
+from exporter.storage.records import SnapshotRecord
 
 RUN_ID = "20260105T020000Z-abcdef12"
 INSTANCE = "weekly-abcdef1234567890abcdef1234567890"
@@ -28,7 +31,12 @@ def request(**options: bool) -> dict[str, Any]:
     return RunRequest(
         export="weekly",
         run_id=RUN_ID,
-        snapshot={"kind": "csv", "path": "snapshots/seg/a.csv"},
+        snapshot=SnapshotRecord(
+            kind="csv",
+            path="snapshots/seg/a.csv",
+            files=(SnapshotFile("snapshots/seg/a.csv", 10, "etag"),),
+            modified=datetime(2026, 1, 5, tzinfo=UTC),
+        ),
         snapshot_identity="abcdef1234567890abcdef1234567890",
         options=RunOptions(**options),
         requested_by="timer",
@@ -41,7 +49,10 @@ def chunk_paths(n: int) -> list[str]:
 
 
 def run_input(width: int = 4, group_size: int = orch.GROUP_SIZE, **options: bool) -> dict[str, Any]:
-    return orch.RunInput(request(**options), width, group_size).to_dict()
+    run = orch.RunInput(
+        request=RunRequest.from_dict(request(**options)), wave_width=width, group_size=group_size
+    )
+    return run.to_dict()
 
 
 class Scripted:

@@ -16,7 +16,9 @@ from bench.durable.host import DurableHost
 from blueprints import orchestration as orch
 from blueprints.runtime import use_runtime
 from exporter.run.engine import instance_id
+from exporter.run.report import RunReport
 from exporter.storage import runs
+from exporter.storage.records import read_record
 from exporter.storage.store import LocalStore
 from tests.functions.fake_durable import API_KEY, make_runtime, seed, snapshot_csv
 from tests.sandbox_process import SandboxProcess, started_sandbox_process
@@ -66,7 +68,7 @@ def test_three_orchestrations_on_one_account_are_never_throttled(
     expected = {f"person{i}@example.com" for i in range(CONTACTS)}
     for list_id, (name, replay) in enumerate(zip(EXPORTS, replays, strict=True), start=1):
         assert replay.done and replay.failed is None, replay.failed
-        report = runs.read_json(store, runs.report_path(name, replay.output["run_id"]))
-        assert report is not None and report["status"] == "completed", report
-        assert report["reconciles"] is True
+        report = read_record(store, runs.report_path(name, replay.output["run_id"]), RunReport)
+        assert report is not None and report.status == "completed", report
+        assert report.reconciles() is True
         assert sandbox.members(str(list_id)) == expected

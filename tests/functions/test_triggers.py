@@ -24,8 +24,9 @@ from exporter.errors import ConfigError, RunConflict
 from exporter.management.permissions import ADMIN, CONTRIBUTOR
 from exporter.reading.discovery import blob_snapshot_path
 from exporter.run.engine import RunRequest, instance_id
+from exporter.run.report import RunReport
 from exporter.storage import runs
-from exporter.storage.records import LastRun
+from exporter.storage.records import LastRun, read_record, write_record
 from exporter.storage.store import LocalStore
 from tests.functions.fake_durable import (
     SYSTEM_KEY,
@@ -132,8 +133,8 @@ def test_the_timer_starts_each_due_export_once(
     assert name == orch.RUN_ORCHESTRATOR
     assert iid == expected_instance(runtime)
     run = orch.RunInput.from_dict(data)
-    assert (run.wave_width, run.export, run.request["requested_by"]) == (3, "weekly", "timer")
-    assert run.request["snapshot"]["path"] == SNAPSHOT
+    assert (run.wave_width, run.export, run.request.requested_by) == (3, "weekly", "timer")
+    assert run.request.snapshot.path == SNAPSHOT
 
     # The same tick again finds no new scheduled time: nothing is started.
     asyncio.run(triggers.export_timer(TimerRequest(past_due=False), client))
@@ -436,8 +437,7 @@ def test_status_of_a_finished_run_has_its_report(
 ) -> None:
     started = answer(start(client, {"dry_run": True}))
     iid = started["instance_id"]
-    request = orch.RunInput.from_dict(json.loads(client.instances[iid]["input"])).request
-    req = RunRequest.from_dict(request)
+    req = orch.RunInput.from_dict(json.loads(client.instances[iid]["input"])).request
     runtime.engine.prepare(req)
     runtime.engine.finalize(req)
     client.set(iid, "Completed", output={"status": "dry_run"})
@@ -513,7 +513,7 @@ def test_the_timer_runs_a_snapshot_again_after_a_run_stopped_after_prepare(
             attempts=attempts,
             retry=retry,
         )
-        runs.write_json(store, runs.last_run_path("weekly"), last.to_dict())
+        write_record(store, runs.last_run_path("weekly"), last)
 
     iid = expected_instance(runtime)
     for status, retry, attempts, starts in [
@@ -628,14 +628,14 @@ def test_the_timer_closes_a_run_whose_orchestration_ended_without_a_report(
     if instance_status is not None:
         client.set(iid, instance_status)
     asyncio.run(triggers.export_timer(TimerRequest(), client))
-    report = runs.read_json(store, runs.report_path("weekly", run.run_id))
+    report = read_record(store, runs.report_path("weekly", run.run_id), RunReport)
     if closed_as is None:
         assert report is None
         assert store.exists(runs.active_run_path("weekly"))
         return
-    assert report is not None and report["status"] == closed_as
-    assert report["reconciles"] is True
-    assert report["failed_by_reason"] == {closed_as: 5}
+    assert report is not None and report.status == closed_as
+    assert report.reconciles() is True
+    assert report.failed_by_reason == {closed_as: 5}
     assert not store.exists(runs.active_run_path("weekly")), "the export is free again"
     [listed] = engine.list_runs("weekly")
     assert listed.status == closed_as

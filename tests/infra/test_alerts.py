@@ -80,8 +80,7 @@ def written() -> dict[str, set[str]]:
         with telemetry.run_scope(export="e", run_id="r", phase="prepare"):
             telemetry.bind_run(connection="c", account="a.api-us1.com")
             telemetry.run_started(_Request())  # type: ignore[arg-type]
-            report = RunReport(export="e", run_id="r", snapshot="s", started_at="")
-            report.status = "failed"
+            report = RunReport(export="e", run_id="r", snapshot="s", started_at="", status="failed")
             telemetry.run_ended(report)
     finally:
         logger.removeHandler(handler)

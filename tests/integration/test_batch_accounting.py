@@ -18,7 +18,9 @@ from exporter.management.hostnames import base_url
 from exporter.management.secrets import LocalSecretProvider
 from exporter.run import lease
 from exporter.run.engine import Engine
+from exporter.run.report import RunReport
 from exporter.storage import runs
+from exporter.storage.records import read_record
 from sandbox import Faults, Sandbox
 from tests.integration.support import KEY, LIST, World, contact_row, make_world, sandbox_config
 from tests.reliability.support import state_emails
@@ -295,10 +297,10 @@ def test_a_run_whose_host_died_is_closed_as_abandoned_by_the_next_run(
     world.engine.clock = lambda: later
     stayed = [r for r in rows if r[0] not in queued]
     run_b = world.engine.run(world.request(world.write_csv(stayed), allow_shrink=True))
-    report_a = runs.read_json(world.store, runs.report_path(run_a.export, run_a.run_id))
-    assert report_a is not None and report_a["status"] == "abandoned", report_a
-    assert report_a["reconciles"] is True
-    assert report_a["failed_by_reason"] == {"abandoned": 2000}
+    report_a = read_record(world.store, runs.report_path(run_a.export, run_a.run_id), RunReport)
+    assert report_a is not None and report_a.status == "abandoned", report_a
+    assert report_a.reconciles() is True
+    assert report_a.failed_by_reason == {"abandoned": 2000}
     assert run_b.status == "completed" and run_b.reconciles(), run_b.summary()
     assert run_b.leavers_unsubscribed == 500
     assert sandbox.list_members(LIST) == {r[0] for r in stayed}

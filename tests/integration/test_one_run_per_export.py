@@ -79,7 +79,7 @@ def test_a_snapshot_arriving_mid_run_waits_and_ends_as_if_run_in_turn(
         engine.new_run(EXPORT, snapshot=engine.store_snapshot(b_path))
     assert engine.run(a).status == "completed"
     [b] = engine.due_runs(engine.now())  # the next tick runs the pending snapshot
-    assert b.snapshot["path"] == b_path
+    assert b.snapshot.path == b_path
     assert engine.run(b).status == "completed"
 
     alone = make_world(tmp_path / "seq", f"127.0.0.1:{sequential.port}", time_scale=SCALE)
@@ -117,7 +117,7 @@ def test_two_starts_that_both_passed_the_check_still_run_one_at_a_time(
     assert engine.finalize(b, error=str(lost.value)).status == "failed"  # as the orchestrator
     assert engine.run(a).status == "completed"
     [b_again] = engine.due_runs(engine.now())
-    assert b_again.snapshot["path"] == b_path
+    assert b_again.snapshot.path == b_path
     assert engine.run(b_again).status == "completed"
 
     alone = make_world(tmp_path / "seq", f"127.0.0.1:{sequential.port}", time_scale=SCALE)
