@@ -8,6 +8,7 @@ import contextvars
 import logging
 import queue
 import threading
+import time
 
 from exporter import telemetry
 from exporter.activecampaign.session import ApiSession
@@ -49,15 +50,40 @@ def run(ctx: RunContext, req: RunRequest, *, progress: ProgressCallback | None =
     except ExporterError as exc:  # e.g. the key reference does not resolve
         finalize(ctx, req, error=str(exc))
         raise
+    timings: dict[str, float] = {}
+    marking: threading.Thread | None = None
     try:
+        started = time.monotonic()
         error = _read_members(ctx, req, session)
+        timings["members"] = time.monotonic() - started
         if error is None:
-            error = _pipeline(ctx, req, prep, session, emit)
-            _mark_sent(ctx, req, session)
+            error, pushed_at = _pipeline(ctx, req, prep, session, emit)
+            settled_at = time.monotonic()
+            timings["sending"] = settled_at - started
+            if pushed_at is not None:
+                timings["confirm_after_push"] = settled_at - pushed_at
+            # The mark's request waits for a per-second slot the last polls filled: it goes
+            # while finalize works (which needs no answer from it), and ends before finalize
+            # releases the run's lease, so no next run reads the record half-moved.
+            marking = threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(_mark_sent, ctx, req, session),
+                name="exporter-mark",
+                daemon=True,
+            )
+            marking.start()
+        emit(ProgressEvent("finalize", 0, 1, "finalizing"))
+        return finalize(
+            ctx,
+            req,
+            error=error,
+            timings={k: round(v, 3) for k, v in timings.items()},
+            before_release=marking.join if marking is not None else None,
+        )
     finally:
+        if marking is not None:
+            marking.join()
         session.close()
-    emit(ProgressEvent("finalize", 0, 1, "finalizing"))
-    return finalize(ctx, req, error=error)
 
 
 def _read_members(ctx: RunContext, req: RunRequest, session: ApiSession) -> str | None:
@@ -73,11 +99,13 @@ def _read_members(ctx: RunContext, req: RunRequest, session: ApiSession) -> str 
 
 def _mark_sent(ctx: RunContext, req: RunRequest, session: ApiSession) -> None:
     """Move the list-members mark past what this run created (a failure only costs the next
-    run a longer read)."""
+    run a longer read). Runs beside finalize: nothing it raises may be lost or stop it."""
     try:
         members.mark_sent(ctx, req, session)
-    except ApiError as exc:
+    except ExporterError as exc:
         logger.warning("run %s: the list's mark was not moved: %s", req.run_id, exc)
+    except Exception:  # a thread's error would vanish: say it, as before
+        logger.exception("run %s: the list's mark was not moved", req.run_id)
 
 
 def _pipeline(
@@ -86,8 +114,9 @@ def _pipeline(
     prep: PrepareResult,
     session: ApiSession,
     emit: ProgressCallback,
-) -> str | None:
-    """Push in this thread, confirm in another; the first fatal error stops both."""
+) -> tuple[str | None, float | None]:
+    """Push in this thread, confirm in another; the first fatal error stops both. Returns
+    the error that stopped the run (or ``None``) and when the last bulk import was sent."""
     total = prep.contacts_to_send + prep.leavers_to_unsubscribe
     pushed: queue.Queue[str | None] = queue.Queue()
     stop = threading.Event()
@@ -123,6 +152,7 @@ def _pipeline(
     thread.start()
     sent = [0]
     deferred: list[BaseException] = []
+    pushed_at: float | None = None
 
     def batch_sent(n: int) -> None:
         sent[0] += n
@@ -144,6 +174,10 @@ def _pipeline(
             if deferred:
                 raise deferred[0]
             pushed.put(chunk)
+        # Every bulk import is sent: the confirmer's polls may take the per-second slots at
+        # once instead of waiting for the limiter to see bulk idle (issue #18 item 5).
+        session.client.limiter.push_over()
+        pushed_at = time.monotonic()
     except ApiError as exc:  # fatal, or retriable but the retry policy gave up
         errors.append(exc)
         stop.set()
@@ -158,7 +192,7 @@ def _pipeline(
         # with a report (what was not confirmed counts failed, and is sent next run).
         if isinstance(problem, ApiError):
             logger.error("run %s of export %s stopped: %s", req.run_id, req.export, problem)
-            return str(problem)
+            return str(problem), pushed_at
     if errors:
         raise errors[0]
-    return None
+    return None, pushed_at
