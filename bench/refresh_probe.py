@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.refresh_probe [--rows 1000000] [--time-scale 1] [--runs 1]
                                             [--work /tmp/refresh-probe] [--timeline]
+                                            [--allowance SECONDS]
 
 What ``python -m bench.run --scenario push`` measures after its 1M push (~8 minutes), in about
 a minute: the segment and its daily refresh (:mod:`bench.data`, kept under ``--work`` for the
@@ -73,9 +74,11 @@ def _kind(path: str) -> str:
     return "P" if path == INFO_PATH else "O"
 
 
-def refresh_once(work: Path, snapshot: Path, state: Path, time_scale: float) -> tuple[Figures, str]:
+def refresh_once(
+    work: Path, snapshot: Path, state: Path, time_scale: float, allowance: float | None = None
+) -> tuple[Figures, str]:
     """One refresh run of ``snapshot`` over a copy of ``state``; its figures and its request
-    timeline."""
+    timeline. ``allowance``: the limiter's margin in real seconds (None: its default)."""
     home = work / "home"
     shutil.rmtree(home, ignore_errors=True)
     _TimedLimiter.instances.clear()
@@ -86,7 +89,11 @@ def refresh_once(work: Path, snapshot: Path, state: Path, time_scale: float) -> 
         shutil.copyfile(state, target)
         recorder = harness.Recorder()
         engine = harness.engine_for(
-            store, time_scale=time_scale, recorder=recorder, limiter_type=_TimedLimiter
+            store,
+            time_scale=time_scale,
+            recorder=recorder,
+            allowance=allowance,
+            limiter_type=_TimedLimiter,
         )
         req = engine.new_run(
             harness.EXPORT, snapshot=Engine.local_snapshot(snapshot), snapshot_location=runs.LOCAL
@@ -159,12 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--work", type=Path, default=Path("/tmp/refresh-probe"))
     p.add_argument("--timeline", action="store_true", help="print every request's start")
+    p.add_argument(
+        "--allowance", type=float, help="the limiter's margin in real seconds (default: its own)"
+    )
     p.add_argument("--json", type=Path, help="also write every run's figures here")
     args = p.parse_args(argv)
     snapshot, state = _inputs(args.work, args.rows)
     every: list[Figures] = []
     for i in range(args.runs):
-        figures, timeline = refresh_once(args.work, snapshot, state, args.time_scale)
+        figures, timeline = refresh_once(
+            args.work, snapshot, state, args.time_scale, args.allowance
+        )
         every.append(figures)
         rounded = {k: round(v, 2) for k, v in figures.items()}
         print(f"[run {i + 1}/{args.runs}] " + json.dumps(rounded), flush=True)

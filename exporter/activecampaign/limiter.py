@@ -365,8 +365,9 @@ class RateLimiter:
 
     def push_over(self) -> None:
         """The caller has sent its push's last bulk import: polls need not wait
-        :attr:`bulk_idle` for more. Holds until the next bulk start (a resubmission, another
-        push, another process's import seen through the ledger), which restores the rule."""
+        :attr:`bulk_idle` for more (a poll already held back looks again within a per-second
+        window). Holds until the next bulk start (a resubmission, another push, another
+        process's import seen through the ledger), which restores the rule."""
         with self._lock:
             self._push_over_at = self._own_last_bulk
 
@@ -393,6 +394,8 @@ class RateLimiter:
         while True:
             start, recorded = self._reserve(kind, since, tentative=True)
             wait = start - self._clock()
+            if not recorded:  # held back: look again within a per-second window, in case
+                wait = min(wait, self._account.period)  # the push said it is over meanwhile
             if wait > 0:
                 self._sleep(wait)
                 waited += wait

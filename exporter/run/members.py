@@ -166,10 +166,13 @@ def read_before_sending(
     *,
     share: float = 1.0,
     rate_share: float | None = None,
+    before_state: Callable[[], None] | None = None,
 ) -> int:
     """Refresh the export's record of pre-existing members once for this run (a marker in the
     run's folder makes a retry or replay a no-op); returns how many are recorded. ``session``:
-    the run's own (the command line's), so one budget and one key re-read serve the run."""
+    the run's own (the command line's), so one budget and one key re-read serve the run.
+    ``before_state`` is called before the state is read (the command line's read, made beside
+    prepare, waits there for prepare to end, so the two never hold a state at once)."""
     marker = runs.run_dir(req.export, req.run_id) + "/list_members.json"
     done = read_record(ctx.store, marker, ListMembersRecord)
     if done is not None:
@@ -184,7 +187,7 @@ def read_before_sending(
             ctx.store,
             export.name,
             export.list_id,
-            lambda: state_mod.load_subscribed(ctx.store, export.name),
+            lambda: _subscribed(ctx.store, export.name, before_state),
             active,
         )
     finally:
@@ -194,6 +197,12 @@ def read_before_sending(
     if record is not None:
         write_record(ctx.store, marker, record)
     return len(merged)
+
+
+def _subscribed(store: Store, export: str, before: Callable[[], None] | None) -> U64:
+    if before is not None:
+        before()
+    return state_mod.load_subscribed(store, export)
 
 
 @telemetry.phase("members")

@@ -9,6 +9,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 from exporter import telemetry
 from exporter.activecampaign.session import ApiSession
@@ -28,34 +29,51 @@ logger = logging.getLogger(__name__)
 
 @telemetry.phase("run")
 def run(ctx: RunContext, req: RunRequest, *, progress: ProgressCallback | None = None) -> RunReport:
-    """The whole run in-process: prepare, then push chunks in order in this thread while a
-    second thread confirms pushed chunks (one shared limiter). Resumes an interrupted run
-    with the same ``run_id``: finished phases are not repeated.
+    """The whole run in-process: prepare (the list's members read beside it), then push
+    chunks in order in this thread while a second thread confirms pushed chunks (one shared
+    limiter). Resumes an interrupted run with the same ``run_id``: finished phases are not
+    repeated.
 
     Raises :class:`GuardError` (report written, status ``guarded``), :class:`InputError`
     (report written, status ``failed``), :class:`ConflictError` (state moved meanwhile).
     A fatal API error (a rejected key) ends the run with status ``failed``.
     """
     emit = progress or ignore
+    early = None if req.options.dry_run else _EarlyRead(ctx, req)
+    on_ready = early.start if early is not None else None
+    settle = early.settle if early is not None else None
     try:
-        prep = prepare(ctx, req, progress=emit)
+        prep = prepare(ctx, req, progress=emit, on_ready=on_ready, settle=settle)
     except InputError as exc:
+        if early is not None:
+            early.discard()
         finalize(ctx, req, error=str(exc))
+        raise
+    except BaseException:
+        if early is not None:
+            early.discard()
         raise
     if prep.dry_run or not prep.chunks:
+        if early is not None:
+            early.discard()
         return finalize(ctx, req)
     export, connection = ctx.export_config(req.export)
-    try:
-        session = ctx.session(export, connection, 1.0)
-    except ExporterError as exc:  # e.g. the key reference does not resolve
-        finalize(ctx, req, error=str(exc))
-        raise
+    session = early.take() if early is not None else None
+    if session is None:
+        try:
+            session = ctx.session(export, connection, 1.0)
+        except ExporterError as exc:  # e.g. the key reference does not resolve
+            finalize(ctx, req, error=str(exc))
+            raise
     timings: dict[str, float] = {}
     marking: threading.Thread | None = None
     try:
         started = time.monotonic()
-        error = _read_members(ctx, req, session)
-        timings["members"] = time.monotonic() - started
+        if early is not None and early.read:
+            error, timings["members"] = early.error, early.seconds
+        else:
+            error = _read_members(ctx, req, session)
+            timings["members"] = time.monotonic() - started
         if error is None:
             error, pushed_at = _pipeline(ctx, req, prep, session, emit)
             settled_at = time.monotonic()
@@ -86,11 +104,96 @@ def run(ctx: RunContext, req: RunRequest, *, progress: ProgressCallback | None =
         session.close()
 
 
-def _read_members(ctx: RunContext, req: RunRequest, session: ApiSession) -> str | None:
+class _EarlyRead:
+    """The list's members read (:func:`members.read_before_sending`), made while prepare reads
+    the snapshot instead of after it: prepare calls :meth:`start` once it holds the run's
+    lease and has loaded the members record it needs. The read sends nothing; the run's first
+    bulk import still waits for it (:meth:`take`), and nothing waits for the read's answer
+    otherwise. Its session (one limiter for the whole run) is handed to the push."""
+
+    def __init__(self, ctx: RunContext, req: RunRequest) -> None:
+        self._ctx, self._req = ctx, req
+        self._thread: threading.Thread | None = None
+        self._session: ApiSession | None = None
+        self._raised: BaseException | None = None
+        self._prepared = threading.Event()
+        """Set once prepare is over: the read loads the state only then (memory)."""
+        self.read = False
+        """Whether the read was made (its outcome in :attr:`error`)."""
+        self.error: str | None = None
+        self.seconds = 0.0
+
+    def start(self) -> None:
+        export, _connection = self._ctx.export_config(self._req.export)
+        if export.leaver_policy != "unsubscribe":
+            return  # no read to make: the run goes on as it always did
+        self._thread = threading.Thread(  # in this run's telemetry scope
+            target=contextvars.copy_context().run,
+            args=(self._run,),
+            name="exporter-members",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        began = time.monotonic()
+        try:
+            export, connection = self._ctx.export_config(self._req.export)
+            try:
+                self._session = self._ctx.session(export, connection, 1.0)
+            except ExporterError:
+                return  # the run makes its session after prepare and meets this error there
+            self.error = _read_members(self._ctx, self._req, self._session, self._wait_prepared)
+            self.read = True
+        except BaseException as exc:  # noqa: BLE001 - raised again in the run's thread
+            self._raised = exc
+        finally:
+            self.seconds = time.monotonic() - began
+
+    def _wait_prepared(self) -> None:
+        self._prepared.wait()
+
+    def settle(self) -> None:
+        """Wait for the read (before a report is written and the lease released)."""
+        self._prepared.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def take(self) -> ApiSession | None:
+        """After the read: its session for the rest of the run (``None`` if it made none);
+        whatever unexpected error it met is raised here, as if the run had met it."""
+        self.settle()
+        if self._raised is not None:
+            if self._session is not None:
+                self._session.close()
+            raise self._raised
+        session, self._session = self._session, None
+        return session
+
+    def discard(self) -> None:
+        """The run stops before sending: wait for the read and close its session."""
+        self.settle()
+        if self._raised is not None:
+            logger.warning(
+                "run %s: the list's members read failed",
+                self._req.run_id,
+                exc_info=self._raised,
+            )
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+def _read_members(
+    ctx: RunContext,
+    req: RunRequest,
+    session: ApiSession,
+    before_state: Callable[[], None] | None = None,
+) -> str | None:
     """The list's pre-existing members, read before the first bulk import; the error that
     stops the run if ActiveCampaign cannot be read (nothing was sent)."""
     try:
-        members.read_before_sending(ctx, req, session)
+        members.read_before_sending(ctx, req, session, before_state=before_state)
     except ApiError as exc:
         logger.error("run %s of export %s stopped: %s", req.run_id, req.export, exc)
         return str(exc)

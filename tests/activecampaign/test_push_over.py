@@ -72,3 +72,27 @@ def test_another_process_pushing_after_ours_still_holds_our_polls(tmp_path: Path
     ours.push_over()
     last = _pushed(theirs, clock, 10)
     assert ours.reserve(POLL) >= last + ours.bulk_idle
+
+
+class PushEndsWhileSleeping(FakeClock):
+    """A clock whose first sleep is when the pusher says its push is over (the confirmer's
+    poll was already held back for it, asleep)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limiter = RateLimiter(clock=self, sleep=self.sleep)
+
+    def sleep(self, seconds: float) -> None:
+        if not self.sleeps:
+            self.limiter.push_over()
+        super().sleep(seconds)
+
+
+def test_a_poll_held_back_before_the_push_ended_goes_within_a_window_of_its_end() -> None:
+    clock = PushEndsWhileSleeping()
+    limiter = clock.limiter
+    last = _pushed(limiter, clock)
+    limiter.acquire(POLL)  # held back at first (the push is on), then told it is over
+    assert limiter.held_back >= 1
+    assert clock.now <= last + limiter.bulk_idle / 2 + 1e-6
+    assert max(clock.sleeps) <= limiter.bulk_idle / 2 + 1e-6

@@ -5,6 +5,7 @@ the run's lease is released."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,16 +13,25 @@ import pytest
 
 from exporter.activecampaign import ActiveCampaignClient, RateLimiter, RetryPolicy
 from exporter.cli_progress import summary_paragraph
+from exporter.errors import GuardError, InputError
 from exporter.management.config import Connection
 from exporter.management.hostnames import base_url
 from exporter.management.secrets import LocalSecretProvider
+from exporter.progress import ProgressEvent
 from exporter.run import finalize as finalize_mod
 from exporter.run import members
 from exporter.run.engine import Engine
 from exporter.storage import runs
 from exporter.storage.records import read_record
 from sandbox import Sandbox
-from tests.integration.support import EXPORT, World, contact_row, make_world, sandbox_config
+from tests.integration.support import (
+    COLUMNS,
+    EXPORT,
+    World,
+    contact_row,
+    make_world,
+    sandbox_config,
+)
 
 SCALE = 10.0
 
@@ -128,3 +138,66 @@ def test_finalize_calls_before_release_while_the_lease_is_held(tmp_path: Path) -
     assert seen == [(True, True)]
     assert not world.store.exists(runs.active_run_path(EXPORT))
     assert report.timings["x"] == 1.5 and report.timings["finalize"] >= 0
+
+
+def _list_reads(sb: Sandbox) -> int:
+    return sb.request_counts().get("GET /contacts", 0)
+
+
+def test_the_members_read_is_made_while_prepare_reads_the_snapshot(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """The run's list-members read goes out beside prepare: prepare's last progress event
+    (all rows read) waits until the sandbox has seen it. With the read after prepare, as
+    before, it never would: the wait times out and the test fails."""
+    limiters: list[RateLimiter] = []
+    world = _world(tmp_path, sandbox, limiters, chunks=40)
+    seen_during_prepare: list[int] = []
+
+    def progress(event: ProgressEvent) -> None:
+        if event.phase == "prepare" and event.total is not None:
+            deadline = time.monotonic() + 10.0
+            while not _list_reads(sandbox) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seen_during_prepare.append(_list_reads(sandbox))
+
+    rows = [contact_row(i) for i in range(600)]
+    report = world.engine.run(world.request(world.write_csv(rows)), progress=progress)
+    assert report.status == "completed" and report.reconciles(), report.summary()
+    assert seen_during_prepare == [1]
+    assert sandbox.request_counts().get("POST /import/bulk_import", 0) == 3
+    assert report.timings["members"] >= 0
+    assert read_record(world.store, members.record_path(EXPORT), members.ListMembersRecord)
+
+
+def test_a_guarded_run_reads_the_list_but_sends_nothing(tmp_path: Path, sandbox: Sandbox) -> None:
+    """The read made beside prepare is a read: the shrink guard still stops the run before any
+    bulk import, and the run's report is written after the read is over."""
+    limiters: list[RateLimiter] = []
+    world = _world(tmp_path, sandbox, limiters, chunks=40)
+    first = world.engine.run(world.request(world.write_csv([contact_row(i) for i in range(20)])))
+    assert first.status == "completed", first.summary()
+    bulk = sandbox.request_counts().get("POST /import/bulk_import", 0)
+    small = world.request(world.write_csv([contact_row(i) for i in range(5)]))
+    with pytest.raises(GuardError):
+        world.engine.run(small)
+    assert sandbox.request_counts().get("POST /import/bulk_import", 0) == bulk
+    guarded = world.engine.get_run(EXPORT, small.run_id)
+    assert guarded.status == "guarded" and guarded.reconciles()
+    assert not world.store.exists(runs.active_run_path(EXPORT))
+
+
+def test_a_broken_snapshot_or_a_dry_run_sends_nothing(tmp_path: Path, sandbox: Sandbox) -> None:
+    limiters: list[RateLimiter] = []
+    world = _world(tmp_path, sandbox, limiters, chunks=40)
+    dry = world.engine.run(world.request(world.write_csv([contact_row(1)]), dry_run=True))
+    assert dry.status == "dry_run" and _list_reads(sandbox) == 0  # a dry run reads nothing
+    broken = tmp_path / "broken.csv"
+    good = ",".join(contact_row(1))
+    broken.write_text(",".join(COLUMNS) + f'\r\n{good}\r\n"b@example.com,Bob\r\n')
+    req = world.request(broken)
+    with pytest.raises(InputError):
+        world.engine.run(req)
+    assert sandbox.request_counts().get("POST /import/bulk_import", 0) == 0
+    assert world.engine.get_run(EXPORT, req.run_id).status == "failed"
+    assert not world.store.exists(runs.active_run_path(EXPORT))
