@@ -24,9 +24,10 @@ segment later, is treated as the export's own. Seeing that too would take readin
 contact the run sent, or one request per contact.
 
 The read happens once per run, before its first bulk import (:func:`read_before_sending`, which
-both hosts call: the command line before its first push, the orchestration as an activity
-before its first wave); prepare only loads what earlier runs read, which is exactly what it
-needs: a leaver now was sent by an earlier run, after that run's read.
+both hosts call: the command line while prepare reads the snapshot, once prepare has loaded the
+record, the orchestration as an activity before its first wave); prepare only loads what earlier
+runs read, which is exactly what it needs: a leaver now was sent by an earlier run, after that
+run's read.
 
 The record keeps 64-bit hashes of the lower-cased emails, never the addresses:
 ``state/<export>/list_members.bin`` (sorted hashes) and ``list_members.json`` (the list and the
