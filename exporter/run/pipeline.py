@@ -41,7 +41,7 @@ def run(ctx: RunContext, req: RunRequest, *, progress: ProgressCallback | None =
     emit = progress or ignore
     early = None if req.options.dry_run else _EarlyRead(ctx, req)
     on_ready = early.start if early is not None else None
-    settle = early.settle if early is not None else None
+    settle = early.discard if early is not None else None  # a guarded run sends nothing
     try:
         prep = prepare(ctx, req, progress=emit, on_ready=on_ready, settle=settle)
     except InputError as exc:
@@ -104,6 +104,10 @@ def run(ctx: RunContext, req: RunRequest, *, progress: ProgressCallback | None =
         session.close()
 
 
+DISCARD_WAIT = 10.0
+"""Seconds a run that stops before sending waits for its members read to stop."""
+
+
 class _EarlyRead:
     """The list's members read (:func:`members.read_before_sending`), made while prepare reads
     the snapshot instead of after it: prepare calls :meth:`start` once it holds the run's
@@ -118,6 +122,8 @@ class _EarlyRead:
         self._raised: BaseException | None = None
         self._prepared = threading.Event()
         """Set once prepare is over: the read loads the state only then (memory)."""
+        self._stop = threading.Event()
+        """Set when the run stops before sending: the read stops, recording nothing."""
         self.read = False
         """Whether the read was made (its outcome in :attr:`error`)."""
         self.error: str | None = None
@@ -143,8 +149,12 @@ class _EarlyRead:
                 self._session = self._ctx.session(export, connection, 1.0)
             except ExporterError:
                 return  # the run makes its session after prepare and meets this error there
-            self.error = _read_members(self._ctx, self._req, self._session, self._wait_prepared)
+            self.error = _read_members(
+                self._ctx, self._req, self._session, self._wait_prepared, self._stop.is_set
+            )
             self.read = True
+        except members.ReadStopped:
+            pass  # the run stopped before sending: nothing of the read was recorded
         except BaseException as exc:  # noqa: BLE001 - raised again in the run's thread
             self._raised = exc
         finally:
@@ -171,14 +181,25 @@ class _EarlyRead:
         return session
 
     def discard(self) -> None:
-        """The run stops before sending: wait for the read and close its session."""
-        self.settle()
+        """The run stops before sending: stop the read (at its next contact, recording
+        nothing), wait for it a while and close its session. A read stuck in a request's
+        retries is left to notice the stop on its own (it records nothing after it)."""
+        self._stop.set()
+        self._prepared.set()
+        if self._thread is not None:
+            self._thread.join(DISCARD_WAIT)
+            if self._thread.is_alive():
+                logger.warning(
+                    "run %s: the list's members read is still stopping", self._req.run_id
+                )
+                return  # its session is left to it (a daemon thread): never closed under it
         if self._raised is not None:
             logger.warning(
                 "run %s: the list's members read failed",
                 self._req.run_id,
                 exc_info=self._raised,
             )
+            self._raised = None
         if self._session is not None:
             self._session.close()
             self._session = None
@@ -189,11 +210,12 @@ def _read_members(
     req: RunRequest,
     session: ApiSession,
     before_state: Callable[[], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> str | None:
     """The list's pre-existing members, read before the first bulk import; the error that
     stops the run if ActiveCampaign cannot be read (nothing was sent)."""
     try:
-        members.read_before_sending(ctx, req, session, before_state=before_state)
+        members.read_before_sending(ctx, req, session, before_state=before_state, stop=stop)
     except ApiError as exc:
         logger.error("run %s of export %s stopped: %s", req.run_id, req.export, exc)
         return str(exc)

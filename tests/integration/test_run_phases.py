@@ -5,6 +5,7 @@ the run's lease is released."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,8 @@ from sandbox import Sandbox
 from tests.integration.support import (
     COLUMNS,
     EXPORT,
+    KEY,
+    LIST,
     World,
     contact_row,
     make_world,
@@ -201,3 +204,33 @@ def test_a_broken_snapshot_or_a_dry_run_sends_nothing(tmp_path: Path, sandbox: S
     assert sandbox.request_counts().get("POST /import/bulk_import", 0) == 0
     assert world.engine.get_run(EXPORT, req.run_id).status == "failed"
     assert not world.store.exists(runs.active_run_path(EXPORT))
+
+
+def test_a_run_stopped_before_sending_stops_its_members_read(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """A first run reads the whole list (here 10,000 members: 100 pages, two seconds at this
+    time scale) beside prepare. When the snapshot turns out unreadable, the run does not wait
+    for that read: it stops at its next contact and records nothing."""
+    client = ActiveCampaignClient(
+        f"http://127.0.0.1:{sandbox.port}", KEY, limiter=RateLimiter(time_scale=SCALE)
+    )
+    with client:
+        for b in range(40):
+            payloads = [
+                json.dumps({"email": f"m{b}x{i}@example.org", "subscribe": [{"listid": LIST}]})
+                for i in range(250)
+            ]
+            client.bulk_import(payloads, exclude_automations=True)
+    deadline = time.monotonic() + 30
+    while sandbox.pending_batches() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(sandbox.list_members(LIST)) == 10_000
+    world = _world(tmp_path, sandbox, [], chunks=40)
+    broken = tmp_path / "broken.csv"
+    broken.write_text(",".join(COLUMNS) + f'\r\n{",".join(contact_row(1))}\r\n"b@x.org,Bob\r\n')
+    with pytest.raises(InputError):
+        world.engine.run(world.request(broken))
+    assert _list_reads(sandbox) < 100  # stopped, not read to the end
+    assert read_record(world.store, members.record_path(EXPORT), members.ListMembersRecord) is None
+    assert sandbox.request_counts().get("POST /import/bulk_import", 0) == 40  # ours only
