@@ -4,7 +4,9 @@
 
 Scenarios (see :mod:`bench.scenarios`): ``prepare``, ``push`` (the full push, followed in the
 same sandbox by the daily ``refresh``) and ``baseline``; ``shared_account`` and ``realtime``
-(:mod:`bench.realtime`: time scale 1, one run only) in their own modules. Runs are
+(:mod:`bench.realtime`: time scale 1, one run only) in their own modules, and
+``refresh_realtime`` (:mod:`bench.refresh_probe`: the daily refresh alone, measured end to
+end at time scale 1; about a minute a run). Runs are
 interleaved (run 1 of every scenario, then run 2, ...) so a burst of load on a shared machine
 does not land on one scenario's every run. ``--smoke`` uses tiny sizes: it checks the
 harness, not the goals.
@@ -30,6 +32,7 @@ from pathlib import Path
 from bench import data, harness
 from bench.functions_path import FunctionsScenario
 from bench.realtime import RealtimeScenario
+from bench.refresh_probe import RefreshScenario
 from bench.scale import ScaleScenario
 from bench.scenarios import (
     BaselineScenario,
@@ -41,7 +44,16 @@ from bench.scenarios import (
 )
 from bench.shared_account import SharedAccountScenario
 
-SCENARIOS = ("prepare", "push", "baseline", "shared_account", "realtime", "scale", "functions")
+SCENARIOS = (
+    "prepare",
+    "push",
+    "baseline",
+    "shared_account",
+    "realtime",
+    "scale",
+    "functions",
+    "refresh_realtime",
+)
 ON_REQUEST = ("scale",)
 """Scenarios a full run leaves out unless named (``--scenario``): ``scale`` (10M contacts,
 ~10 minutes a run) is ``make bench-scale``. The smoke run includes them, at a small size."""
@@ -80,6 +92,7 @@ def settings_for(args: argparse.Namespace, work: Path) -> Settings:
             scale_rows=20_000,
             functions_rows=5_000,
             functions_time_scale=20.0,
+            refresh_time_scale=20.0,
         )
     else:
         s = Settings(work=work)
@@ -119,6 +132,7 @@ def run(args: argparse.Namespace) -> list[Outcome]:
         realtime = RealtimeScenario(s) if "realtime" in chosen else None
         scale = ScaleScenario(s) if "scale" in chosen else None
         functions = FunctionsScenario(s) if "functions" in chosen else None
+        refresh = RefreshScenario(dataset, s) if "refresh_realtime" in chosen else None
         results: dict[str, list[Figures]] = {name: [] for name in chosen}
         for i in range(args.runs):
             for name, scenario in (
@@ -129,6 +143,7 @@ def run(args: argparse.Namespace) -> list[Outcome]:
                 ("realtime", realtime),
                 ("scale", scale),
                 ("functions", functions),
+                ("refresh_realtime", refresh),
             ):
                 if scenario is None or i >= getattr(scenario, "max_runs", args.runs):
                     continue
@@ -160,6 +175,10 @@ def run(args: argparse.Namespace) -> list[Outcome]:
         outcomes.append(Outcome("scale", results["scale"], ScaleScenario.goals))
     if functions is not None:
         outcomes.append(Outcome("functions", results["functions"], FunctionsScenario.goals))
+    if refresh is not None:
+        outcomes.append(
+            Outcome("refresh_realtime", results["refresh_realtime"], RefreshScenario.goals)
+        )
     for o in outcomes:
         o.settle()
     if baseline is not None:

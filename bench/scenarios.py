@@ -84,6 +84,9 @@ class Settings:
     rows include 0.7% invalid or repeated), so 400 full bulk requests, four bursts."""
     realtime_time_scale: float = 1.0
     """The realtime scenario's time scale: ActiveCampaign's real limits."""
+    refresh_time_scale: float = 1.0
+    """The refresh_realtime scenario's time scale (:mod:`bench.refresh_probe`): 1, so its
+    end-to-end time is measured, not projected."""
     work: Path = field(default_factory=lambda: Path("."))
     scale_rows: int = 10_000_000
     functions_rows: int = 200_000

@@ -340,7 +340,8 @@ _STATUS_WORDS = {
 def summary_paragraph(
     report: RunReport, *, exit_code: int, retried: int = 0, width: int = 100
 ) -> str:
-    """The report in words: one paragraph for people (no addresses, no secrets)."""
+    """The report in words: one paragraph for people (no addresses, no secrets), and for a
+    run that sent, a line saying where its time went."""
     took = report.timings.get("total")
     head = f"Run {report.run_id} of export {report.export} " + _STATUS_WORDS.get(
         report.status, report.status
@@ -394,4 +395,20 @@ def summary_paragraph(
     if exit_code == 0 and report.rejected:
         ending += " (rejected rows do not change it)"
     parts.append(ending + ".")
-    return textwrap.fill(" ".join(parts), width=max(40, width))
+    text = textwrap.fill(" ".join(parts), width=max(40, width))
+    phases = _phases_line(report.timings)
+    return text if phases is None else text + "\n" + textwrap.fill(phases, width=max(40, width))
+
+
+def _phases_line(timings: dict[str, float]) -> str | None:
+    """Where a run's time went, when the run sent anything (the command line's phases)."""
+    if "sending" not in timings:
+        return None
+    sending = f"send and confirm {timings['sending']:.1f} s"
+    tail = timings.get("confirm_after_push")
+    if tail is not None:
+        sending += f" ({tail:.1f} s of it after the last bulk import)"
+    return (
+        f"Time: prepare {timings.get('prepare', 0.0):.1f} s, {sending}, "
+        f"finalize {timings.get('finalize', 0.0):.1f} s."
+    )

@@ -52,6 +52,7 @@ def test_every_scenario_reports_its_figures(smoke: Smoke) -> None:
         "realtime",
         "scale",
         "functions",
+        "refresh_realtime",
     }
     for name, data in figures.items():
         assert len(data["runs"]) == 1, name
@@ -186,3 +187,15 @@ def test_scale_figures_are_sane(smoke: Smoke) -> None:
     assert len(peaks) == 8 and m["worst_peak_rss_mb"] == max(peaks)
     assert 0 < m["state_mb"] < 2 and m["state_load_seconds"] > 0
     assert m["refresh.to_send"] > 0 and m["refresh.leavers"] > 0
+
+
+def test_refresh_realtime_figures_are_sane(smoke: Smoke) -> None:
+    """The daily refresh alone (:mod:`bench.refresh_probe`): sends only what moved, every
+    contact confirmed, the report's phases within the wall time."""
+    m = smoke[0]["refresh_realtime"]["medians"]
+    assert m["completed"] == 1 and m["throttled"] == 0
+    assert 0 < m["bulk_requests"] <= m["import_info_requests"]
+    assert 0 < m["contacts_confirmed"] < 200 and m["leavers_unsubscribed"] > 0
+    assert m["first_bulk_s"] <= m["last_bulk_s"] <= m["last_poll_s"] <= m["wall_seconds"]
+    assert m["report.prepare_s"] + m["report.sending_s"] <= m["wall_seconds"]
+    assert m["end_to_end_seconds"] >= m["wall_seconds"]  # time scale 20: sending projected

@@ -45,7 +45,8 @@ burst starts a minute after this one). So a poll is placed only where no bulk re
 the per-second slot: not while a push is on (two or more bulk requests in the last minute,
 the last started or reserved less than two per-second windows ago) *and* its bulk budget has
 room now or within one per-second window. Polls then go in the gap where the minute's budget
-is spent, or freely once bulk has been idle for two per-second windows. A lone send (one bulk
+is spent, or freely once bulk has been idle for two per-second windows (at once when the pusher
+says its push is over: :meth:`RateLimiter.push_over`). A lone send (one bulk
 request) never holds its poll back; a poll is never held back for more than half a bulk
 window (:attr:`RateLimiter.max_poll_deferral`), so a push slower than its budget (a busy
 client) cannot starve its confirmations. A poll that wakes to find a push reserved the slots
@@ -268,6 +269,9 @@ class RateLimiter:
         self._longest = max(w.period for w in self._windows)
         self.bulk_idle = 2 * self._account.period
         """A push is over once no bulk request started (or is reserved) for this long."""
+        self._own_last_bulk = -math.inf
+        self._push_over_at = -math.inf
+        """This limiter's last bulk start when its pusher said the push was over."""
         self.max_poll_deferral = multi.period / 2
         """The longest a poll is held back for a push (longer than a burst at full pace:
         20 per-second windows at ActiveCampaign's limits)."""
@@ -318,6 +322,8 @@ class RateLimiter:
                 return start, False
             for w in windows:
                 w.record(start)
+            if kind.bulk:
+                self._own_last_bulk = max(self._own_last_bulk, start)
             return start, True
 
     def _poll_candidates(self, give_up: float) -> set[float]:
@@ -340,6 +346,8 @@ class RateLimiter:
         starts = self._multi.starts
         if t >= give_up or len(starts) < 2 or t - starts[-1] >= self.bulk_idle:
             return False
+        if starts[-1] <= self._push_over_at:  # nobody's bulk start since our push's last
+            return False
         return self._multi.fits(t) or self._multi.fits(t + self._account.period)
 
     @contextlib.contextmanager
@@ -354,6 +362,14 @@ class RateLimiter:
                 w.load(book.starts.get(w.name, []))
             yield book
             book.starts = {w.name: list(w.starts) for w in self._windows}
+
+    def push_over(self) -> None:
+        """The caller has sent its push's last bulk import: polls need not wait
+        :attr:`bulk_idle` for more (a poll already held back looks again within a per-second
+        window). Holds until the next bulk start (a resubmission, another push, another
+        process's import seen through the ledger), which restores the rule."""
+        with self._lock:
+            self._push_over_at = self._own_last_bulk
 
     def block_until(self, until: float) -> None:
         """No request of the account starts before ``until`` (on :attr:`clock`): the server
@@ -378,6 +394,8 @@ class RateLimiter:
         while True:
             start, recorded = self._reserve(kind, since, tentative=True)
             wait = start - self._clock()
+            if not recorded:  # held back: look again within a per-second window, in case
+                wait = min(wait, self._account.period)  # the push said it is over meanwhile
             if wait > 0:
                 self._sleep(wait)
                 waited += wait

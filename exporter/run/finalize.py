@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 
 from exporter import telemetry
@@ -41,6 +42,8 @@ def finalize(
     cancelled: bool = False,
     error: str | None = None,
     ended: EndedStatus | None = None,
+    timings: Mapping[str, float] | None = None,
+    before_release: Callable[[], None] | None = None,
 ) -> RunReport:
     """Build the report from the chunk records, write report.json (and the rows
     ActiveCampaign refused into rejected.csv), commit state for confirmed contacts only
@@ -50,8 +53,13 @@ def finalize(
     ``abandoned``): the same report and commit, with that status — what it confirmed is
     committed, what it may have queued is remembered as possibly ours.
 
+    ``timings``: the caller's phase times (seconds) for the report, beside the chunk
+    records' and finalize's own; ``before_release`` is called right before the run's lease
+    is released (the command line waits there for its list-members mark).
+
     Raises :class:`ConflictError` when another run moved the export's state since this
     run was prepared (the report, status ``failed``, says so too)."""
+    began = time.monotonic()
     existing = read_record(ctx.store, runs.report_path(req.export, req.run_id), RunReport)
     if existing is not None and existing.status in runs.FINAL_STATUSES:
         return existing
@@ -82,7 +90,11 @@ def finalize(
                 report.error = str(exc)
         if tally.api_rejections:
             append_api_rejections(ctx.store, req, manifest, tally.api_rejections)
-    return _close_run(ctx, req, report, conflict, prepared=manifest is not None)
+    report.timings.update(timings or {})
+    report.timings["finalize"] = round(time.monotonic() - began, 3)
+    return _close_run(
+        ctx, req, report, conflict, prepared=manifest is not None, before_release=before_release
+    )
 
 
 def _close_run(
@@ -92,6 +104,7 @@ def _close_run(
     conflict: ConflictError | None,
     *,
     prepared: bool,
+    before_release: Callable[[], None] | None = None,
 ) -> RunReport:
     finished = ctx.now()
     draft.finished_at = finished.isoformat()
@@ -115,6 +128,8 @@ def _close_run(
     write_record(ctx.store, runs.report_path(req.export, req.run_id), report)
     telemetry.run_ended(report)  # the alerts' record (status as a dimension) and the metrics
     _record_last_run(ctx, req, report, prepared)
+    if before_release is not None:
+        before_release()
     lease.release(ctx, req)
     if conflict is not None:
         raise conflict

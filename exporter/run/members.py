@@ -24,9 +24,10 @@ segment later, is treated as the export's own. Seeing that too would take readin
 contact the run sent, or one request per contact.
 
 The read happens once per run, before its first bulk import (:func:`read_before_sending`, which
-both hosts call: the command line before its first push, the orchestration as an activity
-before its first wave); prepare only loads what earlier runs read, which is exactly what it
-needs: a leaver now was sent by an earlier run, after that run's read.
+both hosts call: the command line while prepare reads the snapshot, once prepare has loaded the
+record, the orchestration as an activity before its first wave); prepare only loads what earlier
+runs read, which is exactly what it needs: a leaver now was sent by an earlier run, after that
+run's read.
 
 The record keeps 64-bit hashes of the lower-cased emails, never the addresses:
 ``state/<export>/list_members.bin`` (sorted hashes) and ``list_members.json`` (the list and the
@@ -95,18 +96,31 @@ def _load(store: Store, export: str, list_id: str) -> tuple[U64, ListMembersReco
     return np.frombuffer(data, dtype=np.uint64).copy(), record
 
 
+class ReadStopped(Exception):  # a cancellation, not an error (exporter.errors)
+    """The caller asked a read in progress to stop (its run stopped before sending): nothing
+    of it was recorded."""
+
+
 def refresh(
     store: Store,
     export: str,
     list_id: str,
     subscribed: Callable[[], U64],
     session: ApiSession,
+    stop: Callable[[], bool] | None = None,
 ) -> U64:
     """Read the list's members added or updated since the last run (all of them the first
     time), record those this export did not subscribe, and return every recorded hash
     (sorted). ``subscribed`` reads the sorted key hashes of the contacts this export subscribed
     (:func:`exporter.incremental.state.load_subscribed`), only when the read found someone
-    (usually nobody, and the state of a million contacts is worth not reading for nothing)."""
+    (usually nobody, and the state of a million contacts is worth not reading for nothing).
+    ``stop``: asked at every contact and before anything is recorded; when it says so, the
+    read raises :class:`ReadStopped` and records nothing."""
+
+    def check() -> None:
+        if stop is not None and stop():
+            raise ReadStopped
+
     known, record = _load(store, export, list_id)
     # Without an updated mark, only a whole read sees members who joined by another route.
     first = record is None or record.updated_mark is None
@@ -117,25 +131,30 @@ def refresh(
         emails.clear()  # a retry after a re-read key starts over
         top = 0 if first else (max_id or 0)
         for contact in client.iter_list_members(list_id, after_id=top):
+            check()
             email, contact_id = _email_and_id(contact)
             top = max(top, contact_id)
             if email:
                 emails.append(email.lower().encode())
         if not first and record is not None:
             for contact in client.iter_list_members(list_id, updated_after=record.updated_mark):
+                check()
                 email, _ = _email_and_id(contact)
                 if email:
                     emails.append(email.lower().encode())
         return max(top, max_id or 0)
 
     highest = session.call_client(read)
+    check()
     found = hash64(emails)
     if len(found):  # the state is read only when there is something to tell apart
         ours = subscribed()
+        check()
         at = np.minimum(np.searchsorted(ours, found), max(len(ours) - 1, 0))
         found = found[~(ours[at] == found)] if len(ours) else found
         del ours
     merged = np.union1d(known, found).astype(np.uint64)
+    check()
     store.write_bytes(hashes_path(export), merged.tobytes())
     write_record(
         store,
@@ -166,10 +185,15 @@ def read_before_sending(
     *,
     share: float = 1.0,
     rate_share: float | None = None,
+    before_state: Callable[[], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> int:
     """Refresh the export's record of pre-existing members once for this run (a marker in the
     run's folder makes a retry or replay a no-op); returns how many are recorded. ``session``:
-    the run's own (the command line's), so one budget and one key re-read serve the run."""
+    the run's own (the command line's), so one budget and one key re-read serve the run.
+    ``before_state`` is called before the state is read (the command line's read, made beside
+    prepare, waits there for prepare to end, so the two never hold a state at once); ``stop``:
+    see :func:`refresh`."""
     marker = runs.run_dir(req.export, req.run_id) + "/list_members.json"
     done = read_record(ctx.store, marker, ListMembersRecord)
     if done is not None:
@@ -184,8 +208,9 @@ def read_before_sending(
             ctx.store,
             export.name,
             export.list_id,
-            lambda: state_mod.load_subscribed(ctx.store, export.name),
+            lambda: _subscribed(ctx.store, export.name, before_state),
             active,
+            stop,
         )
     finally:
         if own:
@@ -194,6 +219,12 @@ def read_before_sending(
     if record is not None:
         write_record(ctx.store, marker, record)
     return len(merged)
+
+
+def _subscribed(store: Store, export: str, before: Callable[[], None] | None) -> U64:
+    if before is not None:
+        before()
+    return state_mod.load_subscribed(store, export)
 
 
 @telemetry.phase("members")

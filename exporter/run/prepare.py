@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from exporter import telemetry
 from exporter.errors import GuardError
@@ -36,6 +37,8 @@ def prepare(
     *,
     progress: ProgressCallback = ignore,
     raise_guard: bool = True,
+    on_ready: Callable[[], None] | None = None,
+    settle: Callable[[], None] | None = None,
 ) -> PrepareResult:
     """Read, map, validate, dedupe, diff, plan batches, write chunk files and rejected.csv
     (and plan.csv on a dry run). Idempotent: a prepared run returns its manifest.
@@ -43,19 +46,32 @@ def prepare(
     Raises :class:`InputError` when the snapshot cannot be read and :class:`GuardError`
     (after writing a ``guarded`` report) when the shrink guard trips; nothing has been sent
     either way. With ``raise_guard=False`` a guarded run returns ``guarded=True`` instead.
+
+    ``on_ready`` is called once, when this call holds the run's lease and has loaded the
+    export's records it needs (the state and the list's recorded members), before the snapshot
+    is read: the command line starts its list-members read there, beside the reading (nothing
+    is sent before the snapshot is read and the guards passed). ``settle`` is called before a
+    guarded run's report is written (it waits for that read).
     """
     manifest = read_record(ctx.store, runs.manifest_path(req.export, req.run_id), Manifest)
     if manifest is None:
-        manifest = _prepare(ctx, req, progress)
+        manifest = _prepare(ctx, req, progress, on_ready)
     result = PrepareResult.from_manifest(manifest)
     if result.guarded:
+        if settle is not None:
+            settle()
         finalize(ctx, req)
         if raise_guard:
             raise GuardError(manifest.guard_message or "shrink guard")
     return result
 
 
-def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> Manifest:
+def _prepare(
+    ctx: RunContext,
+    req: RunRequest,
+    progress: ProgressCallback,
+    on_ready: Callable[[], None] | None = None,
+) -> Manifest:
     export, connection = ctx.export_config(req.export)
     started = ctx.now()
     displaced = lease.take(ctx, req)  # before anything is read: the loser reads nothing
@@ -64,6 +80,8 @@ def _prepare(ctx: RunContext, req: RunRequest, progress: ProgressCallback) -> Ma
     telemetry.run_started(req)
     state, etag = state_mod.load(ctx.store, export.name)
     pre_existing = _pre_existing(export, ctx)
+    if on_ready is not None:  # after the members record is loaded: this run's read may move it
+        on_ready()
     ref, location = req.snapshot.ref, req.snapshot.location
     encoding = req.options.encoding or export.encoding
     if location == runs.LOCAL:
