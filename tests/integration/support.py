@@ -10,7 +10,7 @@ from typing import Any
 from exporter.management.config import parse_connection, parse_export
 from exporter.management.repository import ConfigRepository
 from exporter.management.secrets import LocalSecretProvider
-from exporter.run.engine import Engine, RunOptions, RunRequest
+from exporter.run.engine import ClientFactory, Engine, RunOptions, RunRequest
 from exporter.settings import HostPolicy
 from exporter.storage.runs import LOCAL
 from exporter.storage.store import LocalStore
@@ -87,8 +87,11 @@ def make_world(
     *,
     time_scale: float = 1.0,
     chunk_batches: int = 40,
+    client_factory: ClientFactory | None = None,
     **export_overrides: Any,
 ) -> World:
+    """``client_factory``: how the engine builds its ActiveCampaign client (a test's own
+    limiter or transport); default the engine's."""
     store = LocalStore(tmp / "home")
     repo = ConfigRepository(store)
     repo.put_connection(
@@ -109,6 +112,7 @@ def make_world(
         store,
         LocalSecretProvider(env),
         host_policy=HostPolicy(allow_loopback_sandbox=True),
+        client_factory=client_factory,
         time_scale=time_scale,
         chunk_batches=chunk_batches,
     )

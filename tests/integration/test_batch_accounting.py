@@ -15,9 +15,7 @@ from exporter.activecampaign import ActiveCampaignClient, RateLimiter, RetryPoli
 from exporter.activecampaign.transport import RequestsTransport, Response
 from exporter.management.config import Connection
 from exporter.management.hostnames import base_url
-from exporter.management.secrets import LocalSecretProvider
 from exporter.run import lease
-from exporter.run.engine import Engine
 from exporter.run.report import RunReport
 from exporter.storage import runs
 from exporter.storage.records import read_record
@@ -81,18 +79,13 @@ def _world(tmp_path: Path, sb: Sandbox, tap: Tap, chunk_batches: int) -> World:
             retry=RetryPolicy(initial_backoff=0.01, max_backoff=0.05, max_attempts=2),
         )
 
-    world = make_world(
-        tmp_path, f"127.0.0.1:{sb.port}", time_scale=SCALE, chunk_batches=chunk_batches
-    )
-    world.engine = Engine(
-        world.store,
-        LocalSecretProvider(world.env),
-        host_policy=world.engine.host_policy,
-        client_factory=factory,
+    return make_world(
+        tmp_path,
+        f"127.0.0.1:{sb.port}",
         time_scale=SCALE,
         chunk_batches=chunk_batches,
+        client_factory=factory,
     )
-    return world
 
 
 def _bulk_posts(sb: Sandbox) -> int:

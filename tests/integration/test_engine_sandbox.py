@@ -67,15 +67,7 @@ def test_a_clean_run_subscribes_exactly_the_valid_contacts(
             retry=RetryPolicy(initial_backoff=0.02, max_backoff=0.5),
         )
 
-    world = _world(tmp_path, sandbox, chunk_batches=2)
-    world.engine = Engine(
-        world.store,
-        LocalSecretProvider(world.env),
-        host_policy=world.engine.host_policy,
-        client_factory=factory,
-        time_scale=SCALE,
-        chunk_batches=2,
-    )
+    world = _world(tmp_path, sandbox, chunk_batches=2, client_factory=factory)
     rows = [contact_row(i) for i in range(620)]
     rows += [contact_row(900, email="broken@"), contact_row(901, email="PERSON5@example.com")]
     report = world.engine.run(world.request(world.write_csv(rows)))

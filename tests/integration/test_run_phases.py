@@ -17,11 +17,9 @@ from exporter.cli_progress import summary_paragraph
 from exporter.errors import GuardError, InputError
 from exporter.management.config import Connection
 from exporter.management.hostnames import base_url
-from exporter.management.secrets import LocalSecretProvider
 from exporter.progress import ProgressEvent
 from exporter.run import finalize as finalize_mod
 from exporter.run import members
-from exporter.run.engine import Engine
 from exporter.run.report import RunReport
 from exporter.storage import runs
 from exporter.storage.records import read_record
@@ -47,8 +45,6 @@ def sandbox() -> Iterator[Sandbox]:
 
 
 def _world(tmp_path: Path, sb: Sandbox, limiters: list[RateLimiter], chunks: int) -> World:
-    world = make_world(tmp_path, f"127.0.0.1:{sb.port}", time_scale=SCALE, chunk_batches=chunks)
-
     def factory(connection: Connection, key: str) -> ActiveCampaignClient:
         limiter = RateLimiter(time_scale=SCALE)
         limiters.append(limiter)
@@ -60,15 +56,13 @@ def _world(tmp_path: Path, sb: Sandbox, limiters: list[RateLimiter], chunks: int
             retry=RetryPolicy(initial_backoff=0.02, max_backoff=0.5),
         )
 
-    world.engine = Engine(
-        world.store,
-        LocalSecretProvider(world.env),
-        host_policy=world.engine.host_policy,
-        client_factory=factory,
+    return make_world(
+        tmp_path,
+        f"127.0.0.1:{sb.port}",
         time_scale=SCALE,
         chunk_batches=chunks,
+        client_factory=factory,
     )
-    return world
 
 
 def test_the_report_says_where_the_time_went(tmp_path: Path, sandbox: Sandbox) -> None:
