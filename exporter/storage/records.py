@@ -29,6 +29,7 @@ record                    where                                   written by
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -180,25 +181,14 @@ class SnapshotRecord(Value):
 
     @classmethod
     def of(cls, ref: SnapshotRef, *, location: SnapshotLocation = STORE) -> SnapshotRecord:
-        return cls(
-            kind=ref.kind,
-            path=ref.path,
-            files=ref.files,
-            modified=ref.modified,
-            entity=ref.entity,
-            location=location,
-        )
+        names = (f.name for f in dataclasses.fields(ref))
+        return cls(**{n: getattr(ref, n) for n in names}, location=location)
 
     @property
     def ref(self) -> SnapshotRef:
         """The reference the snapshot readers open."""
-        return SnapshotRef(
-            kind=self.kind,
-            path=self.path,
-            files=self.files,
-            modified=self.modified,
-            entity=self.entity,
-        )
+        names = (f.name for f in dataclasses.fields(SnapshotRef))
+        return SnapshotRef(**{n: getattr(self, n) for n in names})
 
 
 class RunRequest(Record):
