@@ -66,6 +66,8 @@ class Account:
 
     def __init__(self, config: SandboxConfig) -> None:
         self.lock = threading.Lock()
+        self._clock, self._scale = config.clock, config.time_scale
+        self._epoch = (time.time(), config.clock())
         self._stamp_second = -1
         self._stamp_text = ""
         created = self.stamp()
@@ -99,9 +101,16 @@ class Account:
 
     # -- small helpers (callers hold the lock) ---------------------------------------------
 
+    def now(self) -> float:
+        """The account's wall clock (Unix seconds): it runs ``time_scale`` times faster than
+        ours, like every budget window, so a date the API writes and the ``Date`` header keep
+        the distances they would have at ActiveCampaign's real pace."""
+        wall, began = self._epoch
+        return wall + (self._clock() - began) * self._scale
+
     def stamp(self) -> str:
         """Now, formatted as ActiveCampaign dates are; one shared string per second."""
-        second = int(time.time())
+        second = int(self.now())
         if second != self._stamp_second:
             self._stamp_second = second
             self._stamp_text = datetime.fromtimestamp(second, UTC).isoformat()

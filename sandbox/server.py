@@ -123,7 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
         lines = [
             f"HTTP/1.1 {response.status} {self._reasons.get(response.status, 'Unknown')}",
             f"Server: {self.server_version}",
-            f"Date: {self.date_time_string()}",
+            f"Date: {self.date_time_string(self.server.sandbox.api.account.now())}",
             f"Content-Type: {response.content_type}",
             f"Content-Length: {len(response.body)}",
         ]

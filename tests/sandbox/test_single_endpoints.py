@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from tests.sandbox.conftest import Env, Make, complete, person
@@ -108,11 +108,12 @@ def test_walking_with_id_greater_and_ascending_order(sb: Env) -> None:
 def test_updated_after_finds_contacts_who_joined_a_list_since_then(sb: Env) -> None:
     """A list subscription updates the contact (``udate``), so ``filters[updated_after]`` finds
     an existing contact who joined the list after a date — in any offset — and nobody else."""
-    _, client, _ = sb
+    _, client, clock = sb
     _load(sb, 3)
-    time.sleep(1.1)  # the account's dates have whole seconds
-    mark = datetime.now(UTC).replace(microsecond=0)
-    time.sleep(1.1)
+    clock.advance(1.1)  # the account's dates have whole seconds, on the sandbox's clock
+    # By the account's own clock (its Date header), as the exporter takes its mark.
+    mark = parsedate_to_datetime(client.get("/lists/1").headers["Date"])
+    clock.advance(1.1)
     joiner = client.get("/contacts", params={"email": "person2@example.com"}).json()["contacts"]
     body = {"contactList": {"list": "1", "contact": joiner[0]["id"], "status": 1}}
     assert client.post("/contactLists", body).status_code in (200, 201)
@@ -184,3 +185,22 @@ def test_fields_tags_and_user(sb: Env) -> None:
     assert fields["meta"]["total"] == "3"
     assert [t["tag"] for t in client.get("/tags").json()["tags"]] == ["vip"]
     assert client.get("/users/me").json()["user"]["id"] == "1"
+
+
+def test_the_accounts_clock_runs_at_the_time_scale(make: Make) -> None:
+    """Dates the account writes and its ``Date`` header keep ActiveCampaign's real distances:
+    at time scale 10, one real second is ten of the account's (else a mark taken from the
+    header would sit seconds behind contacts updated a moment ago)."""
+    _, client, clock = make(time_scale=10.0)
+
+    def header() -> float:
+        return parsedate_to_datetime(client.get("/lists/1").headers["Date"]).timestamp()
+
+    before = header()
+    clock.advance(3.0)
+    assert 29 <= header() - before <= 31
+    batch = client.bulk([person(1)]).json()["batchId"]
+    complete(client, clock, batch)
+    udate = client.get("/contacts", params={"email": "person1@example.com"}).json()["contacts"]
+    written = datetime.fromisoformat(udate[0]["udate"]).timestamp()
+    assert written - before >= 30
