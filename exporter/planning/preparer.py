@@ -34,6 +34,7 @@ from exporter.incremental.diff import Change, Differ, DiffResult, check_shrink
 from exporter.incremental.state import U64, ExportState
 from exporter.management.config import Export
 from exporter.planning.batching import BatchPlanner
+from exporter.planning.blockmap import BlockMapper
 from exporter.planning.chunks import encode_batch_line
 from exporter.planning.contacts import Batch, PreparedContact, Rejection
 from exporter.planning.dedup import SeenKeys
@@ -281,14 +282,14 @@ class Preparer:
 
     def _stream(self, blocks: Iterator[tuple[str, int, list[list[str]]]], mapper: Mapper) -> None:
         # The hot loop: keep it free of anything a row does not need.
-        map_row = mapper.map
+        map_block = BlockMapper(mapper).map_block  # == mapper.map on each row, in order
         seen = SeenKeys()  # keys so far, 8 bytes each (a set of them cost ~65)
         self._buffer: list[PreparedContact] = []
         self._raw: list[list[str]] = []
         n = 0
         next_progress = PROGRESS_EVERY
         for source, first, block in blocks:
-            mapped = [map_row(source, row_no, values) for row_no, values in enumerate(block, first)]
+            mapped = map_block(source, first, block)
             n += self._take_block(block, mapped, seen, mapper)
             if self.rejects.count >= self.max_rejected_rows:
                 break  # the run is guarded: the rest of the file is not read

@@ -1,0 +1,287 @@
+"""Whole-block mapping: a block of rows mapped column by column, at C speed where it can be.
+
+:class:`BlockMapper` gives, for a block of rows, exactly the list
+``[mapper.map(source, row_no, values) for row_no, values in enumerate(block, first)]``
+(:class:`~exporter.planning.mapping.Mapper`'s generated row function), but maps the *common*
+rows of the block column by column: every value of a column is stripped with one ``map``,
+checked with one regular-expression scan over the column joined by NUL (the snapshot reader
+never yields a NUL, and a column holding one is checked value by value), the payloads are one
+generated list comprehension, encoded, measured and fingerprinted (BLAKE2b, as
+:func:`exporter.planning.contacts.fingerprint`) with ``map`` over C functions, and the contacts
+are built with one ``map``. No Python frame runs per row.
+
+A row is *common* when it has as many values as the header, an email that the row function's
+fast check accepts as it is (trimmed ASCII ``atext@LDH`` of at most 64 characters), and every
+mapped value present and free of anything JSON would escape; a ``date`` value must already be
+``YYYY-MM-DD``. Every other row (blank, ragged, rejected, with an empty or odd value, an
+address to normalise, a date to reformat) is mapped by the row function itself, in place, so
+the result is the row function's by construction; ``tests/test_prepare_paths.py`` checks it
+row for row and end to end. A mapping with a tag column or a multi-value or number field maps
+every row with the row function.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import date
+from functools import partial
+from hashlib import blake2b
+from itertools import repeat
+from operator import itemgetter, methodcaller
+from typing import Any
+
+import numpy as np
+
+from exporter.planning.contacts import PreparedContact, Rejection
+from exporter.planning.mapping import (
+    _ATEXT,
+    MAX_LOCAL,
+    UNPACK_COLUMNS,
+    _brace,
+    _email_fast,
+    format_date,
+)
+from exporter.planning.mapping import Mapper as _Mapper
+
+Mapped = list[PreparedContact | Rejection]
+MapBlock = Callable[[str, int, list[list[str]]], Mapped]
+"""``map_block(source, first_row_no, rows)``: the row function's results for each row."""
+
+_SEP = "\x00"
+# The row function's fast email check (exporter.planning.mapping._email_fast), each address
+# followed by the separator: a match from the start ends where the first failing address starts.
+_EMAILS = re.compile(
+    rf"(?:{_ATEXT}++(?:\.{_ATEXT}++)*+@(?:[A-Za-z0-9]++(?:-++[A-Za-z0-9]++)*+\.)++"
+    rf"[A-Za-z]{{2,63}}+\x00)*"
+)
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]').search
+_fromiso = date.fromisoformat
+_digest = methodcaller("digest")
+
+
+_b2 = partial(blake2b, digest_size=8)
+
+
+def fingerprints(encoded: list[bytes]) -> list[int]:
+    """:func:`exporter.planning.contacts.fingerprint` of each payload, from its UTF-8 bytes."""
+    if not encoded:
+        return []
+    return np.frombuffer(b"".join(map(_digest, map(_b2, encoded))), "<u8").tolist()  # type: ignore[no-any-return]
+
+
+def _bad_emails(col: list[str]) -> list[int]:
+    """Positions of the addresses the row function's fast check does not accept as they are."""
+    joined = _SEP.join(col) + _SEP
+    if joined.count(_SEP) != len(col):
+        return [i for i, v in enumerate(col) if not _email_ok(v)]
+    bad = (
+        [i for i, v in enumerate(col) if len(v) > MAX_LOCAL]
+        if max(map(len, col)) > MAX_LOCAL
+        else []
+    )
+    match, count, find = _EMAILS.match, joined.count, joined.find
+    pos = i = 0
+    end_all = len(joined)
+    while True:
+        end = match(joined, pos).end()  # type: ignore[union-attr]  # (?:...)* always matches
+        i += count(_SEP, pos, end)
+        if end == end_all:
+            break
+        bad.append(i)
+        i += 1
+        pos = find(_SEP, end) + 1
+    return sorted(set(bad)) if bad else bad
+
+
+def _email_ok(v: str) -> bool:
+    return len(v) <= MAX_LOCAL and _email_fast(v) is not None
+
+
+def _plain(text: str) -> bool:
+    """Whether ``text`` certainly holds nothing JSON would escape (a printable text without
+    quotes or backslashes; ``False`` may still be a text without any)."""
+    return text.isprintable() and '"' not in text and "\\" not in text
+
+
+def _bad_values(col: list[str]) -> list[int]:
+    """Positions of the empty values and of those JSON would escape."""
+    if all(col) and _plain("".join(col)):
+        return []
+    return [i for i, v in enumerate(col) if not v or _NEEDS_ESCAPE(v) is not None]
+
+
+def _date_ok(v: str) -> bool:
+    if len(v) != 10 or v[4] != "-" or v[7] != "-" or not v.isascii() or _NEEDS_ESCAPE(v):
+        return False
+    try:
+        _fromiso(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _bad_dates(col: list[str]) -> list[int]:
+    """Positions of the values that are not a ``YYYY-MM-DD`` date sent as it is."""
+    text = "".join(col)
+    n = len(col)
+    dashes = "-" * n
+    if (
+        len(text) == 10 * n
+        and text.isascii()
+        and _plain(text)
+        and text[4::10] == dashes
+        and text[7::10] == dashes
+        and min(map(len, col)) == 10
+    ):
+        try:
+            for _ in map(_fromiso, col):
+                pass
+            return []
+        except ValueError:
+            pass
+    return [i for i, v in enumerate(col) if not _date_ok(v)]
+
+
+class BlockMapper:
+    """A :class:`~exporter.planning.mapping.Mapper`'s row function, applied a block at a time
+    (see the module docstring). :attr:`map_block` is the function to call."""
+
+    def __init__(self, mapper: _Mapper) -> None:
+        self.mapper = mapper
+        self._map_row = mapper.map
+        self._ncols = len(mapper.columns)
+        plain = [at for at, _ in mapper._plain]
+        fields = [at for at, _, _ in mapper._fields]
+        fmts = [fmt for _, _, fmt in mapper._fields]
+        self.columnar = mapper._tagcol < 0 and all(f is None or f is format_date for f in fmts)
+        """Whether common rows are mapped column by column (else every row by the row
+        function)."""
+        # The columns to read, in payload order: email, the plain ones, the fields.
+        self._order = [mapper._email, *plain, *fields]
+        self._checks: list[Callable[[list[str]], list[int]]] = [
+            _bad_emails,
+            *([_bad_values] * len(plain)),
+            *(_bad_dates if f is format_date else _bad_values for f in fmts),
+        ]
+        self._pid = mapper._pid
+        wanted = sorted(set(self._order) | ({self._pid} if self._pid >= 0 else set()))
+        self._narrow = self._ncols <= UNPACK_COLUMNS
+        """Rows this narrow are transposed whole (cheaper than picking their mapped cells)."""
+        self._slot = (
+            {at: n for n, at in enumerate(wanted)}
+            if not self._narrow
+            else {at: at for at in wanted}
+        )
+        self._getter = itemgetter(*wanted, wanted[0])  # (a tuple even for one column)
+        self._payloads = self._compile(mapper, len(self._order))
+        self.map_block: MapBlock = self._columns if self.columnar else self._rows
+
+    @staticmethod
+    def _compile(mapper: _Mapper, width: int) -> Callable[..., list[str]]:
+        """The row function's common payload for whole columns: one list comprehension."""
+        names = [f"c{n}" for n in range(width)]
+        pieces = ['{{"email":"{c0}"']
+        pieces += [f'{_brace(prefix)}"{{c{n}}}"' for n, (_, prefix) in enumerate(mapper._plain, 1)]
+        first_field = 1 + len(mapper._plain)
+        if mapper._fields:
+            pieces.append(
+                ',"fields":['
+                + ",".join(
+                    f'{_brace(prefix)}"{{c{n}}}"}}}}'
+                    for n, (_, prefix, _) in enumerate(mapper._fields, first_field)
+                )
+                + "]"
+            )
+        text = "".join(pieces) + _brace(mapper._tail)
+        source = (
+            f"def payloads({', '.join(names)}):\n"
+            f"    return [f{text!r} for {', '.join(names)}, in zip({', '.join(names)})]\n"
+        )
+        env: dict[str, Any] = {}
+        exec(compile(source, "<block payloads>", "exec"), env)  # noqa: S102
+        fn: Callable[..., list[str]] = env["payloads"]
+        return fn
+
+    def _rows(self, source: str, first: int, block: list[list[str]]) -> Mapped:
+        map_row = self._map_row
+        return [map_row(source, row_no, values) for row_no, values in enumerate(block, first)]
+
+    def _columns(self, source: str, first: int, block: list[list[str]]) -> Mapped:
+        n = len(block)
+        if not n:
+            return []
+        width = self._ncols
+        lengths = list(map(len, block))
+        at: list[int] | None = None  # block positions of ``rows``, when not all of them
+        fallback: list[int] = []  # block positions mapped by the row function
+        if lengths.count(width) == n:
+            rows = block
+        else:  # blank or ragged rows: mapped by the row function
+            at = [i for i, k in enumerate(lengths) if k == width]
+            fallback = [i for i, k in enumerate(lengths) if k != width]
+            rows = [block[i] for i in at]
+        if not rows:
+            return self._rows(source, first, block)
+        picked = list(zip(*(rows if self._narrow else map(self._getter, rows)), strict=True))
+        strip = str.strip
+        slot = self._slot
+        cols = [list(map(strip, picked[slot[c]])) for c in self._order]
+        bad: set[int] = set()
+        for col, check in zip(cols, self._checks, strict=True):
+            bad.update(check(col))
+        pids: Iterable[str | None] = repeat(None)
+        if self._pid >= 0:
+            pids = [v or None for v in map(strip, picked[slot[self._pid]])]
+        if bad:
+            if at is None:
+                at = list(range(n))
+            drop = sorted(bad, reverse=True)
+            fallback = sorted([*fallback, *(at[i] for i in drop)])
+            lists: list[list[Any]] = [*cols, at]
+            if isinstance(pids, list):
+                lists.append(pids)
+            for col in lists:
+                for i in drop:
+                    del col[i]
+        payloads = self._payloads(*cols)
+        encoded = list(map(str.encode, payloads))
+        contacts = list(
+            map(
+                PreparedContact,
+                range(first, first + n) if at is None else [first + i for i in at],
+                repeat(source),
+                map(str.lower, cols[0]),
+                payloads,
+                fingerprints(encoded),
+                pids,
+                map(len, encoded),
+                encoded,
+            )
+        )
+        if at is None:
+            return contacts  # type: ignore[return-value]
+        return self._merge(source, first, block, fallback, contacts)
+
+    def _merge(
+        self,
+        source: str,
+        first: int,
+        block: list[list[str]],
+        fallback: list[int],
+        contacts: list[PreparedContact],
+    ) -> Mapped:
+        """The block's results in row order: the row function's at the ``fallback`` positions
+        (sorted), the columnar contacts, in order, everywhere else."""
+        map_row = self._map_row
+        out: Mapped = []
+        done = 0  # columnar contacts placed
+        row = 0  # next block position
+        for pos in fallback:
+            take = pos - row
+            out.extend(contacts[done : done + take])
+            done += take
+            out.append(map_row(source, first + pos, block[pos]))
+            row = pos + 1
+        out.extend(contacts[done:])
+        return out
