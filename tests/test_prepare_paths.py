@@ -27,6 +27,7 @@ from exporter.incremental import update as update_mod
 from exporter.incremental.state import ExportState
 from exporter.management.config import Export, FieldMap
 from exporter.planning import preparer as preparer_mod
+from exporter.planning.batching import BatchPlanner
 from exporter.planning.blockmap import BlockMapper
 from exporter.planning.chunks import decode_batch_line
 from exporter.planning.contacts import PreparedContact
@@ -375,6 +376,57 @@ def test_the_block_mapper_gives_what_the_row_function_gives(
         if isinstance(w, PreparedContact):
             assert isinstance(g, PreparedContact)
             assert (g.encoded, g.size) == (w.encoded, w.size)
+
+
+# --- batches cut by running sums ----------------------------------------------------------
+
+
+_odd_size = st.sampled_from([-1, 10_000])  # unknown (the loop measures it), too large
+
+
+@given(
+    st.lists(
+        (
+            st.lists(st.integers(1, 60), max_size=8) | st.lists(st.integers(1, 60), min_size=64)
+        ).flatmap(lambda sizes: st.lists(_odd_size, max_size=1).map(lambda odd: odd + sizes)),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(1, 30),
+    st.integers(100, 600),
+    st.booleans(),
+)
+def test_batches_cut_by_running_sums_are_those_cut_one_by_one(
+    calls: list[list[int]], most: int, limit: int, exclude: bool
+) -> None:
+    """Sizes up to what a request holds, an unknown size or a too-large contact now and then
+    (those calls take the loop), several calls in a row (an open batch carried over)."""
+
+    def contact(n: int, size: int) -> PreparedContact:
+        payload = "p" * abs(size)
+        return PreparedContact(n, "s.csv", f"k{n}", payload, n, None, size)
+
+    planners = [
+        BatchPlanner(exclude_automations=exclude, max_contacts=most, max_body_bytes=limit)
+        for _ in range(2)
+    ]
+    n = 0
+    for sizes in calls:
+        contacts = [contact(n + i, size) for i, size in enumerate(sizes)]
+        n += len(sizes)
+        got = planners[0].add_all(contacts)
+        want = planners[1]._add_one_by_one(contacts)
+        assert [(b.index, b.contacts) for b in got] == [(b.index, b.contacts) for b in want]
+        assert planners[0].last_body_size == planners[1].last_body_size
+        assert (planners[0]._contacts, planners[0]._size) == (
+            planners[1]._contacts,
+            planners[1]._size,
+        )
+        assert planners[0].too_large == planners[1].too_large
+    last = [p.flush() for p in planners]
+    assert [(b.index, b.contacts) if b else None for b in last] == [
+        (b.index, b.contacts) if b else None for b in last[::-1]
+    ]
 
 
 # --- SeenKeys ------------------------------------------------------------------------------
