@@ -23,12 +23,11 @@ every row with the row function.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import date
 from functools import partial
 from hashlib import blake2b
-from itertools import repeat
-from operator import itemgetter, methodcaller
+from operator import attrgetter, itemgetter, methodcaller
 from typing import Any
 
 import numpy as np
@@ -143,6 +142,76 @@ def _bad_dates(col: list[str]) -> list[int]:
     return [i for i, v in enumerate(col) if not _date_ok(v)]
 
 
+class ContactColumns:
+    """Contacts as columns (the fields of :class:`PreparedContact`, one list each, in row
+    order): what a block's contacts are until one is known to be sent, so that the ones that
+    are not (unchanged, duplicate) never become objects."""
+
+    __slots__ = ("encoded", "fingerprints", "keys", "payloads", "pids", "rows", "sizes", "sources")
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.sources: list[str] = []
+        self.keys: list[str] = []
+        self.payloads: list[str] = []
+        self.fingerprints: list[int] = []
+        self.pids: list[str | None] = []
+        self.sizes: list[int] = []
+        self.encoded: list[bytes | None] = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _lists(self) -> tuple[list[Any], ...]:
+        return (
+            self.rows,
+            self.sources,
+            self.keys,
+            self.payloads,
+            self.fingerprints,
+            self.pids,
+            self.sizes,
+            self.encoded,
+        )
+
+    @classmethod
+    def of(cls, contacts: list[PreparedContact]) -> ContactColumns:
+        """The columns of these contacts."""
+        out = cls()
+        for mine, name in zip(out._lists(), _FIELDS, strict=True):
+            mine.extend(map(attrgetter(name), contacts))
+        return out
+
+    def extend(self, other: ContactColumns, lo: int, hi: int) -> None:
+        """Append ``other``'s contacts ``lo`` to ``hi`` (exclusive)."""
+        for mine, theirs in zip(self._lists(), other._lists(), strict=True):
+            mine.extend(theirs[lo:hi])
+
+    def split(self, at: int) -> ContactColumns:
+        """The first ``at`` contacts, removed from these."""
+        head = ContactColumns()
+        for mine, theirs in zip(head._lists(), self._lists(), strict=True):
+            mine.extend(theirs[:at])
+            del theirs[:at]
+        return head
+
+    def contact(self, i: int) -> PreparedContact:
+        """Contact ``i`` as an object."""
+        return PreparedContact(*(column[i] for column in self._lists()))
+
+    def contacts(self, which: list[int] | None = None) -> list[PreparedContact]:
+        """The contacts at ``which`` (all when ``None``), as objects, in order."""
+        if which is None:
+            return list(map(PreparedContact, *self._lists()))
+        pick = itemgetter(*which, which[0]) if which else None
+        if pick is None:
+            return []
+        return list(map(PreparedContact, *(pick(column)[:-1] for column in self._lists())))
+
+
+_FIELDS = ("row", "source", "key", "payload", "fingerprint", "profile_id", "size", "encoded")
+
+
 class BlockMapper:
     """A :class:`~exporter.planning.mapping.Mapper`'s row function, applied a block at a time
     (see the module docstring). :attr:`map_block` is the function to call."""
@@ -208,9 +277,51 @@ class BlockMapper:
         return [map_row(source, row_no, values) for row_no, values in enumerate(block, first)]
 
     def _columns(self, source: str, first: int, block: list[list[str]]) -> Mapped:
+        fast = self._fast(source, first, block)
+        if fast is None:
+            return self._rows(source, first, block)
+        columns, fallback = fast
+        contacts = columns.contacts()
+        if not fallback:
+            return contacts  # type: ignore[return-value]
+        return _merge(self._by_row(source, first, block, fallback), contacts)
+
+    def _by_row(
+        self, source: str, first: int, block: list[list[str]], positions: list[int]
+    ) -> list[tuple[int, PreparedContact | Rejection]]:
+        map_row = self._map_row
+        return [(pos, map_row(source, first + pos, block[pos])) for pos in positions]
+
+    def map_columns(
+        self, source: str, first: int, block: list[list[str]]
+    ) -> tuple[ContactColumns, list[int], list[tuple[int, Rejection]]]:
+        """:attr:`map_block`'s results as columns: the contacts (in row order), the block
+        position of each, and the rejections (blank lines included) with theirs."""
+        fast = self._fast(source, first, block) if self.columnar else None
+        if fast is not None:
+            columns, fallback = fast
+            if not fallback:
+                return columns, list(range(len(block))), []
+            by_row = self._by_row(source, first, block, fallback)
+            if all(got.__class__ is Rejection for _, got in by_row):
+                taken = set(fallback)
+                at = [i for i in range(len(block)) if i not in taken]
+                return columns, at, by_row  # type: ignore[return-value]
+            mapped = _merge(by_row, columns.contacts())  # a contact among them
+        else:
+            mapped = self.map_block(source, first, block)
+        at = [i for i, got in enumerate(mapped) if got.__class__ is PreparedContact]
+        rejected = [(i, got) for i, got in enumerate(mapped) if got.__class__ is Rejection]
+        return ContactColumns.of([mapped[i] for i in at]), at, rejected  # type: ignore[misc]
+
+    def _fast(
+        self, source: str, first: int, block: list[list[str]]
+    ) -> tuple[ContactColumns, list[int]] | None:
+        """The common rows' contacts as columns and the (sorted) block positions left to the
+        row function; ``None`` when no row is common."""
         n = len(block)
         if not n:
-            return []
+            return None
         width = self._ncols
         lengths = list(map(len, block))
         at: list[int] | None = None  # block positions of ``rows``, when not all of them
@@ -222,7 +333,7 @@ class BlockMapper:
             fallback = [i for i, k in enumerate(lengths) if k != width]
             rows = [block[i] for i in at]
         if not rows:
-            return self._rows(source, first, block)
+            return None
         picked = list(zip(*(rows if self._narrow else map(self._getter, rows)), strict=True))
         strip = str.strip
         slot = self._slot
@@ -230,58 +341,45 @@ class BlockMapper:
         bad: set[int] = set()
         for col, check in zip(cols, self._checks, strict=True):
             bad.update(check(col))
-        pids: Iterable[str | None] = repeat(None)
-        if self._pid >= 0:
-            pids = [v or None for v in map(strip, picked[slot[self._pid]])]
+        out = ContactColumns()
+        out.pids = (
+            [v or None for v in map(strip, picked[slot[self._pid]])]
+            if self._pid >= 0
+            else [None] * len(rows)
+        )
         if bad:
             if at is None:
                 at = list(range(n))
             drop = sorted(bad, reverse=True)
             fallback = sorted([*fallback, *(at[i] for i in drop)])
-            lists: list[list[Any]] = [*cols, at]
-            if isinstance(pids, list):
-                lists.append(pids)
+            lists: list[list[Any]] = [*cols, at, out.pids]
             for col in lists:
                 for i in drop:
                     del col[i]
-        payloads = self._payloads(*cols)
-        encoded = list(map(str.encode, payloads))
-        contacts = list(
-            map(
-                PreparedContact,
-                range(first, first + n) if at is None else [first + i for i in at],
-                repeat(source),
-                map(str.lower, cols[0]),
-                payloads,
-                fingerprints(encoded),
-                pids,
-                map(len, encoded),
-                encoded,
-            )
-        )
-        if at is None:
-            return contacts  # type: ignore[return-value]
-        return self._merge(source, first, block, fallback, contacts)
+        out.payloads = self._payloads(*cols)
+        encoded = list(map(str.encode, out.payloads))
+        out.encoded = encoded  # type: ignore[assignment]
+        out.sizes = list(map(len, encoded))
+        out.fingerprints = fingerprints(encoded)
+        out.keys = list(map(str.lower, cols[0]))
+        out.rows = list(range(first, first + n)) if at is None else [first + i for i in at]
+        out.sources = [source] * len(out.rows)
+        return out, fallback
 
-    def _merge(
-        self,
-        source: str,
-        first: int,
-        block: list[list[str]],
-        fallback: list[int],
-        contacts: list[PreparedContact],
-    ) -> Mapped:
-        """The block's results in row order: the row function's at the ``fallback`` positions
-        (sorted), the columnar contacts, in order, everywhere else."""
-        map_row = self._map_row
-        out: Mapped = []
-        done = 0  # columnar contacts placed
-        row = 0  # next block position
-        for pos in fallback:
-            take = pos - row
-            out.extend(contacts[done : done + take])
-            done += take
-            out.append(map_row(source, first + pos, block[pos]))
-            row = pos + 1
-        out.extend(contacts[done:])
-        return out
+
+def _merge(
+    by_row: list[tuple[int, PreparedContact | Rejection]], contacts: list[PreparedContact]
+) -> Mapped:
+    """A block's results in row order: the row function's at their (sorted) positions, the
+    columnar contacts, in order, everywhere else."""
+    out: Mapped = []
+    done = 0  # columnar contacts placed
+    row = 0  # next block position
+    for pos, got in by_row:
+        take = pos - row
+        out.extend(contacts[done : done + take])
+        done += take
+        out.append(got)
+        row = pos + 1
+    out.extend(contacts[done:])
+    return out
