@@ -31,7 +31,7 @@ from exporter.planning import preparer as preparer_mod
 from exporter.planning.batching import BatchPlanner
 from exporter.planning.blockmap import BlockMapper
 from exporter.planning.chunks import decode_batch_line
-from exporter.planning.contacts import PreparedContact
+from exporter.planning.contacts import PreparedContact, Rejection
 from exporter.planning.dedup import SeenKeys
 from exporter.planning.mapping import Mapper
 from exporter.planning.preparer import CONTACTS, Preparer
@@ -403,14 +403,39 @@ def test_the_block_mapper_gives_what_the_row_function_gives(
 ) -> None:
     """Row for row, the payload bytes and size included (NULs too: the reader never yields
     one, but the mapper does not rely on it)."""
-    mapper = _mapper(COLUMNAR, GENERATED_COLUMNS)
-    got = BlockMapper(mapper).map_block("s.csv", first, block)
+    _check_block_mapper(_mapper(COLUMNAR, GENERATED_COLUMNS), block, first)
+
+
+WIDE_COLUMNS = [f"Extra{i}" for i in range(10)] + GENERATED_COLUMNS[::-1]
+"""Wider than the mapper unpacks whole, the mapped columns last and in another order."""
+
+
+@given(
+    st.lists(
+        st.lists(_cell, min_size=17, max_size=17)
+        | st.lists(st.sampled_from([*_VALID, "Ada", "2024-02-29"]), min_size=17, max_size=17),
+        max_size=20,
+    ),
+)
+def test_the_block_mapper_picks_the_mapped_cells_of_wide_rows(block: list[list[str]]) -> None:
+    _check_block_mapper(_mapper(COLUMNAR, WIDE_COLUMNS), block, 1)
+
+
+def _check_block_mapper(mapper: Mapper, block: list[list[str]], first: int) -> None:
+    blocks = BlockMapper(mapper)
+    got = blocks.map_block("s.csv", first, block)
     want = [mapper.map("s.csv", n, values) for n, values in enumerate(block, first)]
     assert got == want
     for g, w in zip(got, want, strict=True):
         if isinstance(w, PreparedContact):
             assert isinstance(g, PreparedContact)
             assert (g.encoded, g.size) == (w.encoded, w.size)
+    columns, at, rejected = blocks.map_columns("s.csv", first, block)
+    assert columns.contacts() == [w for w in want if isinstance(w, PreparedContact)]
+    assert [block[i] for i in at] == [
+        values for values, w in zip(block, want, strict=True) if isinstance(w, PreparedContact)
+    ]
+    assert rejected == [(i, w) for i, w in enumerate(want) if isinstance(w, Rejection)]
 
 
 # --- batches cut by running sums ----------------------------------------------------------
