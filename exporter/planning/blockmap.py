@@ -18,6 +18,9 @@ address to normalise, a date to reformat) is mapped by the row function itself, 
 the result is the row function's by construction; ``tests/test_prepare_paths.py`` checks it
 row for row and end to end. A mapping with a tag column or a multi-value or number field maps
 every row with the row function.
+
+:meth:`BlockMapper.map_columns` gives the same contacts as :class:`ContactColumns` (one list
+per field), so that the preparer makes objects only of the contacts it sends.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import numpy as np
 from exporter.planning.contacts import PreparedContact, Rejection
 from exporter.planning.mapping import (
     _ATEXT,
+    _NEEDS_ESCAPE,
     MAX_LOCAL,
     UNPACK_COLUMNS,
     _brace,
@@ -54,7 +58,6 @@ _EMAILS = re.compile(
     rf"(?:{_ATEXT}++(?:\.{_ATEXT}++)*+@(?:[A-Za-z0-9]++(?:-++[A-Za-z0-9]++)*+\.)++"
     rf"[A-Za-z]{{2,63}}+\x00)*"
 )
-_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]').search
 _fromiso = date.fromisoformat
 _digest = methodcaller("digest")
 
