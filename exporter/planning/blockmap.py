@@ -185,6 +185,16 @@ class ContactColumns:
             mine.extend(map(attrgetter(name), contacts))
         return out
 
+    def merge(self, at: list[int], other: ContactColumns, theirs_at: list[int]) -> list[int]:
+        """Merge ``other``'s contacts into these by position (``at``: these contacts'
+        positions, ``theirs_at``: the other's, both sorted); returns the merged positions."""
+        positions = [*at, *theirs_at]
+        order = sorted(range(len(positions)), key=positions.__getitem__)
+        pick = itemgetter(*order, order[0])  # (a tuple even for one contact)
+        for mine, theirs in zip(self._lists(), other._lists(), strict=True):
+            mine[:] = pick(mine + theirs)[:-1]
+        return list(pick(positions)[:-1])
+
     def extend(self, other: ContactColumns, lo: int, hi: int) -> None:
         """Append ``other``'s contacts ``lo`` to ``hi`` (exclusive)."""
         for mine, theirs in zip(self._lists(), other._lists(), strict=True):
@@ -206,10 +216,57 @@ class ContactColumns:
         """The contacts at ``which`` (all when ``None``), as objects, in order."""
         if which is None:
             return list(map(PreparedContact, *self._lists()))
-        pick = itemgetter(*which, which[0]) if which else None
-        if pick is None:
+        if not which:
             return []
+        pick = itemgetter(*which, which[0])
         return list(map(PreparedContact, *(pick(column)[:-1] for column in self._lists())))
+
+
+class ContactObjects:
+    """:class:`ContactColumns`' interface over contacts that already are objects (a mapping
+    the block mapper maps row by row): the columns are read from them when asked for."""
+
+    __slots__ = ("objects",)
+
+    def __init__(self, objects: list[PreparedContact] | None = None) -> None:
+        self.objects: list[PreparedContact] = objects if objects is not None else []
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def _column(self, name: str) -> list[Any]:
+        return list(map(attrgetter(name), self.objects))
+
+    rows = property(lambda self: self._column("row"))
+    sources = property(lambda self: self._column("source"))
+    keys = property(lambda self: self._column("key"))
+    payloads = property(lambda self: self._column("payload"))
+    fingerprints = property(lambda self: self._column("fingerprint"))
+    pids = property(lambda self: self._column("profile_id"))
+
+    def extend(self, other: ContactObjects, lo: int, hi: int) -> None:
+        """Append ``other``'s contacts ``lo`` to ``hi`` (exclusive)."""
+        self.objects.extend(other.objects[lo:hi])
+
+    def split(self, at: int) -> ContactObjects:
+        """The first ``at`` contacts, removed from these."""
+        head = ContactObjects(self.objects[:at])
+        del self.objects[:at]
+        return head
+
+    def contact(self, i: int) -> PreparedContact:
+        """Contact ``i``."""
+        return self.objects[i]
+
+    def contacts(self, which: list[int] | None = None) -> list[PreparedContact]:
+        """The contacts at ``which`` (all when ``None``), in order."""
+        if which is None:
+            return list(self.objects)
+        return [self.objects[i] for i in which]
+
+
+Contacts = ContactColumns | ContactObjects
+"""A block's (or a buffer's) contacts: columns, or objects read as columns."""
 
 
 _FIELDS = ("row", "source", "key", "payload", "fingerprint", "profile_id", "size", "encoded")
@@ -297,25 +354,33 @@ class BlockMapper:
 
     def map_columns(
         self, source: str, first: int, block: list[list[str]]
-    ) -> tuple[ContactColumns, list[int], list[tuple[int, Rejection]]]:
+    ) -> tuple[Contacts, list[int], list[tuple[int, Rejection]]]:
         """:attr:`map_block`'s results as columns: the contacts (in row order), the block
-        position of each, and the rejections (blank lines included) with theirs."""
+        position of each, and the rejections (blank lines included) with theirs. The contacts
+        are a :class:`ContactColumns` when :attr:`columnar`, else a :class:`ContactObjects`."""
         fast = self._fast(source, first, block) if self.columnar else None
+        if fast is None and self.columnar:  # no common row: the row function's, as columns
+            mapped = self.map_block(source, first, block)
+            at = [i for i, got in enumerate(mapped) if got.__class__ is PreparedContact]
+            rejected = [(i, got) for i, got in enumerate(mapped) if got.__class__ is Rejection]
+            return ContactColumns.of([mapped[i] for i in at]), at, rejected  # type: ignore[misc]
         if fast is not None:
             columns, fallback = fast
             if not fallback:
                 return columns, list(range(len(block))), []
             by_row = self._by_row(source, first, block, fallback)
-            if all(got.__class__ is Rejection for _, got in by_row):
-                taken = set(fallback)
-                at = [i for i in range(len(block)) if i not in taken]
-                return columns, at, by_row  # type: ignore[return-value]
-            mapped = _merge(by_row, columns.contacts())  # a contact among them
-        else:
-            mapped = self.map_block(source, first, block)
+            taken = set(fallback)
+            at = [i for i in range(len(block)) if i not in taken]
+            made = [(pos, got) for pos, got in by_row if got.__class__ is PreparedContact]
+            if made:  # contacts among them: into the columns, in row order
+                extra = ContactColumns.of([got for _, got in made])
+                at = columns.merge(at, extra, [pos for pos, _ in made])
+            rejected = [(pos, got) for pos, got in by_row if got.__class__ is Rejection]
+            return columns, at, rejected
+        mapped = self.map_block(source, first, block)
         at = [i for i, got in enumerate(mapped) if got.__class__ is PreparedContact]
         rejected = [(i, got) for i, got in enumerate(mapped) if got.__class__ is Rejection]
-        return ContactColumns.of([mapped[i] for i in at]), at, rejected  # type: ignore[misc]
+        return ContactObjects([mapped[i] for i in at]), at, rejected  # type: ignore[misc]
 
     def _fast(
         self, source: str, first: int, block: list[list[str]]

@@ -36,7 +36,7 @@ from exporter.incremental.diff import Change, Differ, DiffResult, check_shrink
 from exporter.incremental.state import U64, ExportState
 from exporter.management.config import Export
 from exporter.planning.batching import BatchPlanner
-from exporter.planning.blockmap import BlockMapper, ContactColumns
+from exporter.planning.blockmap import BlockMapper, ContactColumns, ContactObjects, Contacts
 from exporter.planning.chunks import encode_batch_line
 from exporter.planning.contacts import Batch, PreparedContact, Rejection
 from exporter.planning.dedup import SeenKeys
@@ -285,9 +285,10 @@ class Preparer:
 
     def _stream(self, blocks: Iterator[tuple[str, int, list[list[str]]]], mapper: Mapper) -> None:
         # The hot loop: keep it free of anything a row does not need.
-        map_columns = BlockMapper(mapper).map_columns  # == mapper.map on each row, as columns
+        block_mapper = BlockMapper(mapper)
+        map_columns = block_mapper.map_columns  # == mapper.map on each row, as columns
         seen = SeenKeys()  # keys so far, 8 bytes each (a set of them cost ~65)
-        self._buffer = ContactColumns()
+        self._buffer: Contacts = ContactColumns() if block_mapper.columnar else ContactObjects()
         self._raw: list[list[str]] = []
         n = 0
         next_progress = PROGRESS_EVERY
@@ -311,7 +312,7 @@ class Preparer:
     def _take_block(
         self,
         block: list[list[str]],
-        contacts: ContactColumns,
+        contacts: Contacts,
         at: list[int],
         rejected: list[tuple[int, Rejection]],
         seen: SeenKeys,
@@ -347,7 +348,7 @@ class Preparer:
 
     def _take_run(
         self,
-        contacts: ContactColumns,
+        contacts: Contacts,
         lo: int,
         hi: int,
         block: list[list[str]],
@@ -357,14 +358,14 @@ class Preparer:
         """New contacts ``lo`` to ``hi`` in row order, classified :data:`CLASSIFY_BATCH` at a
         time."""
         buffer = self._buffer
-        buffer.extend(contacts, lo, hi)
+        buffer.extend(contacts, lo, hi)  # type: ignore[arg-type]  # one kind per run
         if self.dry_run:
             self._raw.extend([block[i] for i in at[lo:hi]])
         while len(buffer) >= CLASSIFY_BATCH:
             self._flush_columns(buffer.split(CLASSIFY_BATCH), self._raw[:CLASSIFY_BATCH], mapper)
             self._raw = self._raw[CLASSIFY_BATCH:]
 
-    def _flush_columns(self, buffer: ContactColumns, raw: list[list[str]], mapper: Mapper) -> None:
+    def _flush_columns(self, buffer: Contacts, raw: list[list[str]], mapper: Mapper) -> None:
         """Classify, plan and write buffered contacts; only the sent ones become objects."""
         if not len(buffer):
             return
@@ -412,7 +413,7 @@ class Preparer:
         if self.plan is not None:
             self.plan.write(rejection, action="reject")
 
-    def _plan_columns(self, buffer: ContactColumns, raw: list[list[str]], kinds: list[int]) -> None:
+    def _plan_columns(self, buffer: Contacts, raw: list[list[str]], kinds: list[int]) -> None:
         assert self.plan is not None
         for i, kind in enumerate(kinds):
             if kind == Change.UNCHANGED:
