@@ -389,11 +389,24 @@ _cell = st.one_of(
 )
 
 
+_gappy_value = st.sampled_from(["", "", " ", "Ada", "x"])
+_gappy = st.tuples(  # a common row but for some empty values (left out of the payload)
+    st.sampled_from(_VALID),
+    _gappy_value,
+    _gappy_value,
+    st.sampled_from(["", "2024-02-29"]),
+    _gappy_value,
+    _gappy_value,
+    _gappy_value,
+).map(list)
+
+
 @given(
     st.lists(
         st.lists(_cell, min_size=7, max_size=7)
         | st.lists(_cell, max_size=9)
-        | st.lists(st.sampled_from(_VALID), min_size=7, max_size=7),
+        | st.lists(st.sampled_from(_VALID), min_size=7, max_size=7)
+        | _gappy,
         max_size=40,
     ),
     st.integers(1, 1000),

@@ -107,10 +107,10 @@ def _plain(text: str) -> bool:
 
 
 def _bad_values(col: list[str]) -> list[int]:
-    """Positions of the empty values and of those JSON would escape."""
-    if all(col) and _plain("".join(col)):
+    """Positions of the values JSON would escape (an empty value is left out of the payload)."""
+    if _plain("".join(col)):
         return []
-    return [i for i, v in enumerate(col) if not v or _NEEDS_ESCAPE(v) is not None]
+    return [i for i, v in enumerate(col) if _NEEDS_ESCAPE(v) is not None]
 
 
 def _date_ok(v: str) -> bool:
@@ -124,7 +124,10 @@ def _date_ok(v: str) -> bool:
 
 
 def _bad_dates(col: list[str]) -> list[int]:
-    """Positions of the values that are not a ``YYYY-MM-DD`` date sent as it is."""
+    """Positions of the values that are not a ``YYYY-MM-DD`` date sent as it is (an empty
+    value is left out of the payload)."""
+    if not all(col):
+        return [i for i, v in enumerate(col) if v and not _date_ok(v)]
     text = "".join(col)
     n = len(col)
     dashes = "-" * n
@@ -304,24 +307,29 @@ class BlockMapper:
         )
         self._getter = itemgetter(*wanted, wanted[0])  # (a tuple even for one column)
         self._payloads = self._compile(mapper, len(self._order))
+        self._by_mask: dict[int, Callable[..., list[str]]] = {0: self._payloads}
         self.map_block: MapBlock = self._columns if self.columnar else self._rows
 
     @staticmethod
-    def _compile(mapper: _Mapper, width: int) -> Callable[..., list[str]]:
-        """The row function's common payload for whole columns: one list comprehension."""
-        names = [f"c{n}" for n in range(width)]
+    def _compile(mapper: _Mapper, width: int, empty: int = 0) -> Callable[..., list[str]]:
+        """The row function's common payload for whole columns: one list comprehension. The
+        columns whose bit is set in ``empty`` are empty, left out of the payload (and not
+        passed)."""
+        names = [f"c{n}" for n in range(width) if not empty >> n & 1]
         pieces = ['{{"email":"{c0}"']
-        pieces += [f'{_brace(prefix)}"{{c{n}}}"' for n, (_, prefix) in enumerate(mapper._plain, 1)]
+        pieces += [
+            f'{_brace(prefix)}"{{c{n}}}"'
+            for n, (_, prefix) in enumerate(mapper._plain, 1)
+            if not empty >> n & 1
+        ]
         first_field = 1 + len(mapper._plain)
-        if mapper._fields:
-            pieces.append(
-                ',"fields":['
-                + ",".join(
-                    f'{_brace(prefix)}"{{c{n}}}"}}}}'
-                    for n, (_, prefix, _) in enumerate(mapper._fields, first_field)
-                )
-                + "]"
-            )
+        fields = [
+            f'{_brace(prefix)}"{{c{n}}}"}}}}'
+            for n, (_, prefix, _) in enumerate(mapper._fields, first_field)
+            if not empty >> n & 1
+        ]
+        if fields:
+            pieces.append(',"fields":[' + ",".join(fields) + "]")
         text = "".join(pieces) + _brace(mapper._tail)
         source = (
             f"def payloads({', '.join(names)}):\n"
@@ -331,6 +339,37 @@ class BlockMapper:
         exec(compile(source, "<block payloads>", "exec"), env)  # noqa: S102
         fn: Callable[..., list[str]] = env["payloads"]
         return fn
+
+    def _payloads_of(self, cols: list[list[str]]) -> list[str]:
+        """The payloads of the common rows; rows with empty values are grouped by which are
+        empty, each group formatted by its own comprehension."""
+        masks: list[int] | None = None
+        for n, col in enumerate(cols[1:], 1):
+            if not all(col):
+                if masks is None:
+                    masks = [0] * len(col)
+                bit = 1 << n
+                for i in [i for i, v in enumerate(col) if not v]:
+                    masks[i] |= bit
+        if masks is None:
+            return self._payloads(*cols)
+        order = sorted(range(len(masks)), key=masks.__getitem__)  # rows grouped by mask
+        out: list[str] = []
+        start = 0
+        while start < len(order):
+            mask = masks[order[start]]
+            end = start + 1
+            while end < len(order) and masks[order[end]] == mask:
+                end += 1
+            pick = itemgetter(*order[start:end], order[start])  # (a tuple even for one row)
+            present = [pick(col)[:-1] for n, col in enumerate(cols) if not mask >> n & 1]
+            fn = self._by_mask.get(mask)
+            if fn is None:
+                fn = self._by_mask[mask] = self._compile(self.mapper, len(cols), mask)
+            out += fn(*present)
+            start = end
+        back = sorted(range(len(order)), key=order.__getitem__)  # row i's place in ``out``
+        return list(itemgetter(*back, back[0])(out)[:-1])
 
     def _rows(self, source: str, first: int, block: list[list[str]]) -> Mapped:
         map_row = self._map_row
@@ -424,7 +463,7 @@ class BlockMapper:
             for col in lists:
                 for i in drop:
                     del col[i]
-        out.payloads = self._payloads(*cols)
+        out.payloads = self._payloads_of(cols)
         encoded = list(map(str.encode, out.payloads))
         out.encoded = encoded  # type: ignore[assignment]
         out.sizes = list(map(len, encoded))
