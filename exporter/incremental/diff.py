@@ -208,19 +208,32 @@ class Differ:
         """Classify a batch of contacts (any size; a few thousand amortises numpy's overhead)."""
         if not contacts:
             return []
-        keys = list(map(str.encode, map(_KEY, contacts)))
-        kinds = np.zeros(len(contacts), np.uint8)  # Change.NEW
-        state = self.state
-        if len(state):
-            self._classify_known(contacts, keys, kinds)
-        if self._has_profiles:
-            self._note_profiles(contacts, keys, kinds)
-        self._counts += np.bincount(kinds, minlength=3)
+        kinds = self.classify_columns(
+            list(map(_KEY, contacts)),
+            list(map(_FINGERPRINT, contacts)),
+            [c.profile_id for c in contacts] if self._has_profiles else (),
+        )
         return list(map(_CHANGES.__getitem__, kinds.tolist()))
+
+    def classify_columns(
+        self, keys: Sequence[str], fingerprints: Sequence[int], profile_ids: Sequence[str | None]
+    ) -> npt.NDArray[np.uint8]:
+        """:meth:`classify_batch` for contacts given as columns (their keys, fingerprints and
+        profile ids): each one's :class:`Change` as its value."""
+        kinds = np.zeros(len(keys), np.uint8)  # Change.NEW
+        if not len(keys):
+            return kinds
+        encoded = list(map(str.encode, keys))
+        if len(self.state):
+            self._classify_known(fingerprints, encoded, kinds)
+        if self._has_profiles:
+            self._note_profiles(profile_ids, encoded, kinds)
+        self._counts += np.bincount(kinds, minlength=3)
+        return kinds
 
     def _classify_known(
         self,
-        contacts: Sequence[PreparedContact],
+        fingerprints: Sequence[int],
         keys: list[bytes],
         kinds: npt.NDArray[np.uint8],
     ) -> None:
@@ -230,8 +243,8 @@ class Differ:
         if not len(hit):
             return
         where = at[hit]  # their state positions
-        fingerprints = np.fromiter(map(_FINGERPRINT, contacts), np.uint64, len(contacts))[hit]
-        same = state.fingerprints[where] == fingerprints
+        theirs = np.fromiter(fingerprints, np.uint64, len(keys))[hit]
+        same = state.fingerprints[where] == theirs
         # Equal key hash *and* equal fingerprint is the same contact: the fingerprint covers the
         # payload, which holds the address, so mistaking another contact for this one would
         # take a second, independent 64-bit collision. Only a differing fingerprint (changed,
@@ -266,13 +279,13 @@ class Differ:
 
     def _note_profiles(
         self,
-        contacts: Sequence[PreparedContact],
+        profile_ids: Sequence[str | None],
         keys: list[bytes],
         kinds: npt.NDArray[np.uint8],
     ) -> None:
         """Remember new contacts with a profile id: they may be a known profile's new address."""
         for p in np.flatnonzero(kinds == Change.NEW).tolist():
-            if pid := contacts[p].profile_id:
+            if pid := profile_ids[p]:
                 self._new_profiles.add(pid.encode())
                 self._new_keys.add(keys[p])
 

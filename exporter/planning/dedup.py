@@ -59,6 +59,9 @@ class SeenKeys:
         hashes = np.fromiter(map(hash, keys), np.int64, len(keys))
         if not len(hashes):
             return np.zeros(0, bool)
+        ordered = np.sort(hashes)
+        if len(ordered) < 2 or bool((ordered[1:] != ordered[:-1]).all()):
+            return self._first_seen_distinct(hashes, ordered)
         unique, first_at = np.unique(hashes, return_index=True)  # sorted; index of the first
         fresh = np.ones(len(unique), bool)
         maybe = np.flatnonzero(self._maybe(unique))
@@ -71,6 +74,19 @@ class SeenKeys:
         new = np.zeros(len(hashes), bool)
         new[first_at[fresh]] = True
         self._add(unique[fresh])
+        return new
+
+    def _first_seen_distinct(self, hashes: I64, ordered: I64) -> Mask:
+        """:meth:`first_seen` for a block without a repeated hash (``ordered``: sorted)."""
+        new = np.ones(len(hashes), bool)
+        maybe = np.flatnonzero(self._maybe(hashes))
+        if len(maybe):
+            wanted = hashes[maybe]
+            for run in self._runs:
+                at = np.searchsorted(run, wanted)
+                np.minimum(at, len(run) - 1, out=at)
+                new[maybe[run[at] == wanted]] = False
+        self._add(ordered if len(maybe) == 0 or new.all() else np.sort(hashes[new]))
         return new
 
     def _probes(self, hashes: I64) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:

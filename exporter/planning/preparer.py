@@ -22,9 +22,11 @@ import logging
 import os
 import tempfile
 import time
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import IO
 
 import numpy as np
@@ -34,6 +36,7 @@ from exporter.incremental.diff import Change, Differ, DiffResult, check_shrink
 from exporter.incremental.state import U64, ExportState
 from exporter.management.config import Export
 from exporter.planning.batching import BatchPlanner
+from exporter.planning.blockmap import BlockMapper, ContactColumns, ContactObjects, Contacts
 from exporter.planning.chunks import encode_batch_line
 from exporter.planning.contacts import Batch, PreparedContact, Rejection
 from exporter.planning.dedup import SeenKeys
@@ -66,6 +69,7 @@ READ_BLOCK = 1024
 cost more than they save: 4096 rows of objects fall out of the CPU caches (+0.25 s per
 million rows to read them) and 256 make the per-block de-duplication dearer."""
 PROGRESS_EVERY = 50_000
+_POSITION = itemgetter(0)
 REJECTED_SHARE_FROM = 10_000
 """Rows read from which more than half of them rejected stops a run as guarded."""
 
@@ -273,21 +277,22 @@ class Preparer:
 
     def _stream(self, blocks: Iterator[tuple[str, int, list[list[str]]]], mapper: Mapper) -> None:
         # The hot loop: keep it free of anything a row does not need.
-        map_row = mapper.map
+        block_mapper = BlockMapper(mapper)
+        map_columns = block_mapper.map_columns  # == mapper.map on each row, as columns
         seen = SeenKeys()  # keys so far, 8 bytes each (a set of them cost ~65)
-        self._buffer: list[PreparedContact] = []
+        self._buffer: Contacts = ContactColumns() if block_mapper.columnar else ContactObjects()
         self._raw: list[list[str]] = []
         n = 0
         next_progress = PROGRESS_EVERY
         for source, first, block in blocks:
-            mapped = [map_row(source, row_no, values) for row_no, values in enumerate(block, first)]
-            n += self._take_block(block, mapped, seen, mapper)
+            contacts, at, rejected = map_columns(source, first, block)
+            n += self._take_block(block, contacts, at, rejected, seen, mapper)
             if self.rejects.count >= self.max_rejected_rows:
                 break  # the run is guarded: the rest of the file is not read
             while n >= next_progress:  # once per block: the same events, a little later
                 self.progress(ProgressEvent("prepare", next_progress, None, "rows read"))
                 next_progress += PROGRESS_EVERY
-        self._flush(self._buffer, self._raw, mapper)
+        self._flush_columns(self._buffer, self._raw, mapper)
         self.rows_read = n
         self.unique_keys = len(seen)
         self.progress(ProgressEvent("prepare", n, n, "rows read"))
@@ -299,64 +304,71 @@ class Preparer:
     def _take_block(
         self,
         block: list[list[str]],
-        mapped: list[PreparedContact | Rejection],
+        contacts: Contacts,
+        at: list[int],
+        rejected: list[tuple[int, Rejection]],
         seen: SeenKeys,
         mapper: Mapper,
     ) -> int:
-        """One mapped block, in row order: a rejection is reported, a duplicate (a key seen on
-        an earlier row) rejected, and each run of new contacts between them buffered with one
-        ``extend`` (flushed every :data:`CLASSIFY_BATCH` contacts, as if one by one). Returns
-        the rows counted (blank lines are not)."""
-        contact_type = PreparedContact
-        at = [i for i, c in enumerate(mapped) if c.__class__ is contact_type]
-        new = seen.first_seen([mapped[i].key for i in at])  # type: ignore[union-attr]
-        if len(at) == len(mapped) and new.all():
-            events: list[int] = []
-        else:  # rejections, blank lines and duplicates: handled one by one
-            is_new = np.zeros(len(mapped), bool)
-            is_new[np.array(at, np.int64)[new]] = True
-            events = np.flatnonzero(~is_new).tolist()
-        events.append(len(mapped))
+        """One mapped block (its contacts, their positions ``at``, the rejections with
+        theirs), in row order: a rejection is reported, a duplicate (a key seen on an earlier
+        row) rejected, and each run of new contacts between them buffered (flushed every
+        :data:`CLASSIFY_BATCH` contacts, as if one by one). Returns the rows counted (blank
+        lines are not)."""
+        new = seen.first_seen(contacts.keys)
+        events: list[tuple[int, Rejection | int]] = rejected  # type: ignore[assignment]
+        if not new.all():  # a duplicate is its contact's index
+            events = [*rejected, *((at[k], k) for k in np.flatnonzero(~new).tolist())]
+            events.sort(key=_POSITION)
         blanks = 0
-        start = 0
-        for i in events:
-            if start < i:
-                self._take_run(mapped[start:i], block[start:i], mapper)  # type: ignore[arg-type]
-            if i == len(mapped):
-                break
-            got, values = mapped[i], block[i]
-            if got.__class__ is contact_type:
-                self._duplicate(got, mapper, values)
-            elif values:
-                self._reject(got)  # type: ignore[arg-type]
+        k = 0  # the next contact
+        for pos, what in events:
+            end = bisect_left(at, pos)  # contacts before this row
+            if k < end:
+                self._take_run(contacts, k, end, block, at, mapper)
+            k = end
+            if what.__class__ is int:
+                self._duplicate(contacts.contact(what), mapper, block[pos])
+                k += 1
+            elif block[pos]:
+                self._reject(what)  # type: ignore[arg-type]
             else:  # a blank line: counted in the numbering, not a row
                 blanks += 1
-            start = i + 1
+        if k < len(contacts):
+            self._take_run(contacts, k, len(contacts), block, at, mapper)
         return len(block) - blanks
 
     def _take_run(
-        self, contacts: list[PreparedContact], values: list[list[str]], mapper: Mapper
+        self,
+        contacts: Contacts,
+        lo: int,
+        hi: int,
+        block: list[list[str]],
+        at: list[int],
+        mapper: Mapper,
     ) -> None:
-        """New contacts in row order, classified :data:`CLASSIFY_BATCH` at a time."""
+        """New contacts ``lo`` to ``hi`` in row order, classified :data:`CLASSIFY_BATCH` at a
+        time."""
         buffer = self._buffer
-        buffer.extend(contacts)
+        buffer.extend(contacts, lo, hi)  # type: ignore[arg-type]  # one kind per run
         if self.dry_run:
-            self._raw.extend(values)
+            self._raw.extend([block[i] for i in at[lo:hi]])
         while len(buffer) >= CLASSIFY_BATCH:
-            self._flush(buffer[:CLASSIFY_BATCH], self._raw[:CLASSIFY_BATCH], mapper)
-            buffer = self._buffer = buffer[CLASSIFY_BATCH:]
+            self._flush_columns(buffer.split(CLASSIFY_BATCH), self._raw[:CLASSIFY_BATCH], mapper)
             self._raw = self._raw[CLASSIFY_BATCH:]
 
-    def _flush(self, buffer: list[PreparedContact], raw: list[list[str]], mapper: Mapper) -> None:
-        if not buffer:
+    def _flush_columns(self, buffer: Contacts, raw: list[list[str]], mapper: Mapper) -> None:
+        """Classify, plan and write buffered contacts; only the sent ones become objects."""
+        if not len(buffer):
             return
-        kinds = self.differ.classify_batch(buffer)
+        kinds = self.differ.classify_columns(buffer.keys, buffer.fingerprints, buffer.pids)
         if self.plan is not None:
-            self._plan_rows(buffer, raw, kinds, mapper)
-        unchanged = Change.UNCHANGED
-        sent = [c for c, kind in zip(buffer, kinds, strict=True) if kind is not unchanged]
+            self._plan_columns(buffer, raw, kinds.tolist())
+        sent = np.flatnonzero(kinds != Change.UNCHANGED).tolist()
         write = self._write
-        for batch in self.planner.add_all(sent):
+        for batch in self.planner.add_all(
+            buffer.contacts(None if len(sent) == len(buffer) else sent)
+        ):
             write(batch, CONTACTS)
 
     def _write(self, batch: Batch, kind: str) -> None:
@@ -393,24 +405,18 @@ class Preparer:
         if self.plan is not None:
             self.plan.write(rejection, action="reject")
 
-    def _plan_rows(
-        self,
-        buffer: list[PreparedContact],
-        raw: list[list[str]],
-        kinds: list[Change],
-        mapper: Mapper,
-    ) -> None:
+    def _plan_columns(self, buffer: Contacts, raw: list[list[str]], kinds: list[int]) -> None:
         assert self.plan is not None
-        for contact, values, kind in zip(buffer, raw, kinds, strict=True):
-            if kind is Change.UNCHANGED:
+        for i, kind in enumerate(kinds):
+            if kind == Change.UNCHANGED:
                 continue
             self.plan.write_row(
-                row=contact.row,
-                source=contact.source,
-                reason="new" if kind is Change.NEW else "changed",
-                message=contact.payload,
-                values=self._values(values),
-                action="add" if kind is Change.NEW else "update",
+                row=buffer.rows[i],
+                source=buffer.sources[i],
+                reason="new" if kind == Change.NEW else "changed",
+                message=buffer.payloads[i],
+                values=self._values(raw[i]),
+                action="add" if kind == Change.NEW else "update",
             )
 
     def _values(self, values: list[str]) -> dict[str, str]:
