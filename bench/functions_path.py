@@ -35,6 +35,7 @@ from exporter.management.service import ManagementService
 from exporter.run.engine import Engine, instance_id
 from exporter.settings import FunctionSettings, HostPolicy
 from exporter.storage import runs
+from exporter.storage.budget_ledger import StoreLedger
 from exporter.storage.store import LocalStore
 
 DISPATCH_SECONDS = (0.05, 0.5)
@@ -82,7 +83,13 @@ def runtime_for(store: LocalStore, time_scale: float) -> Runtime:
         hosts=HostPolicy(allow_loopback_sandbox=True),
     )
     secrets = LocalSecretProvider({harness.KEY_VARIABLE: harness.API_KEY})
-    engine = Engine(store, secrets, host_policy=config.hosts, time_scale=time_scale)
+    engine = Engine(
+        store,
+        secrets,
+        host_policy=config.hosts,
+        time_scale=time_scale,
+        ledger_for=lambda hostname: StoreLedger(store, hostname),  # as blueprints.runtime
+    )
 
     def no_client(connection: Connection, key: str) -> Any:
         raise RuntimeError("the bench makes no management calls")
