@@ -35,7 +35,7 @@ from exporter.management.service import ManagementService
 from exporter.run.engine import Engine, instance_id
 from exporter.settings import FunctionSettings, HostPolicy
 from exporter.storage import runs
-from exporter.storage.budget_ledger import StoreLedger
+from exporter.storage.budget_ledger import store_ledgers
 from exporter.storage.store import LocalStore
 
 DISPATCH_SECONDS = (0.05, 0.5)
@@ -88,7 +88,7 @@ def runtime_for(store: LocalStore, time_scale: float) -> Runtime:
         secrets,
         host_policy=config.hosts,
         time_scale=time_scale,
-        ledger_for=lambda hostname: StoreLedger(store, hostname),  # as blueprints.runtime
+        ledger_for=store_ledgers(store),  # as blueprints.runtime
     )
 
     def no_client(connection: Connection, key: str) -> Any:

@@ -26,7 +26,7 @@ from exporter.management.secrets import LocalSecretProvider, SecretProvider
 from exporter.management.service import ManagementService
 from exporter.run.engine import Engine
 from exporter.settings import FunctionSettings
-from exporter.storage.budget_ledger import StoreLedger
+from exporter.storage.budget_ledger import store_ledgers
 from exporter.storage.store import Store
 
 
@@ -65,7 +65,7 @@ def build_runtime(settings: FunctionSettings, env: Mapping[str, str]) -> Runtime
         host_policy=settings.hosts,
         read_limits=settings.read_limits,
         # Every worker of an account, on any instance, draws on one budget in the store.
-        ledger_for=lambda hostname: StoreLedger(store, hostname),
+        ledger_for=store_ledgers(store),
     )
     management = ManagementService(
         ConfigRepository(store),

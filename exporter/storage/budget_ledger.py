@@ -29,7 +29,7 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from exporter.activecampaign.ledger import Book, LedgerConflict, dump_book, parse_book
 from exporter.storage.store import ObjectNotFound, PreconditionFailed, Store
@@ -44,6 +44,11 @@ MAX_LEAD = 0.5
 def ledger_path(hostname: str) -> str:
     """The ledger of the account at ``hostname`` in the store."""
     return f"state/_accounts/{_SAFE.sub('_', hostname.lower())}.ledger.json"
+
+
+def store_ledgers(store: Store) -> Callable[[str], StoreLedger]:
+    """``RunContext``'s ``ledger_for`` of a Functions app: each account's ledger in ``store``."""
+    return lambda hostname: StoreLedger(store, hostname)
 
 
 class StoreLedger:
