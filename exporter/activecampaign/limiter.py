@@ -339,8 +339,13 @@ class RateLimiter:
         return start, recorded
 
     def _lead(self) -> float:
-        """How far ahead of now a reservation is made: a shared ledger's write time."""
-        return self._ledger.lead if self._ledger is not None else 0.0
+        """How far ahead of now a reservation is made: as much of a shared ledger's write time
+        as half the tolerance of a late start does not cover (a reservation made "now" and
+        written slowly would be late, given back, and late again; a lead longer than needed
+        delays every request of a worker sending one after another)."""
+        if self._ledger is None:
+            return 0.0
+        return max(0.0, self._ledger.lead - self.late_tolerance / 2)
 
     def _with_book(self, body: Callable[[Book | None], _T]) -> _T:
         """``body`` under the lock, on the windows as the ledger has them (if any); again from

@@ -35,8 +35,9 @@ from exporter.activecampaign.ledger import Book, LedgerConflict, dump_book, pars
 from exporter.storage.store import ObjectNotFound, PreconditionFailed, Store
 
 _SAFE = re.compile(r"[^A-Za-z0-9.-]")
-LEAD_FACTOR = 2.0
-"""A reservation lies this many times the recent write latency ahead of the moment it is made."""
+LEAD_FACTOR = 1.5
+"""The lead is this many times the recent write latency (the limiter takes off what its
+tolerance of a late start covers)."""
 MAX_LEAD = 0.5
 """Seconds: the lead never grows beyond this, however slow the store is for a while."""
 
@@ -67,7 +68,7 @@ class StoreLedger:
 
     @property
     def lead(self) -> float:
-        """Seconds a reservation should lie ahead of now: a few recent write latencies."""
+        """Seconds a reservation should lie ahead of now: a little more than a recent write."""
         return min(MAX_LEAD, LEAD_FACTOR * self._latency)
 
     def peek(self) -> Book:
