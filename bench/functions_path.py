@@ -36,6 +36,7 @@ from exporter.run.engine import Engine, instance_id
 from exporter.run.report import RunReport
 from exporter.settings import FunctionSettings, HostPolicy
 from exporter.storage import runs
+from exporter.storage.budget_ledger import store_ledgers
 from exporter.storage.store import LocalStore
 
 DISPATCH_SECONDS = (0.05, 0.5)
@@ -83,7 +84,13 @@ def runtime_for(store: LocalStore, time_scale: float) -> Runtime:
         hosts=HostPolicy(allow_loopback_sandbox=True),
     )
     secrets = LocalSecretProvider({harness.KEY_VARIABLE: harness.API_KEY})
-    engine = Engine(store, secrets, host_policy=config.hosts, time_scale=time_scale)
+    engine = Engine(
+        store,
+        secrets,
+        host_policy=config.hosts,
+        time_scale=time_scale,
+        ledger_for=store_ledgers(store),  # as blueprints.runtime
+    )
 
     def no_client(connection: Connection, key: str) -> Any:
         raise RuntimeError("the bench makes no management calls")

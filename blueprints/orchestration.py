@@ -19,23 +19,25 @@ land (host.json's ``maxConcurrentActivityFunctions`` is per instance: it cannot 
 Each account has a Durable Entity (``account_budget``, :mod:`exporter.activecampaign.grants`):
 at every step a run asks it for its grant — of ``n`` runs sending, an even part of the
 account's 5 *workers* and ``1/n`` of its bulk budget — and waits (a durable timer) until the
-grants still in use leave room for it. A step runs at most that many activities; each holds
-**one request a second** (a whole request per window: fractional shares of the per-second
-budget let many workers' windows line up into a burst) and its part of the run's bulk share.
-So whatever runs overlap, the activities in flight on an account never exceed 5 requests a
-second nor 100 bulk imports a minute. ``wave_width`` (``EXPORTER_PUSH_WAVE_WIDTH``, at most 5)
-caps the pushes of one step.
+grants still in use leave room for it. A step runs at most that many activities, so at most
+5 requests of the account are in flight at once. Every request of every worker is reserved in
+the account's **budget ledger** in the store (:mod:`exporter.storage.budget_ledger`: one
+object per account, read and written with its ETag), so the account's workers — this run's
+next step, other runs, other instances — see each other's starts and together never exceed 5
+requests a second nor 100 bulk imports a minute, in any window, while each may burst within
+what the others left (as the command line's processes do through their ledger file). ``share``
+and ``rate_share`` still travel in each activity's input (a run's part of the bulk budget,
+one request a second) and bound a worker built without a ledger; with the ledger the account's
+budget goes to whichever worker asks first, and the entity's even split of the *workers* keeps
+runs fair. ``wave_width`` (``EXPORTER_PUSH_WAVE_WIDTH``, at most 5) caps the pushes of one step.
 
 **Pipelining.** A chunk's batches are final only once ActiveCampaign has processed them, which
 takes a while after the push; so a step pushes new chunks *and* confirms pushed ones
 (:func:`plan_step`): of ``w`` workers, ``w // 2`` confirm and the rest push (5 workers: 3
-pushes at 32 bulk imports a minute each, 2 confirms polling up to once a second each — enough
-for the 1.6 batches a second the pushes queue). The pushes share 96% of the run's bulk share,
-the confirms 4% (they only send again a batch whose import failed: two a minute each is
-plenty, and every point given to them is a point of the account's bulk budget the pushes —
-each paced evenly — can never use; at 10% the Functions path ran at ~75% of the floor in
-``make bench``'s ``functions`` scenario). A run with one worker alternates: it confirms what it
-pushed before it pushes more.
+pushes and 2 confirms polling in the gaps the pushes' bursts leave — enough for the 1.6
+batches a second the pushes queue). Without a ledger the pushes would share 96% of the run's
+bulk share, the confirms 4% (they only send again a batch whose import failed).
+A run with one worker alternates: it confirms what it pushed before it pushes more.
 
 **History.** A million contacts make ~100 chunks of 10,000, ~400 history events: fine for one
 orchestration, but the history is reloaded on every replay, so it is bounded anyway: above

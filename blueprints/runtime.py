@@ -26,6 +26,7 @@ from exporter.management.secrets import LocalSecretProvider, SecretProvider
 from exporter.management.service import ManagementService
 from exporter.run.engine import Engine
 from exporter.settings import FunctionSettings
+from exporter.storage.budget_ledger import store_ledgers
 from exporter.storage.store import Store
 
 
@@ -58,7 +59,14 @@ def build_runtime(settings: FunctionSettings, env: Mapping[str, str]) -> Runtime
         if settings.keyvault_url
         else LocalSecretProvider(env)
     )
-    engine = Engine(store, secrets, host_policy=settings.hosts, read_limits=settings.read_limits)
+    engine = Engine(
+        store,
+        secrets,
+        host_policy=settings.hosts,
+        read_limits=settings.read_limits,
+        # Every worker of an account, on any instance, draws on one budget in the store.
+        ledger_for=store_ledgers(store),
+    )
     management = ManagementService(
         ConfigRepository(store),
         secrets,

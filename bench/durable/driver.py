@@ -1,7 +1,7 @@
 """Drives orchestrations side by side as the Durable host would, with the *real* activities:
 each round replays every unfinished orchestration, answers entity calls and timers, delivers
-entity signals, and runs all the round's activities at once on a thread pool (as workers on
-several instances would) before completing them."""
+entity signals, drives sub-orchestrations, and runs all the round's activities at once on a
+thread pool (as workers on several instances would) before completing them."""
 
 from __future__ import annotations
 
@@ -57,8 +57,24 @@ class Driver:
                         outcomes[i][p.id] = self.entities.call(name, key, p.name, p.input["input"])
                     elif p.kind == "activity":
                         activities.append((i, p))
+                    elif p.kind == "sub":
+                        outcomes[i][p.id] = self._sub(i, host, p)
             if len(finished) == len(self.hosts):
                 return [finished[i] for i in range(len(self.hosts))]
+            if not activities and not any(outcomes):
+                # Nothing this driver plays is pending (an external event only): every later
+                # round would be the same.
+                waiting = sorted(
+                    {
+                        p.kind
+                        for i, h in enumerate(self.hosts)
+                        if i not in finished
+                        for p in h.replay().pending
+                    }
+                )
+                raise AssertionError(
+                    f"the orchestrations wait on what the driver does not play: {waiting}"
+                )
             self.rounds.append(
                 [sorted(p.name for j, p in activities if j == i) for i in range(len(self.hosts))]
             )
@@ -71,3 +87,21 @@ class Driver:
                 if answered:
                     host.complete(answered)
         raise AssertionError("the orchestrations never ended")
+
+    def _sub(self, index: int, parent: DurableHost, p: Pending) -> Any:
+        """Drive a sub-orchestration (an export's group) to its end over the same entities;
+        its rounds count as its parent's. Its parent waits for nothing else that sends, so it
+        runs before the round goes on (orchestrations driven beside it pause meanwhile)."""
+        child = DurableHost(
+            user_function(p.name),
+            p.input,
+            instance_id=str(p.instance_id),
+            parent_instance_id=parent.instance_id,
+        )
+        driver = Driver([child], entities=self.entities, activity=self.activity)
+        try:
+            [outcome] = driver.run()
+        finally:
+            for [names] in driver.rounds:
+                self.rounds.append([names if j == index else [] for j in range(len(self.hosts))])
+        return Exception(outcome.failed) if outcome.failed else outcome.output

@@ -18,6 +18,10 @@ window are dropped on every write, so the file stays a few kilobytes.
 A process that dies leaves its future reservations behind; they expire with their window (at
 most a minute of budget not used). A damaged file is treated as empty (and rewritten): the
 ledger is a pacing aid, never the record of anything sent.
+
+Workers on several machines (Azure activities) share a ledger in one store object instead
+(:class:`~exporter.storage.budget_ledger.StoreLedger`): read with its ETag, written only if
+nobody wrote meanwhile, else :class:`LedgerConflict` and the limiter reserves again.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from exporter.errors import ExporterError
 
 
 @dataclass
@@ -57,12 +63,24 @@ class BlockNote(Protocol):
         ...
 
 
+class LedgerConflict(ExporterError):
+    """Another worker wrote the ledger between this one's read and write (optimistic
+    concurrency): nothing was written; read it again and reserve again."""
+
+
 class BudgetLedger(Protocol):
     """Where an account's reservations live while a limiter holds its lock."""
 
+    @property
+    def lead(self) -> float:
+        """Seconds (real) a reservation should lie ahead of the moment it is made, so that
+        writing it does not already make it late (0 for a local file)."""
+        ...
+
     def locked(self, keep_after: float) -> contextlib.AbstractContextManager[Book]:
         """The book, exclusively, for one reservation; written back on exit. Entries before
-        ``keep_after`` may be dropped."""
+        ``keep_after`` may be dropped. A ledger without a lock raises :class:`LedgerConflict`
+        on exit when another writer came first (nothing written)."""
         ...
 
 
@@ -71,6 +89,9 @@ _SAFE = re.compile(r"[^A-Za-z0-9.-]")
 
 class FileLedger:
     """A :class:`BudgetLedger` in one file, shared through ``flock`` (same machine)."""
+
+    lead = 0.0
+    """A local file is written in well under the limiter's tolerance of a late start."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -84,7 +105,7 @@ class FileLedger:
         """The ledger as last written, without taking the lock (it is replaced atomically):
         for showing the account's use, never for reserving."""
         try:
-            return _parse(self.path.read_bytes())
+            return parse_book(self.path.read_bytes())
         except FileNotFoundError:
             return Book()
 
@@ -97,18 +118,19 @@ class FileLedger:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                book = _parse(self.path.read_bytes())
+                book = parse_book(self.path.read_bytes())
             except FileNotFoundError:
                 book = Book()
             yield book
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_bytes(_dump(book, keep_after))
+            tmp.write_bytes(dump_book(book, keep_after))
             os.replace(tmp, self.path)
         finally:
             os.close(lock)  # closing releases the lock
 
 
-def _parse(data: bytes) -> Book:
+def parse_book(data: bytes) -> Book:
+    """A ledger's content; a damaged one is an empty book."""
     try:
         raw = json.loads(data) if data.strip() else {}
         starts = {
@@ -120,7 +142,8 @@ def _parse(data: bytes) -> Book:
         return Book()  # a pacing aid, not a record: start afresh
 
 
-def _dump(book: Book, keep_after: float) -> bytes:
+def dump_book(book: Book, keep_after: float) -> bytes:
+    """A ledger's content without the entries before ``keep_after``."""
     starts = {name: [t for t in times if t > keep_after] for name, times in book.starts.items()}
     blocked = book.blocked_until if book.blocked_until > keep_after else 0.0
     return json.dumps({"starts": starts, "blocked_until": blocked}).encode()

@@ -64,12 +64,19 @@ import bisect
 import contextlib
 import enum
 import math
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
-from exporter.activecampaign.ledger import BlockNote, Book, BudgetLedger
+from exporter.activecampaign.ledger import BlockNote, Book, BudgetLedger, LedgerConflict
+
+_T = TypeVar("_T")
+LEDGER_ATTEMPTS = 50
+"""Reads and writes of a shared ledger per reservation before giving up (each lost write means
+another worker's reservation went through: the account is not idle, only busy)."""
 
 
 def default_allowance(time_scale: float, *, shared: bool = False) -> float:
@@ -237,6 +244,9 @@ class RateLimiter:
         """How many polls gave their slot back to a push started while they waited."""
         self.held_back = 0
         """How many times a poll was held back for a push (and looked again later)."""
+        self.conflicts = 0
+        """How many ledger writes lost to another worker's (and were made again)."""
+        self._dirty = False
         shared_clock = ledger is not None or block_note is not None
         self._clock = clock or (time.time if shared_clock else time.monotonic)
         self._block_note = block_note
@@ -296,11 +306,14 @@ class RateLimiter:
         one import at a time, so a poll's slot reserved ahead would take one the push will
         want)."""
         windows = self._by_kind[kind]
-        with self._lock, self._shared() as book:
+
+        def body(book: Book | None) -> tuple[float, bool]:
             now = self._clock()
             for w in windows:
                 w.prune(now)
-            earliest = max(now, self._blocked_until, book.blocked_until if book else now)
+            earliest = max(now + self._lead(), self._blocked_until)
+            if book is not None:
+                earliest = max(earliest, book.blocked_until)
             if self._block_note is not None:
                 earliest = max(earliest, self._block_note.until())
             candidates = {c for w in windows for c in w.candidates()}
@@ -318,13 +331,43 @@ class RateLimiter:
                         break
                     held = True
             if held and tentative:
-                self.held_back += 1
                 return start, False
             for w in windows:
                 w.record(start)
             if kind.bulk:
                 self._own_last_bulk = max(self._own_last_bulk, start)
+            self._dirty = True
             return start, True
+
+        start, recorded = self._with_book(body)
+        if not recorded:
+            self.held_back += 1
+        return start, recorded
+
+    def _lead(self) -> float:
+        """How far ahead of now a reservation is made: as much of a shared ledger's write time
+        as half the tolerance of a late start does not cover (a reservation made "now" and
+        written slowly would be late, given back, and late again; a lead longer than needed
+        delays every request of a worker sending one after another)."""
+        if self._ledger is None:
+            return 0.0
+        return max(0.0, self._ledger.lead - self.late_tolerance / 2)
+
+    def _with_book(self, body: Callable[[Book | None], _T]) -> _T:
+        """``body`` under the lock, on the windows as the ledger has them (if any); again from
+        a fresh read when another worker wrote the ledger first (:class:`LedgerConflict`)."""
+        for attempt in range(LEDGER_ATTEMPTS):
+            try:
+                with self._lock, self._shared() as book:
+                    return body(book)
+            except LedgerConflict:
+                self.conflicts += 1
+                if attempt + 1 == LEDGER_ATTEMPTS:
+                    raise
+                # Another worker won the write: let it run before reading again (real time,
+                # tiny, and spread so the losers do not meet again).
+                time.sleep(random.uniform(0.0, 0.002 * (attempt + 1)))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _poll_candidates(self, give_up: float) -> set[float]:
         """Times at which :meth:`_bulk_wants` can change its verdict."""
@@ -360,8 +403,10 @@ class RateLimiter:
         with self._ledger.locked(keep_after=self._clock() - self._longest) as book:
             for w in self._windows:
                 w.load(book.starts.get(w.name, []))
+            self._dirty = False
             yield book
-            book.starts = {w.name: list(w.starts) for w in self._windows}
+            if self._dirty:  # a look that reserved nothing writes nothing
+                book.starts = {w.name: list(w.starts) for w in self._windows}
 
     def push_over(self) -> None:
         """The caller has sent its push's last bulk import: polls need not wait
@@ -374,10 +419,13 @@ class RateLimiter:
     def block_until(self, until: float) -> None:
         """No request of the account starts before ``until`` (on :attr:`clock`): the server
         asked for a wait. Shared through the ledger with every process on the account."""
-        with self._lock, self._shared() as book:
+
+        def body(book: Book | None) -> None:
             self._blocked_until = max(self._blocked_until, until)
             if book is not None:
                 book.blocked_until = max(book.blocked_until, until)
+
+        self._with_book(body)
         if self._block_note is not None:
             self._block_note.hold_until(until)
 
@@ -410,17 +458,26 @@ class RateLimiter:
             return waited
 
     def _release(self, kind: RequestKind, start: float) -> None:
-        with self._lock, self._shared():
+        def body(_book: Book | None) -> None:
             for w in self._by_kind[kind]:
                 w.release(start)
-            self.rereserved += 1
+            self._dirty = True
+
+        self._with_book(body)
+        self.rereserved += 1
 
     def _give_way(self, start: float, since: float) -> bool:
         """Give a poll's slot at ``start`` back if a push reserved around it meanwhile."""
-        with self._lock, self._shared():
+
+        def body(_book: Book | None) -> bool:
             self._multi.prune(self._clock())
             if not self._bulk_wants(start, since + self.max_poll_deferral):
                 return False
             self._account.release(start)
-            self.yielded += 1
+            self._dirty = True
             return True
+
+        gave_way = self._with_book(body)
+        if gave_way:
+            self.yielded += 1
+        return gave_way

@@ -27,7 +27,7 @@ from exporter.planning.contacts import Batch
 from exporter.reading.limits import ReadLimits
 from exporter.run.records import ChunkSummary, RunRequest
 from exporter.settings import HostPolicy
-from exporter.storage.block_note import StoreBlockNote
+from exporter.storage.budget_ledger import StoreLedger
 from exporter.storage.store import Store
 
 
@@ -106,27 +106,22 @@ class RunContext:
         rate_share: float | None = None,
     ) -> Any:
         """The real client: the connection's host, a limiter with ``share`` of the account
-        budget (``rate_share`` of its per-second part, when different; or the whole account's,
-        shared through its ledger), and waits scaled by ``time_scale``."""
+        budget — or, with a ledger, the whole account's, shared through it: the command line's
+        file (``ledger_for``) or, for an Azure worker (``rate_share`` given), the store's
+        :class:`~exporter.storage.budget_ledger.StoreLedger` — and waits scaled by
+        ``time_scale``."""
         ts = self.time_scale
         ledger = self.ledger_for(connection.hostname) if self.ledger_for else None
+        if ledger is None and rate_share is not None:
+            # An Azure worker (given its own per-second share): the account's other workers —
+            # this run's next step, other runs, other instances — share one ledger in the
+            # store, so each sees what the others sent and may burst within the account's
+            # budget instead of pacing itself evenly within a fixed share.
+            ledger = StoreLedger(self.store, connection.hostname)
         limiter = (
             RateLimiter(time_scale=ts, ledger=ledger)
             if ledger
-            else RateLimiter(
-                share=share,
-                rate_share=rate_share,
-                time_scale=ts,
-                # An Azure worker (given its own per-second share) follows others of the
-                # account's workers: paced and warm, so steps never overlap into a burst; a
-                # server's wait is shared with all of them through the store.
-                paced=rate_share is not None,
-                block_note=(
-                    StoreBlockNote(self.store, connection.hostname)
-                    if rate_share is not None
-                    else None
-                ),
-            )
+            else RateLimiter(share=share, time_scale=ts)
         )
         return ActiveCampaignClient(
             base_url(connection.hostname),

@@ -25,6 +25,7 @@ from exporter.management.secrets import LocalSecretProvider
 from exporter.management.service import ManagementService
 from exporter.run.engine import Engine
 from exporter.settings import FunctionSettings, HostPolicy
+from exporter.storage.budget_ledger import store_ledgers
 from exporter.storage.store import Store
 
 SYSTEM_KEY = "durable-system-key"
@@ -139,6 +140,7 @@ def make_runtime(store: Store, *, width: int = 4, **engine_options: Any) -> Runt
     """A runtime like :func:`blueprints.runtime.build_runtime` builds, over ``store``."""
     config = settings(width)
     secrets = LocalSecretProvider({"AC_KEY": API_KEY})
+    engine_options.setdefault("ledger_for", store_ledgers(store))  # the account's, as there
     engine = Engine(store, secrets, host_policy=config.hosts, **engine_options)
 
     def no_client(connection: Connection, key: str) -> Any:

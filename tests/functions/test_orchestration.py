@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from bench.durable.app import user_function
+from bench.durable.driver import Driver
 from bench.durable.entities import Entities
 from bench.durable.host import DurableHost, Pending, Replay
 from blueprints import orchestration as orch
@@ -603,3 +604,18 @@ def test_runs_on_one_account_share_it_and_together_never_exceed_its_budget() -> 
     assert waited > 0, "a run arriving while others send waited for room"
     assert finished_at[2] < finished_at[1] < finished_at[0], "the small runs interleave"
     assert entities.state(orch.BUDGET_ENTITY, ACCOUNT) == {"members": []}
+
+
+def test_the_driver_plays_each_group_as_a_sub_orchestration() -> None:
+    """``bench.durable.driver.Driver`` drives a run above the group size: each group's steps run
+    in its own sub-orchestration, one after the other (so the functions bench can measure a run
+    above 500k contacts; it replayed for ever on the first group before)."""
+    respond = Scripted(4)
+    driver = Driver([run_host(run_input(width=2, group_size=3))], activity=respond)
+    [replay] = driver.run()
+    assert replay.done and replay.failed is None, replay.failed
+    assert replay.output["status"] == "completed"
+    assert replay.custom_status["chunks_confirmed"] == 4
+    pushes = [names.count(orch.PUSH_ACTIVITY) for [names] in driver.rounds]
+    assert [n for n in pushes if n] == [2, 1, 1]  # group 1: 2 then 1; group 2: its chunk
+    assert sorted(p["chunk"] for p in respond.payloads(orch.CONFIRM_ACTIVITY)) == chunk_paths(4)
