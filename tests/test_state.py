@@ -421,3 +421,27 @@ def test_encode_is_to_bytes_and_loads_back() -> None:
     state = sample_state()
     assert bytes(state.encode()) == state.to_bytes()
     assert as_dict(ExportState.from_bytes(bytes(state.encode()))) == as_dict(state)
+
+
+@pytest.mark.parametrize("runs", [1, 3, 40, 900])
+def test_keys_are_scattered_alike_by_runs_and_by_bytes(runs: int) -> None:
+    """The key copy takes whole runs when keys come in long runs and an index per byte when
+    they do not; both put every key where a plain loop puts it."""
+    from exporter.incremental.update import _scatter_keys
+
+    rng = np.random.default_rng(runs)
+    lengths = rng.integers(0, 30, 1000).astype(np.int64)
+    buffer = rng.integers(0, 256, int(lengths.sum()) + runs).astype(np.uint8)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+    cuts = np.sort(rng.choice(np.arange(1, 1000), runs - 1, replace=False))
+    for cut in cuts:  # break the source's contiguity at each cut
+        starts[cut:] += 1
+    dest = np.arange(1000, dtype=np.int64)
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    out = np.zeros(int(offsets[-1]), np.uint8)
+    _scatter_keys(out, offsets, dest, buffer, starts, lengths)
+    expected = np.zeros_like(out)
+    for k in range(1000):
+        put = int(offsets[k])
+        expected[put : put + lengths[k]] = buffer[starts[k] : starts[k] + lengths[k]]
+    assert out.tobytes() == expected.tobytes()

@@ -156,6 +156,9 @@ class StateUpdate:
 
 
 _GATHER_CHUNK = 1 << 16
+_RUN_COPY_RATIO = 16
+"""Keys are copied run by run when runs are on average longer than this many keys (below it,
+one Python step per run costs more than the per-byte gather)."""
 
 
 def _last_confirmations(hashes: U64) -> I64:
@@ -399,7 +402,23 @@ _EMPTY: dict[str, object] = {
 
 def _scatter_keys(out: U8, offsets: I64, dest: I64, buffer: U8, starts: I64, lengths: I64) -> None:
     """Copy key ``k`` (``buffer[starts[k]:starts[k]+lengths[k]]``) to ``out`` at
-    ``offsets[dest[k]]``, a chunk of keys at a time."""
+    ``offsets[dest[k]]``, a chunk of keys at a time.
+
+    Keys that follow each other in ``buffer`` and land next to each other in ``out`` are
+    copied as one slice: a refresh keeps almost every old key in place, so its keys come in
+    long runs, and a run costs one copy instead of an index per byte."""
+    if not len(starts):
+        return
+    at = offsets[dest]
+    ends = starts + lengths
+    breaks = np.flatnonzero((starts[1:] != ends[:-1]) | (at[1:] != at[:-1] + lengths[:-1])) + 1
+    if len(breaks) * _RUN_COPY_RATIO < len(starts):
+        firsts = np.concatenate(([0], breaks)).tolist()
+        lasts = np.concatenate((breaks - 1, [len(starts) - 1])).tolist()
+        for a, b in zip(firsts, lasts, strict=True):
+            first, put, end = int(starts[a]), int(at[a]), int(ends[b])
+            out[put : put + end - first] = buffer[first:end]
+        return
     for lo in range(0, len(starts), _GATHER_CHUNK):
         s, n = starts[lo : lo + _GATHER_CHUNK], lengths[lo : lo + _GATHER_CHUNK]
         total = int(n.sum())
