@@ -27,9 +27,11 @@ next step, other runs, other instances — see each other's starts and together 
 requests a second nor 100 bulk imports a minute, in any window, while each may burst within
 what the others left (as the command line's processes do through their ledger file). ``share``
 and ``rate_share`` still travel in each activity's input (a run's part of the bulk budget,
-one request a second) and bound a worker built without a ledger; with the ledger the account's
-budget goes to whichever worker asks first, and the entity's even split of the *workers* keeps
-runs fair. ``wave_width`` (``EXPORTER_PUSH_WAVE_WIDTH``, at most 5) caps the pushes of one step.
+one request a second), so histories and workers of earlier versions keep working; with the
+ledger neither binds a worker (the activities ignore ``rate_share``; ``share`` bounds only an
+engine built without a ledger): the account's budget goes to whichever worker asks first, and
+the entity's even split of the *workers* keeps runs fair. ``wave_width``
+(``EXPORTER_PUSH_WAVE_WIDTH``, at most 5) caps the pushes of one step.
 
 **Pipelining.** A chunk's batches are final only once ActiveCampaign has processed them, which
 takes a while after the push; so a step pushes new chunks *and* confirms pushed ones
@@ -106,7 +108,9 @@ CONFIRM_BULK_PART = 0.04
 """The confirms' part of a run's bulk share while pushes share the step (resubmissions only):
 with 3 pushes and 2 confirms, 32 bulk imports a minute per push and 2 per confirm."""
 RATE_SHARE = 1.0 / MAX_WORKERS
-"""Every activity's share of the per-second budget: one request a second."""
+"""Every activity's share of the per-second budget (one request a second), still written in
+the activities' inputs for workers of earlier versions (a deployment in progress, a rollback);
+read by none of this version's: the account's budget ledger does the sharing."""
 RETRY_ATTEMPTS = 3
 RETRY = df.RetryOptions(
     first_retry_interval_in_milliseconds=15_000, max_number_of_attempts=RETRY_ATTEMPTS
@@ -434,14 +438,9 @@ def _request(payload: Mapping[str, Any]) -> RunRequest:
 
 
 def _share(payload: Mapping[str, Any]) -> float:
-    """The activity's bulk share (never 0: a limiter needs some budget to exist)."""
+    """The activity's bulk share (never 0: a limiter needs some budget to exist). An input's
+    ``rate_share`` (:data:`RATE_SHARE`) is accepted and ignored."""
     return max(float(payload.get("share", 1.0)), 1e-3)
-
-
-def _rate_share(payload: Mapping[str, Any]) -> float | None:
-    """The activity's per-second share (``None``: as its bulk share, older inputs)."""
-    rate = payload.get("rate_share")
-    return None if rate is None else float(rate)
 
 
 @bind(bp.activity_trigger(input_name="payload", activity=PREPARE_ACTIVITY))
@@ -459,9 +458,7 @@ def read_list_members(payload: dict[str, Any]) -> dict[str, Any]:
     engine = get_runtime().engine
     if payload.get("after_send"):  # move the mark past the contacts the run created
         return {"mark": engine.mark_list_sent(_request(payload))}
-    count = engine.read_list_members(
-        _request(payload), share=_share(payload), rate_share=_rate_share(payload)
-    )
+    count = engine.read_list_members(_request(payload), share=_share(payload))
     return {"members": count}
 
 
@@ -489,9 +486,7 @@ def account_budget(context: Any) -> None:
 def push_chunk(payload: dict[str, Any]) -> dict[str, Any]:
     """Send one chunk's batches within ``share`` of the budget (idempotent)."""
     engine = get_runtime().engine
-    summary = engine.push_chunk(
-        _request(payload), payload["chunk"], share=_share(payload), rate_share=_rate_share(payload)
-    )
+    summary = engine.push_chunk(_request(payload), payload["chunk"], share=_share(payload))
     return summary.to_dict()
 
 
@@ -499,9 +494,7 @@ def push_chunk(payload: dict[str, Any]) -> dict[str, Any]:
 def confirm_chunk(payload: dict[str, Any]) -> dict[str, Any]:
     """Poll until every batch of one chunk is final (idempotent)."""
     engine = get_runtime().engine
-    summary = engine.confirm_chunk(
-        _request(payload), payload["chunk"], share=_share(payload), rate_share=_rate_share(payload)
-    )
+    summary = engine.confirm_chunk(_request(payload), payload["chunk"], share=_share(payload))
     return summary.to_dict()
 
 

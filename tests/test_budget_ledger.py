@@ -104,6 +104,30 @@ def check_a_lost_write_reserves_again(store: Store) -> None:
     assert book.starts["account"][5:] == [pytest.approx(START + 1.0, abs=1e-6)]
 
 
+def check_a_wait_told_to_one_worker_holds_back_another(store: Store) -> None:
+    """Two workers of different runs (their own limiters and ledger objects, one store): the
+    first is told to wait 30 s, then 10 s (a shorter wait never replaces a longer one); the
+    second's next request starts no earlier than the 30 s."""
+    clock = FakeClock(START)
+    told, other = exact(store, clock), exact(store, clock)
+    told.acquire(RequestKind.BULK_MULTI)
+    resumed_at = clock() + 30.0
+    told.block_until(resumed_at)
+    told.block_until(clock() + 10.0)
+    other.acquire(RequestKind.OTHER)
+    assert clock() >= resumed_at
+
+
+def test_a_wait_told_to_one_worker_holds_back_another(tmp_path: Path) -> None:
+    check_a_wait_told_to_one_worker_holds_back_another(LocalStore(tmp_path))
+
+
+def test_a_damaged_ledger_object_is_no_wait(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.write_bytes(ledger_path(HOST), b"{not json")
+    assert exact(store, FakeClock(START)).reserve() == pytest.approx(START, abs=0.5)
+
+
 def test_threads_on_one_local_store_share_one_budget(tmp_path: Path) -> None:
     check_threads_share_one_budget(LocalStore(tmp_path))
 
@@ -216,23 +240,28 @@ def test_the_ledger_is_one_object_per_account_hostname() -> None:
 def test_an_azure_workers_clients_share_the_accounts_budget_through_the_store(
     tmp_path: Path,
 ) -> None:
-    """Two activities' clients (a bulk share and one request a second each, as the
-    orchestration hands out) draw on one account budget in the store: once one has taken the
-    account's five requests of a second, the other's next waits; a command-line client
-    (no per-second share, no ledger) keeps its budget to itself."""
+    """Two activities' clients (each with the bulk share the orchestration hands out), built
+    by a context with the store's ledgers as :func:`blueprints.runtime.build_runtime` builds
+    it, draw on one account budget in the store: once one has taken the account's five
+    requests of a second, the other's next waits. A client of a context without a ledger
+    keeps its budget to itself."""
     from exporter.management.config import Connection
     from exporter.management.secrets import LocalSecretProvider
     from exporter.run.context import RunContext
     from exporter.settings import HostPolicy
+    from exporter.storage.budget_ledger import store_ledgers
     from tests.test_config import connection
 
     store = LocalStore(tmp_path)
-    ctx = RunContext(store, LocalSecretProvider({}), host_policy=HostPolicy())
+    secrets = LocalSecretProvider({})
+    ctx = RunContext(store, secrets, host_policy=HostPolicy(), ledger_for=store_ledgers(store))
     conn = Connection.model_validate(connection(hostname=HOST))
-    one = ctx.default_client(conn, "k" * 40, 0.32, 0.2).limiter
-    two = ctx.default_client(conn, "k" * 40, 0.02, 0.2).limiter
+    one = ctx.default_client(conn, "k" * 40, 0.32).limiter
+    two = ctx.default_client(conn, "k" * 40, 0.02).limiter
     first = [one.reserve() for _ in range(5)]
     assert two.reserve() >= first[0] + 1.0
     assert store.exists(ledger_path(HOST))
-    alone = ctx.default_client(conn, "k" * 40).limiter
-    assert alone.reserve() < first[0] + 1.0
+    apart = RunContext(store, secrets, host_policy=HostPolicy())
+    alone = apart.default_client(conn, "k" * 40).limiter
+    own = [alone.reserve() for _ in range(5)]
+    assert own[-1] - own[0] < 0.5  # five at once: the others' requests are not counted

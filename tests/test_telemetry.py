@@ -117,9 +117,9 @@ def test_every_run_record_carries_the_run_dimensions_and_the_metrics_match_the_r
     prep = engine.prepare(req)
     engine.read_list_members(req, share=0.5)
     for chunk in prep.chunks:
-        engine.push_chunk(req, chunk, share=0.5, rate_share=0.5)
+        engine.push_chunk(req, chunk, share=0.5)
     for chunk in prep.chunks:
-        engine.confirm_chunk(req, chunk, share=0.5, rate_share=0.5)
+        engine.confirm_chunk(req, chunk, share=0.5)
     engine.mark_list_sent(req)
     report = engine.finalize(req)
     assert report.status == "completed" and report.confirmed == 600, report.summary()

@@ -49,20 +49,6 @@ class Book:
     """No request of the account may start before this (wall clock): the server's last wait."""
 
 
-class BlockNote(Protocol):
-    """Where an account's "no request before" time is shared by workers that pace themselves
-    (Azure activities on any instance): read before every request, raised on a throttle.
-    Times are on the wall clock, in seconds."""
-
-    def until(self) -> float:
-        """No request of the account may start before this (0: no wait)."""
-        ...
-
-    def hold_until(self, until: float) -> None:
-        """Make every worker of the account wait until ``until`` (never lowers it)."""
-        ...
-
-
 class LedgerConflict(ExporterError):
     """Another worker wrote the ledger between this one's read and write (optimistic
     concurrency): nothing was written; read it again and reserve again."""

@@ -71,7 +71,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from exporter.activecampaign.ledger import BlockNote, Book, BudgetLedger, LedgerConflict
+from exporter.activecampaign.ledger import Book, BudgetLedger, LedgerConflict
 
 _T = TypeVar("_T")
 LEDGER_ATTEMPTS = 50
@@ -134,17 +134,13 @@ class SlidingWindow:
         slack: float,
         allowance: float,
         name: str = "",
-        paced: bool = False,
     ) -> None:
         self.name = name
         """The budget's key in a shared ledger."""
         allowed = budget.limit * share
-        if allowed >= 1 and not paced:
+        if allowed >= 1:
             self.limit = math.floor(allowed + 1e-9)
             period = budget.period
-        elif allowed >= 1:  # evenly spaced: one start per period / allowed
-            self.limit = 1
-            period = budget.period / math.floor(allowed + 1e-9)
         else:
             self.limit = 1
             period = budget.period / allowed
@@ -200,7 +196,6 @@ class RateLimiter:
         self,
         *,
         share: float = 1.0,
-        rate_share: float | None = None,
         time_scale: float = 1.0,
         slack: float = 0.005,
         allowance: float | None = None,
@@ -210,24 +205,11 @@ class RateLimiter:
         bulk_multi: Budget = BULK_MULTI_BUDGET,
         bulk_single: Budget = BULK_SINGLE_BUDGET,
         ledger: BudgetLedger | None = None,
-        paced: bool = False,
-        block_note: BlockNote | None = None,
     ) -> None:
         """``clock`` defaults to the monotonic clock, or the wall clock with a ``ledger``
-        (shared by processes). ``rate_share``: this limiter's share of the per-second budget,
-        when it differs from ``share`` (an Azure worker holds one request a second of the five
-        and its own part of the bulk budget). ``paced``: spread each budget evenly (one start
-        per ``period / allowed``) and start as if a request had just been made — for a worker
-        that takes over from another of the account's workers (an Azure activity of the next
-        step): then the account's workers together never exceed a budget in any window, across
-        step boundaries too, because at every instant their paces add up to at most the
-        budget. ``block_note``: where a server's wait is shared with the account's other
-        workers (read before every reservation, raised by :meth:`block_until`); the clock is
-        then the wall clock."""
+        (shared by processes)."""
         if not 0.0 < share <= 1.0:
             raise ValueError("share must be within (0, 1]")
-        if rate_share is not None and not 0.0 < rate_share <= 1.0:
-            raise ValueError("rate_share must be within (0, 1]")
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         if allowance is None:
@@ -247,26 +229,23 @@ class RateLimiter:
         self.conflicts = 0
         """How many ledger writes lost to another worker's (and were made again)."""
         self._dirty = False
-        shared_clock = ledger is not None or block_note is not None
-        self._clock = clock or (time.time if shared_clock else time.monotonic)
-        self._block_note = block_note
+        self._clock = clock or (time.time if ledger is not None else time.monotonic)
         self._sleep = sleep
         self._lock = threading.Lock()
         self._ledger = ledger
         self._blocked_until = float("-inf")
 
-        def window(budget: Budget, name: str, part: float = share) -> SlidingWindow:
+        def window(budget: Budget, name: str) -> SlidingWindow:
             return SlidingWindow(
                 budget,
-                share=part,
+                share=share,
                 time_scale=time_scale,
                 slack=slack,
                 allowance=allowance,
                 name=name,
-                paced=paced,
             )
 
-        self._account = window(account, "account", share if rate_share is None else rate_share)
+        self._account = window(account, "account")
         multi, single = window(bulk_multi, "bulk_multi"), window(bulk_single, "bulk_single")
         self._windows = (self._account, multi, single)
         self._multi = multi
@@ -285,10 +264,6 @@ class RateLimiter:
         self.max_poll_deferral = multi.period / 2
         """The longest a poll is held back for a push (longer than a burst at full pace:
         20 per-second windows at ActiveCampaign's limits)."""
-        if paced:
-            now = self._clock()
-            for w in self._windows:
-                w.record(now)
 
     def reserve(
         self, kind: RequestKind = RequestKind.OTHER, *, since: float | None = None
@@ -314,8 +289,6 @@ class RateLimiter:
             earliest = max(now + self._lead(), self._blocked_until)
             if book is not None:
                 earliest = max(earliest, book.blocked_until)
-            if self._block_note is not None:
-                earliest = max(earliest, self._block_note.until())
             candidates = {c for w in windows for c in w.candidates()}
             give_up = -math.inf  # only a poll is ever held back for a push
             if kind is RequestKind.POLL:
@@ -426,8 +399,6 @@ class RateLimiter:
                 book.blocked_until = max(book.blocked_until, until)
 
         self._with_book(body)
-        if self._block_note is not None:
-            self._block_note.hold_until(until)
 
     def clock(self) -> float:
         """The limiter's clock (the wall clock when shared through a ledger)."""

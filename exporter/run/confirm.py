@@ -34,12 +34,11 @@ def confirm_chunk(
     chunk: str,
     *,
     share: float = 1.0,
-    rate_share: float | None = None,
 ) -> ChunkSummary:
     """Poll import/info until every batch of the chunk is final (resubmitting failed or
     interrupted batches once). Idempotent like :meth:`push_chunk`."""
     return ctx.in_session(
-        req, chunk, share, partial(_confirmed_summary, ctx), partial(confirm, ctx), rate_share
+        req, chunk, share, partial(_confirmed_summary, ctx), partial(confirm, ctx)
     )
 
 

@@ -27,7 +27,6 @@ from exporter.planning.contacts import Batch
 from exporter.reading.limits import ReadLimits
 from exporter.run.records import ChunkSummary, RunRequest
 from exporter.settings import HostPolicy
-from exporter.storage.budget_ledger import StoreLedger
 from exporter.storage.store import Store
 
 
@@ -52,8 +51,8 @@ class RunContext:
         read_limits: ReadLimits | None = None,
     ) -> None:
         """``ledger_for``: the budget ledger of the account at a hostname, shared with other
-        processes (the command line: a file in the store folder); ``None`` keeps each
-        client's budget in memory."""
+        processes (the command line: a file in the store folder; the Functions app: an object
+        in the store); ``None`` keeps each client's budget in memory."""
         if chunk_batches < 1:
             raise ValueError("chunk_batches must be at least 1")
         if time_scale <= 0:
@@ -103,21 +102,14 @@ class RunContext:
         connection: Connection,
         api_key: str,
         share: float = 1.0,
-        rate_share: float | None = None,
     ) -> Any:
         """The real client: the connection's host, a limiter with ``share`` of the account
-        budget — or, with a ledger, the whole account's, shared through it: the command line's
-        file (``ledger_for``) or, for an Azure worker (``rate_share`` given), the store's
-        :class:`~exporter.storage.budget_ledger.StoreLedger` — and waits scaled by
-        ``time_scale``."""
+        budget — or, with a ledger (``ledger_for``), the whole account's, shared through it:
+        the command line's file, or the Functions app's
+        :class:`~exporter.storage.budget_ledger.StoreLedger` in the store — and waits scaled
+        by ``time_scale``."""
         ts = self.time_scale
         ledger = self.ledger_for(connection.hostname) if self.ledger_for else None
-        if ledger is None and rate_share is not None:
-            # An Azure worker (given its own per-second share): the account's other workers —
-            # this run's next step, other runs, other instances — share one ledger in the
-            # store, so each sees what the others sent and may burst within the account's
-            # budget instead of pacing itself evenly within a fixed share.
-            ledger = StoreLedger(self.store, connection.hostname)
         limiter = (
             RateLimiter(time_scale=ts, ledger=ledger)
             if ledger
@@ -135,12 +127,11 @@ class RunContext:
         export: Export,
         connection: Connection,
         share: float,
-        rate_share: float | None = None,
     ) -> ApiSession:
         def build(conn: Connection, key: str) -> ActiveCampaignClient:
             if self.client_factory is not None:
                 return self.client_factory(conn, key)
-            client: ActiveCampaignClient = self.default_client(conn, key, share, rate_share)
+            client: ActiveCampaignClient = self.default_client(conn, key, share)
             return client
 
         return ApiSession(export, connection, self.secrets, build, self.poll)
@@ -157,7 +148,6 @@ class RunContext:
         share: float,
         done: Callable[[RunRequest, str], ChunkSummary | None],
         work: Callable[[RunRequest, str, ApiSession], ChunkSummary],
-        rate_share: float | None = None,
     ) -> ChunkSummary:
         """A phase's record if it exists (no session, no key read), else the work in a session
         holding ``share`` of the account's budget."""
@@ -165,7 +155,7 @@ class RunContext:
         if summary is not None:
             return summary
         export, connection = self.export_config(req.export)
-        session = self.session(export, connection, share, rate_share)
+        session = self.session(export, connection, share)
         try:
             return work(req, chunk, session)
         finally:

@@ -95,27 +95,21 @@ class Engine(RunContext):
         """:func:`exporter.run.prepare.prepare`."""
         return prepare.prepare(self, req, progress=progress, raise_guard=raise_guard)
 
-    def read_list_members(
-        self, req: RunRequest, *, share: float = 1.0, rate_share: float | None = None
-    ) -> int:
+    def read_list_members(self, req: RunRequest, *, share: float = 1.0) -> int:
         """:func:`exporter.run.members.read_before_sending`."""
-        return members.read_before_sending(self, req, share=share, rate_share=rate_share)
+        return members.read_before_sending(self, req, share=share)
 
     def mark_list_sent(self, req: RunRequest) -> int:
         """:func:`exporter.run.members.mark_sent`."""
         return members.mark_sent(self, req)
 
-    def push_chunk(
-        self, req: RunRequest, chunk: str, *, share: float = 1.0, rate_share: float | None = None
-    ) -> ChunkSummary:
+    def push_chunk(self, req: RunRequest, chunk: str, *, share: float = 1.0) -> ChunkSummary:
         """:func:`exporter.run.push.push_chunk`."""
-        return push.push_chunk(self, req, chunk, share=share, rate_share=rate_share)
+        return push.push_chunk(self, req, chunk, share=share)
 
-    def confirm_chunk(
-        self, req: RunRequest, chunk: str, *, share: float = 1.0, rate_share: float | None = None
-    ) -> ChunkSummary:
+    def confirm_chunk(self, req: RunRequest, chunk: str, *, share: float = 1.0) -> ChunkSummary:
         """:func:`exporter.run.confirm.confirm_chunk`."""
-        return confirm.confirm_chunk(self, req, chunk, share=share, rate_share=rate_share)
+        return confirm.confirm_chunk(self, req, chunk, share=share)
 
     def finalize(
         self, req: RunRequest, *, cancelled: bool = False, error: str | None = None

@@ -184,7 +184,6 @@ def read_before_sending(
     session: ApiSession | None = None,
     *,
     share: float = 1.0,
-    rate_share: float | None = None,
     before_state: Callable[[], None] | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> int:
@@ -202,7 +201,7 @@ def read_before_sending(
     if export.leaver_policy != "unsubscribe":
         return 0
     own = session is None
-    active = ctx.session(export, connection, share, rate_share) if session is None else session
+    active = ctx.session(export, connection, share) if session is None else session
     try:
         merged = refresh(
             ctx.store,

@@ -24,15 +24,12 @@ def push_chunk(
     chunk: str,
     *,
     share: float = 1.0,
-    rate_share: float | None = None,
 ) -> ChunkSummary:
     """Send the chunk's batches (one batch = one idempotent bulk-import request). ``share``
-    is this caller's fraction of the account's API budget (``rate_share`` of its per-second
-    part, when different). Idempotent: if the chunk's sent record is complete, returns it
+    is this caller's fraction of the account's API budget (without a shared ledger).
+    Idempotent: if the chunk's sent record is complete, returns it
     without sending again."""
-    return ctx.in_session(
-        req, chunk, share, partial(_sent_summary, ctx), partial(push, ctx), rate_share
-    )
+    return ctx.in_session(req, chunk, share, partial(_sent_summary, ctx), partial(push, ctx))
 
 
 def _sent_summary(ctx: RunContext, req: RunRequest, chunk: str) -> ChunkSummary | None:

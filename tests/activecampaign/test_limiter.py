@@ -231,38 +231,3 @@ def test_a_start_within_the_tolerance_keeps_its_slot() -> None:
 def test_invalid_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         RateLimiter(**kwargs)  # type: ignore[arg-type]
-
-
-def test_a_paced_worker_spreads_its_share_evenly_and_starts_warm() -> None:
-    """An Azure worker (one request a second, 30 bulk imports a minute): its first request
-    waits one interval, as if its predecessor had just sent, and every later one is spaced
-    evenly — so workers taking over from each other never burst across a step boundary."""
-    clock = FakeClock()
-    limiter = RateLimiter(
-        share=0.3, rate_share=0.2, paced=True, clock=clock, sleep=clock.sleep, allowance=0.0
-    )
-    began = clock()
-    starts = run(limiter, clock, [RequestKind.BULK_MULTI] * 6)
-    gaps = [b - a for a, b in zip([began, *starts], starts, strict=False)]
-    assert all(gap == pytest.approx(2.0 * 1.005) for gap in gaps), gaps
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.integers(1, 5), min_size=1, max_size=6))
-def test_workers_taking_over_from_each_other_never_exceed_the_account(sizes: list[int]) -> None:
-    """Steps of up to 5 paced workers (one request a second each), one after another, each
-    worker sending as fast as it may: no window of one second ever holds more than 5 starts,
-    across the steps' boundaries too."""
-    clock = FakeClock()
-    starts: list[float] = []
-    for size in sizes:
-        step_end = clock.now
-        for _ in range(size):  # concurrent workers: each on its own clock from the step's start
-            fork = FakeClock(clock.now)
-            worker = RateLimiter(
-                share=0.2, rate_share=0.2, paced=True, clock=fork, sleep=fork.sleep
-            )
-            starts += run(worker, fork, [RequestKind.OTHER] * 3)
-            step_end = max(step_end, fork.now)
-        clock.now = step_end
-    assert busiest_window(starts, 1.0) <= 5

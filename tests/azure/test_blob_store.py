@@ -303,15 +303,6 @@ def test_errors_name_no_keys_or_signatures(azurite: str) -> None:
     assert "abc" not in _redact(text) and "k3y" not in _redact(text)
 
 
-def test_the_accounts_wait_is_shared_through_blob_storage(azurite: str) -> None:
-    """The Functions path keeps the note in the app's blob storage (Azurite here)."""
-    from tests.azure.support import fresh_blob_store
-    from tests.test_block_note import check_note
-
-    with fresh_blob_store(azurite) as store:
-        check_note(store)
-
-
 def test_forgetting_an_export_deletes_its_state_and_run_files_but_not_reports(
     blob_store: BlobStore,
 ) -> None:
