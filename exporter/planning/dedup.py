@@ -63,14 +63,7 @@ class SeenKeys:
         if len(ordered) < 2 or bool((ordered[1:] != ordered[:-1]).all()):
             return self._first_seen_distinct(hashes, ordered)
         unique, first_at = np.unique(hashes, return_index=True)  # sorted; index of the first
-        fresh = np.ones(len(unique), bool)
-        maybe = np.flatnonzero(self._maybe(unique))
-        if len(maybe):
-            wanted = unique[maybe]
-            for run in self._runs:
-                at = np.searchsorted(run, wanted)
-                np.minimum(at, len(run) - 1, out=at)
-                fresh[maybe[run[at] == wanted]] = False
+        fresh = ~self._seen_before(unique)
         new = np.zeros(len(hashes), bool)
         new[first_at[fresh]] = True
         self._add(unique[fresh])
@@ -78,16 +71,22 @@ class SeenKeys:
 
     def _first_seen_distinct(self, hashes: I64, ordered: I64) -> Mask:
         """:meth:`first_seen` for a block without a repeated hash (``ordered``: sorted)."""
-        new = np.ones(len(hashes), bool)
+        new = ~self._seen_before(hashes)
+        self._add(ordered if new.all() else np.sort(hashes[new]))
+        return new
+
+    def _seen_before(self, hashes: I64) -> Mask:
+        """Which of ``hashes`` (distinct) an earlier block added: the Bloom filter first, then
+        a binary search of every sorted run for the few it lets through."""
+        seen = np.zeros(len(hashes), bool)
         maybe = np.flatnonzero(self._maybe(hashes))
         if len(maybe):
             wanted = hashes[maybe]
             for run in self._runs:
                 at = np.searchsorted(run, wanted)
                 np.minimum(at, len(run) - 1, out=at)
-                new[maybe[run[at] == wanted]] = False
-        self._add(ordered if len(maybe) == 0 or new.all() else np.sort(hashes[new]))
-        return new
+                seen[maybe[run[at] == wanted]] = True
+        return seen
 
     def _probes(self, hashes: I64) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
         u = hashes.view(np.uint64)
