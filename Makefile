@@ -9,7 +9,7 @@ CHECKOV_VENV := .venv-checkov
 PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser demo test lint typecheck pytest bench bench-smoke bench-scale clean
+.PHONY: help setup native browser demo test lint typecheck pytest bench bench-smoke bench-scale clean
 
 help:
 	@echo "make demo   - set up, start the ActiveCampaign sandbox and export a sample segment"
@@ -31,18 +31,29 @@ $(CHECKOV_VENV)/.stamp: requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
 	@touch $@
 
+# prepare's optional C speed-ups (exporter/native): built in place with the machine's C compiler
+# and the Python headers. Without them prepare runs in pure Python, with the same results.
+NATIVE := exporter/native/.built
+$(NATIVE): exporter/native/_speedups.c setup.py $(VENV)/.stamp
+	@rm -f $@
+	@if $(PY) setup.py --quiet build_ext --inplace >$(VENV)/native-build.log 2>&1; then \
+		touch $@; else echo "note: prepare's C speed-ups were not built (see $(VENV)/native-build.log)"; fi
+	@rm -rf build
+
+native: $(NATIVE)
+
 node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-setup: $(VENV)/.stamp node_modules/.stamp $(CHECKOV_VENV)/.stamp
+setup: $(VENV)/.stamp $(NATIVE) node_modules/.stamp $(CHECKOV_VENV)/.stamp
 
 # The console's browser tests drive the system's headless Chromium (Debian's package; Playwright
 # never downloads a browser). Installed here when missing: CI runs as root on a clean machine.
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
 
-demo: $(VENV)/.stamp
+demo: $(VENV)/.stamp $(NATIVE)
 	$(PY) -m examples.demo $(DEMO_ARGS)
 
 lint: $(VENV)/.stamp
@@ -65,7 +76,7 @@ test: lint typecheck pytest
 bench: setup
 	$(PY) -m bench.run --write bench/RESULTS.md
 
-bench-smoke: $(VENV)/.stamp
+bench-smoke: $(VENV)/.stamp $(NATIVE)
 	$(PY) -m bench.run --smoke
 
 bench-scale: setup
@@ -73,3 +84,4 @@ bench-scale: setup
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -f exporter/native/*.so $(NATIVE)
