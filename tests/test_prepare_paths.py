@@ -1,7 +1,9 @@
 """Differential test of prepare's block path against the row-by-row loop it replaced.
 
 :class:`RowByRowPreparer` is the loop ``Preparer._stream`` had before the block path (a
-Python ``set`` of key hashes, one row at a time), kept here verbatim as the reference. Both
+Python ``set`` of key hashes, one row at a time), kept here verbatim as the reference, and it
+reads the snapshot with the csv module alone (:func:`exporter.native.disabled`). The block
+path runs twice: with the compiled scanner and mapper (when built) and without. All three
 prepare the same snapshot against the same state; the chunk files, rejected rows, dry-run plan,
 kept-leavers file, manifest, progress events and the state a clean push of the chunks would
 leave must be byte-identical. Inputs: the test corpus, and Hypothesis-generated CSVs
@@ -22,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exporter import native
 from exporter.errors import InputError
 from exporter.incremental import update as update_mod
 from exporter.incremental.diff import Change
@@ -36,6 +39,7 @@ from exporter.planning.dedup import SeenKeys
 from exporter.planning.mapping import Mapper
 from exporter.planning.preparer import CONTACTS, Preparer
 from exporter.progress import ProgressEvent
+from exporter.reading import snapshot as snapshot_mod
 from exporter.reading.snapshot import local_lister, local_opener, open_snapshot
 from exporter.storage import runs
 from exporter.storage.store import LocalStore
@@ -216,10 +220,13 @@ def _both(
     tmp: Path, snapshot: str, export: Export, state: bytes | None = None, **options: Any
 ) -> dict[str, Any]:
     new = _prepare(Preparer, tmp / "block", snapshot, export, state, **dict(options))
-    ref = _prepare(RowByRowPreparer, tmp / "row", snapshot, export, state, **dict(options))
-    assert new.keys() == ref.keys()
-    for key in ref:
-        assert new[key] == ref[key], key
+    with native.disabled():
+        python = _prepare(Preparer, tmp / "python", snapshot, export, state, **dict(options))
+        ref = _prepare(RowByRowPreparer, tmp / "row", snapshot, export, state, **dict(options))
+    for got in (new, python):
+        assert got.keys() == ref.keys()
+        for key in ref:
+            assert got[key] == ref[key], key
     return new
 
 
@@ -310,7 +317,14 @@ def _csv_bytes(draw: st.DrawFn, rows: list[list[str]]) -> bytes:
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @pytest.mark.parametrize("export", [GENERATED, COLUMNAR], ids=["by-row", "columnar"])
-@given(data=st.data(), before=_rows, after=_rows, batch=st.integers(1, 5), block=st.integers(1, 7))
+@given(
+    data=st.data(),
+    before=_rows,
+    after=_rows,
+    batch=st.integers(1, 5),
+    block=st.integers(1, 7),
+    chars=st.integers(1, 60),
+)
 def test_generated_csvs_prepare_identically(
     tmp_path_factory: pytest.TempPathFactory,
     export: Export,
@@ -319,6 +333,7 @@ def test_generated_csvs_prepare_identically(
     after: list[list[str]],
     batch: int,
     block: int,
+    chars: int,
 ) -> None:
     tmp = tmp_path_factory.mktemp("gen")
     first, second = tmp / "before.csv", tmp / "after.csv"
@@ -328,6 +343,10 @@ def test_generated_csvs_prepare_identically(
     with (
         patch.object(preparer_mod, "CLASSIFY_BATCH", batch),
         patch.object(preparer_mod, "READ_BLOCK", block),
+        # plain text read a few characters at a time: records cross every read
+        patch.object(snapshot_mod, "_PLAIN_FIRST_CHARS", chars),
+        patch.object(snapshot_mod, "_PLAIN_MIN_CHARS", chars),
+        patch.object(snapshot_mod, "_PLAIN_MAX_CHARS", chars),
     ):
         out = _both(tmp / "1", str(first), export)
         state = out.get("state")

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter import native
 from exporter.planning.contacts import PreparedContact, Rejection
 from exporter.planning.mapping import (
     _ATEXT,
@@ -46,9 +47,12 @@ from exporter.planning.mapping import (
     format_date,
 )
 from exporter.planning.mapping import Mapper as _Mapper
+from exporter.reading.plain import PlainBlock, as_rows
 
 Mapped = list[PreparedContact | Rejection]
-MapBlock = Callable[[str, int, list[list[str]]], Mapped]
+Block = list[list[str]] | PlainBlock
+"""A block of rows as the snapshot reader yields it."""
+MapBlock = Callable[[str, int, Block], Mapped]
 """``map_block(source, first_row_no, rows)``: the row function's results for each row."""
 
 _SEP = "\x00"
@@ -69,7 +73,13 @@ def fingerprints(encoded: list[bytes]) -> list[int]:
     """:func:`exporter.planning.contacts.fingerprint` of each payload, from its UTF-8 bytes."""
     if not encoded:
         return []
-    return np.frombuffer(b"".join(map(_digest, map(_b2, encoded))), "<u8").tolist()  # type: ignore[no-any-return]
+    speedups = native.SPEEDUPS
+    digests = (
+        speedups.blake2b64(encoded)
+        if speedups is not None
+        else b"".join(map(_digest, map(_b2, encoded)))
+    )
+    return np.frombuffer(digests, "<u8").tolist()  # type: ignore[no-any-return]
 
 
 def _bad_emails(col: list[str]) -> list[int]:
@@ -159,7 +169,8 @@ class ContactColumns:
         self.rows: list[int] = []
         self.sources: list[str] = []
         self.keys: list[str] = []
-        self.payloads: list[str] = []
+        self.payloads: list[str | None] = []
+        """``None`` where only :attr:`encoded` is kept (decoded when a contact is made)."""
         self.fingerprints: list[int] = []
         self.pids: list[str | None] = []
         self.sizes: list[int] = []
@@ -211,18 +222,35 @@ class ContactColumns:
             del theirs[:at]
         return head
 
+    def payload(self, i: int) -> str:
+        """Contact ``i``'s payload."""
+        p = self.payloads[i]
+        return p if p is not None else self.encoded[i].decode()  # type: ignore[union-attr]
+
     def contact(self, i: int) -> PreparedContact:
         """Contact ``i`` as an object."""
-        return PreparedContact(*(column[i] for column in self._lists()))
+        values = [column[i] for column in self._lists()]
+        values[3] = self.payload(i)
+        return PreparedContact(*values)
 
     def contacts(self, which: list[int] | None = None) -> list[PreparedContact]:
         """The contacts at ``which`` (all when ``None``), as objects, in order."""
         if which is None:
-            return list(map(PreparedContact, *self._lists()))
-        if not which:
+            columns = list(self._lists())
+        elif not which:
             return []
-        pick = itemgetter(*which, which[0])
-        return list(map(PreparedContact, *(pick(column)[:-1] for column in self._lists())))
+        else:
+            pick = itemgetter(*which, which[0])
+            columns = [pick(column)[:-1] for column in self._lists()]
+        payloads, encoded = columns[3], columns[7]
+        unknown = payloads.count(None)
+        if unknown == len(payloads):  # all from the compiled mapper
+            columns[3] = list(map(bytes.decode, encoded))
+        elif unknown:
+            columns[3] = [
+                p if p is not None else e.decode() for p, e in zip(payloads, encoded, strict=True)
+            ]
+        return list(map(PreparedContact, *columns))
 
 
 class ContactObjects:
@@ -257,6 +285,10 @@ class ContactObjects:
         del self.objects[:at]
         return head
 
+    def payload(self, i: int) -> str:
+        """Contact ``i``'s payload."""
+        return self.objects[i].payload
+
     def contact(self, i: int) -> PreparedContact:
         """Contact ``i``."""
         return self.objects[i]
@@ -273,6 +305,9 @@ Contacts = ContactColumns | ContactObjects
 
 
 _FIELDS = ("row", "source", "key", "payload", "fingerprint", "profile_id", "size", "encoded")
+_NATIVE_MAX_VALUES = 64
+_NATIVE_MAX_COLUMNS = 4096
+"""What the compiled mapper takes (``MAX_VALUES`` and the column bound in ``_speedups.c``)."""
 
 
 class BlockMapper:
@@ -308,7 +343,29 @@ class BlockMapper:
         self._getter = itemgetter(*wanted, wanted[0])  # (a tuple even for one column)
         self._payloads = self._compile(mapper, len(self._order))
         self._by_mask: dict[int, Callable[..., list[str]]] = {0: self._payloads}
+        self._spec = self._native_spec(mapper) if self.columnar else None
+        """What the compiled mapper needs to map a :class:`PlainBlock`'s common rows itself
+        (``None``: this mapping is mapped in Python)."""
         self.map_block: MapBlock = self._columns if self.columnar else self._rows
+
+    @staticmethod
+    def _native_spec(mapper: _Mapper) -> tuple[Any, ...] | None:
+        """The spec of ``exporter/native/_speedups.c``'s ``map_plain`` for this mapping: the
+        row function's common payload, value by value (each left out when empty)."""
+        values = [(at, prefix, False) for at, prefix in mapper._plain]
+        values += [(at, prefix, fmt is format_date) for at, prefix, fmt in mapper._fields]
+        if len(values) > _NATIVE_MAX_VALUES or len(mapper.columns) > _NATIVE_MAX_COLUMNS:
+            return None
+        return (
+            len(mapper.columns),
+            mapper._email,
+            mapper._pid,
+            tuple(at for at, _, _ in values),
+            tuple(is_date for _, _, is_date in values),
+            tuple(prefix for _, prefix, _ in values),
+            len(mapper._plain),
+            mapper._tail,
+        )
 
     @staticmethod
     def _compile(mapper: _Mapper, width: int, empty: int = 0) -> Callable[..., list[str]]:
@@ -371,11 +428,12 @@ class BlockMapper:
         back = sorted(range(len(order)), key=order.__getitem__)  # row i's place in ``out``
         return list(itemgetter(*back, back[0])(out)[:-1])
 
-    def _rows(self, source: str, first: int, block: list[list[str]]) -> Mapped:
+    def _rows(self, source: str, first: int, block: Block) -> Mapped:
         map_row = self._map_row
-        return [map_row(source, row_no, values) for row_no, values in enumerate(block, first)]
+        rows = as_rows(block)
+        return [map_row(source, row_no, values) for row_no, values in enumerate(rows, first)]
 
-    def _columns(self, source: str, first: int, block: list[list[str]]) -> Mapped:
+    def _columns(self, source: str, first: int, block: Block) -> Mapped:
         fast = self._fast(source, first, block)
         if fast is None:
             return self._rows(source, first, block)
@@ -386,13 +444,15 @@ class BlockMapper:
         return _merge(self._by_row(source, first, block, fallback), contacts)
 
     def _by_row(
-        self, source: str, first: int, block: list[list[str]], positions: list[int]
+        self, source: str, first: int, block: Block, positions: list[int]
     ) -> list[tuple[int, PreparedContact | Rejection]]:
         map_row = self._map_row
+        if block.__class__ is PlainBlock and len(positions) * 8 > len(block):
+            block = as_rows(block)  # many: read all rows at once
         return [(pos, map_row(source, first + pos, block[pos])) for pos in positions]
 
     def map_columns(
-        self, source: str, first: int, block: list[list[str]]
+        self, source: str, first: int, block: Block
     ) -> tuple[Contacts, list[int], list[tuple[int, Rejection]]]:
         """:attr:`map_block`'s results as columns: the contacts (in row order), the block
         position of each, and the rejections (blank lines included) with theirs. The contacts
@@ -422,10 +482,15 @@ class BlockMapper:
         return ContactObjects([mapped[i] for i in at]), at, rejected  # type: ignore[misc]
 
     def _fast(
-        self, source: str, first: int, block: list[list[str]]
+        self, source: str, first: int, block: Block
     ) -> tuple[ContactColumns, list[int]] | None:
         """The common rows' contacts as columns and the (sorted) block positions left to the
         row function; ``None`` when no row is common."""
+        if isinstance(block, PlainBlock):
+            speedups = native.SPEEDUPS
+            if speedups is not None and self._spec is not None:
+                return self._fast_plain(speedups, source, first, block)
+            block = as_rows(block)
         n = len(block)
         if not n:
             return None
@@ -463,14 +528,41 @@ class BlockMapper:
             for col in lists:
                 for i in drop:
                     del col[i]
-        out.payloads = self._payloads_of(cols)
-        encoded = list(map(str.encode, out.payloads))
+        payloads = self._payloads_of(cols)
+        out.payloads = payloads  # type: ignore[assignment]  # (all present)
+        encoded = list(map(str.encode, payloads))
         out.encoded = encoded  # type: ignore[assignment]
         out.sizes = list(map(len, encoded))
         out.fingerprints = fingerprints(encoded)
         out.keys = list(map(str.lower, cols[0]))
         out.rows = list(range(first, first + n)) if at is None else [first + i for i in at]
         out.sources = [source] * len(out.rows)
+        return out, fallback
+
+    def _fast_plain(
+        self, speedups: Any, source: str, first: int, block: PlainBlock
+    ) -> tuple[ContactColumns, list[int]] | None:
+        """:meth:`_fast` by the compiled mapper, from the block's text: no object per field,
+        and the payloads kept as UTF-8 only (decoded for the contacts that are made)."""
+        fallback, keys, encoded, fps, pids = speedups.map_plain(
+            block.text, block.offsets, block.delimiter, self._spec
+        )
+        if not keys:
+            return None
+        n = len(block)
+        out = ContactColumns()
+        out.keys = keys
+        out.encoded = encoded
+        out.sizes = list(map(len, encoded))
+        out.fingerprints = np.frombuffer(fps, "<u8").tolist()
+        out.payloads = [None] * len(keys)
+        out.pids = pids if pids is not None else [None] * len(keys)
+        if fallback:
+            taken = set(fallback)
+            out.rows = [first + i for i in range(n) if i not in taken]
+        else:
+            out.rows = list(range(first, first + n))
+        out.sources = [source] * len(keys)
         return out, fallback
 
 

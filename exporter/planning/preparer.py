@@ -36,7 +36,13 @@ from exporter.incremental.diff import Change, Differ, DiffResult, check_shrink
 from exporter.incremental.state import U64, ExportState
 from exporter.management.config import Export
 from exporter.planning.batching import BatchPlanner
-from exporter.planning.blockmap import BlockMapper, ContactColumns, ContactObjects, Contacts
+from exporter.planning.blockmap import (
+    Block,
+    BlockMapper,
+    ContactColumns,
+    ContactObjects,
+    Contacts,
+)
 from exporter.planning.chunks import encode_batch_line
 from exporter.planning.contacts import Batch, PreparedContact, Rejection
 from exporter.planning.dedup import SeenKeys
@@ -275,7 +281,7 @@ class Preparer:
                 artefacts["plan"] = runs.plan_path(self.export.name, self.run_id)
         return _manifest(self, result, guard, kept, artefacts, time.perf_counter() - started)
 
-    def _stream(self, blocks: Iterator[tuple[str, int, list[list[str]]]], mapper: Mapper) -> None:
+    def _stream(self, blocks: Iterator[tuple[str, int, Block]], mapper: Mapper) -> None:
         # The hot loop: keep it free of anything a row does not need.
         block_mapper = BlockMapper(mapper)
         map_columns = block_mapper.map_columns  # == mapper.map on each row, as columns
@@ -303,7 +309,7 @@ class Preparer:
 
     def _take_block(
         self,
-        block: list[list[str]],
+        block: Block,
         contacts: Contacts,
         at: list[int],
         rejected: list[tuple[int, Rejection]],
@@ -343,7 +349,7 @@ class Preparer:
         contacts: Contacts,
         lo: int,
         hi: int,
-        block: list[list[str]],
+        block: Block,
         at: list[int],
         mapper: Mapper,
     ) -> None:
@@ -414,7 +420,7 @@ class Preparer:
                 row=buffer.rows[i],
                 source=buffer.sources[i],
                 reason="new" if kind == Change.NEW else "changed",
-                message=buffer.payloads[i],
+                message=buffer.payload(i),
                 values=self._values(raw[i]),
                 action="add" if kind == Change.NEW else "update",
             )

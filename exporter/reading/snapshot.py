@@ -43,13 +43,16 @@ import gzip
 import io
 import os
 import zlib
-from collections.abc import Iterator
-from itertools import islice
+from collections import deque
+from collections.abc import Generator, Iterator
+from itertools import chain, islice
 from typing import BinaryIO, TextIO, cast
 
+from exporter import native
 from exporter.errors import InputError
 from exporter.reading.cdm import cdm_parts, dirname, load_model, pick_entity
 from exporter.reading.limits import ReadLimits, over
+from exporter.reading.plain import PlainBlock
 from exporter.reading.refs import (
     MODEL_JSON,
     Lister,
@@ -73,6 +76,11 @@ DELIMITERS = (",", ";", "\t", "|")
 """Delimiters recognised from a header line, in order of preference on a tie."""
 
 _CHUNK = 1 << 16
+_PLAIN_FIRST_CHARS = 1 << 16
+_PLAIN_MIN_CHARS = 1 << 12
+_PLAIN_MAX_CHARS = 1 << 20
+"""Characters read for a plain block: the first, then enough for the blocks' ``size`` records
+at the records' average length so far, within these bounds."""
 _GZIP_MAGIC = b"\x1f\x8b"
 _SNIFF_BYTES = 1 << 16
 
@@ -132,6 +140,7 @@ class _CsvFile:
     def __init__(self, part: Part, opener: Opener, limits: ReadLimits) -> None:
         self.part = part
         self.limits = limits
+        self._opener = opener
         self.header_lines = 1 if part.header else 0
         try:
             self._stream, self._text, self._raw = _open_text(
@@ -168,7 +177,7 @@ class _CsvFile:
 
     def blocks(
         self, source: str, size: int, step: int, max_bytes: int
-    ) -> Iterator[tuple[str, int, list[list[str]]]]:
+    ) -> Iterator[tuple[str, int, list[list[str]] | PlainBlock]]:
         """Data rows up to ``size`` at a time: (source, row number of the block's first row,
         rows). A block is read ``step`` rows at a time and ends early once it holds about
         ``max_bytes`` of input (so many tiny fields cannot make it large in objects).
@@ -176,33 +185,117 @@ class _CsvFile:
         Blank lines are *included* (as ``[]``) so a row's number is the block's first number
         plus its position; callers skip them. No per-row Python code runs here: the CSV
         reader fills each block at C speed. On an error the rows before it are yielded first.
+
+        With :mod:`exporter.native` built, plain text comes as :class:`PlainBlock` s of about
+        ``size`` records (the text and where its records start: no object per field) until
+        the first text that is not plain; from there on the csv module reads the file.
         """
         n = 0
-        reader = self._reader
-        stream = self._stream
         try:
-            while True:
-                block: list[list[str]] = []
-                start = stream.offset
+            reader: Iterator[list[str]] = self._reader
+            if native.SPEEDUPS is not None:
+                plain = self._plain_blocks(source, size)
                 try:
-                    # list.extend keeps the rows read before a failure: the error names its row
-                    while len(block) < size:
-                        want = min(step, size - len(block))
-                        before = len(block)
-                        block.extend(islice(reader, want))
-                        if len(block) - before < want or stream.offset - start >= max_bytes:
-                            break
-                except _ReadFailure as exc:
-                    failure = self._translate(exc, n + len(block))
-                    if block:
-                        yield source, n + 1, block
-                    raise failure from None
-                if not block:
-                    return
-                yield source, n + 1, block
-                n += len(block)
+                    while True:
+                        item = next(plain)
+                        yield item
+                        n += len(item[2])
+                except StopIteration as stop:
+                    rest: str | None = stop.value
+                    if rest is None:
+                        return
+                    # Not plain from here: the csv module reads the rest, from this text on.
+                    lines = chain(io.StringIO(rest, newline=""), self._text)
+                    reader = csv.reader(lines, delimiter=self.delimiter, strict=True)
+                except _ReadFailure:
+                    # A read ahead of the records yielded failed: the csv module reads the
+                    # file again from the next record, to that failure, and names its row.
+                    reader = self._csv_after(n)
+            yield from self._csv_blocks(reader, source, n, size, step, max_bytes)
+        except _ReadFailure as exc:
+            raise self._translate(exc, n) from None
         finally:
             self.close()
+
+    def _plain_blocks(
+        self, source: str, size: int
+    ) -> Generator[tuple[str, int, PlainBlock], None, str | None]:
+        """Blocks of plain text, read about ``size`` average records at a time; returns
+        ``None`` at the end of the file, or the text (from a record's start, to a line's end)
+        that is not plain."""
+        assert native.SPEEDUPS is not None
+        scan = native.SPEEDUPS.scan_records
+        read, readline = self._text.read, self._text.readline
+        limit = self.limits.max_field_chars
+        chars = _PLAIN_FIRST_CHARS
+        n = 0
+        pending = ""
+        while True:
+            more = read(chars)
+            if more:
+                more += readline()  # to a line's end (a record may go on in a quoted field)
+            text = pending + more if pending else more
+            if not text:
+                return None
+            offsets = scan(text, self.delimiter, limit, not more)
+            if offsets is None:
+                return text
+            count = len(offsets) // 8 - 1
+            if not count:  # one record longer than the text read so far
+                pending = text
+                continue
+            end = int.from_bytes(offsets[-8:], native.BYTEORDER)
+            for lo in range(0, count, size):  # at most ``size`` records a block
+                hi = min(lo + size, count)
+                part = offsets if hi - lo == count else offsets[8 * lo : 8 * hi + 8]
+                yield source, n + 1, PlainBlock(text, part, self.delimiter)
+                n += hi - lo
+            pending = text[end:]
+            # about ``size`` records a block, from the records seen so far
+            chars = max(_PLAIN_MIN_CHARS, min(_PLAIN_MAX_CHARS, size * end // count))
+
+    def _csv_after(self, rows: int) -> Iterator[list[str]]:
+        """A csv reader over this file opened again, past its header and ``rows`` records."""
+        self.close()
+        part = self.part
+        self._stream, self._text, self._raw = _open_text(
+            part.path, self._opener, part.encoding, self.limits
+        )
+        self._stream.delimiter = self.delimiter.encode(part.encoding, errors="replace")
+        reader = csv.reader(self._text, delimiter=self.delimiter, strict=True)
+        deque(islice(reader, self.header_lines + rows), maxlen=0)
+        return reader
+
+    def _csv_blocks(
+        self,
+        reader: Iterator[list[str]],
+        source: str,
+        n: int,
+        size: int,
+        step: int,
+        max_bytes: int,
+    ) -> Iterator[tuple[str, int, list[list[str]]]]:
+        stream = self._stream
+        while True:
+            block: list[list[str]] = []
+            start = stream.offset
+            try:
+                # list.extend keeps the rows read before a failure: the error names its row
+                while len(block) < size:
+                    want = min(step, size - len(block))
+                    before = len(block)
+                    block.extend(islice(reader, want))
+                    if len(block) - before < want or stream.offset - start >= max_bytes:
+                        break
+            except _ReadFailure as exc:
+                failure = self._translate(exc, n + len(block))
+                if block:
+                    yield source, n + 1, block
+                raise failure from None
+            if not block:
+                return
+            yield source, n + 1, block
+            n += len(block)
 
     def _translate(self, exc: BaseException, rows_done: int) -> InputError:
         path = self.part.path
@@ -342,13 +435,14 @@ class SnapshotReader:
 
     def blocks(
         self, size: int = 4096, max_bytes: int = BLOCK_INPUT_BYTES
-    ) -> Iterator[tuple[str, int, list[list[str]]]]:
+    ) -> Iterator[tuple[str, int, list[list[str]] | PlainBlock]]:
         """The rows of :meth:`rows` in blocks: (source, row number of the first row, rows),
         blank lines included as ``[]`` (skip them; they keep the numbering). For a consumer
         whose per-row cost matters: no generator step per row. A block is filled
         :meth:`ReadLimits.block_rows` rows at a time (a few when records may be large) and
         closes at ``size`` rows or once it holds about ``max_bytes`` of input, whichever
-        comes first."""
+        comes first. With :mod:`exporter.native` built, a block of plain text is a
+        :class:`~exporter.reading.plain.PlainBlock` (rows on demand)."""
         step = self.limits.block_rows(size)
         for part, file in self._files():
             yield from file.blocks(part.path, size, step, max_bytes)
