@@ -11,7 +11,7 @@ setup(
         Extension(
             "exporter.native._speedups",
             ["exporter/native/_speedups.c"],
-            extra_compile_args=["-O2"],
+            extra_compile_args=["-O3"],
         )
     ],
 )
