@@ -212,3 +212,28 @@ def test_blake2b64_hashes_every_block_boundary() -> None:
     assert speedups.blake2b64(items) == b"".join(
         hashlib.blake2b(item, digest_size=8).digest() for item in items
     )
+
+
+# --- KeySet ---------------------------------------------------------------------------------
+
+
+@needs_speedups
+@given(st.lists(st.lists(st.integers(-5, 3000), max_size=300), max_size=12))
+def test_the_key_set_is_a_set_of_hashes(blocks: list[list[int]]) -> None:
+    # ints hash to themselves (0 included, the table's empty mark): every path of the table
+    assert speedups is not None
+    table, reference = speedups.KeySet(), set()
+    for block in blocks:
+        expected = []
+        for key in block:
+            expected.append(hash(key) not in reference)
+            reference.add(hash(key))
+        assert list(table.first_seen(block)) == expected  # type: ignore[arg-type]
+    assert len(table) == len(reference)
+
+
+@needs_speedups
+def test_the_key_set_knows_keys_by_hash_alone() -> None:
+    assert speedups is not None
+    same = [7, 7 + sys.hash_info.modulus]  # two ints, one hash: the second is a repeat
+    assert speedups.KeySet().first_seen(same) == b"\x01\x00"  # type: ignore[arg-type]

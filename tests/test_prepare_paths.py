@@ -524,29 +524,42 @@ def test_batches_cut_by_running_sums_are_those_cut_one_by_one(
 # --- SeenKeys ------------------------------------------------------------------------------
 
 
+def _seen_keys_both() -> list[SeenKeys]:
+    """A compiled (when built) and a pure-Python :class:`SeenKeys`."""
+    with native.disabled():
+        python = SeenKeys()
+    return [SeenKeys(), python]
+
+
 @given(st.lists(st.lists(st.sampled_from("abcdefghij"), max_size=12), max_size=40))
 def test_seen_keys_marks_each_first_occurrence_like_a_set(blocks: list[list[str]]) -> None:
-    seen, reference = SeenKeys(), set()
-    for keys in blocks:
-        expected = []
-        for k in keys:
-            expected.append(k not in reference)
-            reference.add(k)
-        assert seen.first_seen(keys).tolist() == expected
-    assert len(seen) == len(reference)
-    assert seen.nbytes == 8 * len(reference) + (1 << 16) // 8  # the hashes and the filter
+    for seen in _seen_keys_both():
+        reference: set[str] = set()
+        for keys in blocks:
+            expected = []
+            for k in keys:
+                expected.append(k not in reference)
+                reference.add(k)
+            assert seen.first_seen(keys).tolist() == expected
+        assert len(seen) == len(reference)
+        if seen._table is None:
+            assert seen.nbytes == 8 * len(reference) + (1 << 16) // 8  # the hashes and the filter
+        else:
+            assert seen.nbytes == 8 * 1024  # the table's first size
 
 
 def test_seen_keys_stays_exact_while_its_filter_grows() -> None:
-    """Enough keys to rebuild the Bloom filter several times, with repeats across blocks."""
-    seen, reference = SeenKeys(), set()
-    for lo in range(0, 60_000, 1_000):
-        keys = [f"k{i}@example.com" for i in range(lo, lo + 1_000)]
-        keys += [f"k{i}@example.com" for i in range(lo // 2, lo // 2 + 50)]  # seen before
-        expected = []
-        for k in keys:
-            expected.append(k not in reference)
-            reference.add(k)
-        assert seen.first_seen(keys).tolist() == expected
-    assert len(seen) == len(reference) == 60_000
-    assert seen.nbytes < 11 * len(reference)  # a set of hashes costs ~65 bytes a key
+    """Enough keys to rebuild the Bloom filter (grow the table) several times, with repeats
+    across blocks."""
+    for seen in _seen_keys_both():
+        reference: set[str] = set()
+        for lo in range(0, 60_000, 1_000):
+            keys = [f"k{i}@example.com" for i in range(lo, lo + 1_000)]
+            keys += [f"k{i}@example.com" for i in range(lo // 2, lo // 2 + 50)]  # seen before
+            expected = []
+            for k in keys:
+                expected.append(k not in reference)
+                reference.add(k)
+            assert seen.first_seen(keys).tolist() == expected
+        assert len(seen) == len(reference) == 60_000
+        assert seen.nbytes < 22 * len(reference)  # a set of hashes costs ~65 bytes a key

@@ -29,6 +29,10 @@
  * blake2b64(items) -> bytes
  *     For each bytes object in the list, BLAKE2b with an 8-byte digest and no key (RFC 7693;
  *     hashlib.blake2b(item, digest_size=8).digest()), concatenated.
+ *
+ * KeySet().first_seen(keys) -> bytes
+ *     exporter.planning.dedup.SeenKeys.first_seen, as a hash table: 1 for each key whose str
+ *     hash was not seen before (nor earlier in the list), which it then remembers.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -616,6 +620,135 @@ static PyObject *map_plain(PyObject *self, PyObject *args) {
     }
 }
 
+/* ---- KeySet: the hashes of the keys seen so far ------------------------------------------ */
+
+/* Open addressing with linear probing over the keys' own str hashes (cached on each str);
+ * 0 marks an empty slot, so a key whose hash is 0 is remembered in ``has_zero``. */
+typedef struct {
+    PyObject_HEAD
+    uint64_t *slots;
+    Py_ssize_t mask;  /* capacity - 1 (a power of two) */
+    Py_ssize_t count;
+    int has_zero;
+} KeySet;
+
+#define KEYSET_MIN_SLOTS 1024
+
+static inline Py_ssize_t keyset_home(uint64_t h, Py_ssize_t mask) {
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ULL; /* str hashes are already mixed; this spreads the low bits */
+    return (Py_ssize_t)(h >> 17) & mask;
+}
+
+/* Insert ``h`` (non-zero) unless present: 1 when it was new. */
+static inline int keyset_insert(uint64_t *slots, Py_ssize_t mask, uint64_t h) {
+    Py_ssize_t i = keyset_home(h, mask);
+    for (;;) {
+        uint64_t v = slots[i];
+        if (v == 0) {
+            slots[i] = h;
+            return 1;
+        }
+        if (v == h) return 0;
+        i = (i + 1) & mask;
+    }
+}
+
+static int keyset_grow(KeySet *self) {
+    Py_ssize_t cap = (self->mask + 1) * 2;
+    uint64_t *slots = calloc((size_t)cap, sizeof(uint64_t));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i <= self->mask; i++)
+        if (self->slots[i]) keyset_insert(slots, cap - 1, self->slots[i]);
+    free(self->slots);
+    self->slots = slots;
+    self->mask = cap - 1;
+    return 0;
+}
+
+static PyObject *KeySet_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    if (!_PyArg_NoPositional("KeySet", args) || !_PyArg_NoKeywords("KeySet", kwds)) return NULL;
+    KeySet *self = (KeySet *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->slots = calloc(KEYSET_MIN_SLOTS, sizeof(uint64_t));
+    if (self->slots == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    self->mask = KEYSET_MIN_SLOTS - 1;
+    return (PyObject *)self;
+}
+
+static void KeySet_dealloc(KeySet *self) {
+    free(self->slots);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t KeySet_len(KeySet *self) { return self->count + self->has_zero; }
+
+/* first_seen(keys) -> bytes: for each key, 1 when its hash was not seen before (earlier in
+ * ``keys`` included), and it is remembered; else 0. */
+static PyObject *KeySet_first_seen(KeySet *self, PyObject *keys) {
+    if (!PyList_Check(keys)) {
+        PyErr_SetString(PyExc_TypeError, "first_seen takes a list of str");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    if (out == NULL) return NULL;
+    char *mark = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_hash_t hash = PyObject_Hash(PyList_GET_ITEM(keys, i));
+        if (hash == -1 && PyErr_Occurred()) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        uint64_t h = (uint64_t)hash;
+        if (h == 0) {
+            mark[i] = !self->has_zero;
+            self->has_zero = 1;
+            continue;
+        }
+        if ((self->count + 1) * 4 > (self->mask + 1) * 3 && keyset_grow(self) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        mark[i] = (char)keyset_insert(self->slots, self->mask, h);
+        self->count += mark[i];
+    }
+    return out;
+}
+
+static PyObject *KeySet_nbytes(KeySet *self, void *closure) {
+    return PyLong_FromSsize_t((self->mask + 1) * (Py_ssize_t)sizeof(uint64_t));
+}
+
+static PyMethodDef KeySet_methods[] = {
+    {"first_seen", (PyCFunction)KeySet_first_seen, METH_O,
+     "first_seen(keys: list[str]) -> bytes (1 for each key first seen, else 0)"},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef KeySet_getset[] = {
+    {"nbytes", (getter)KeySet_nbytes, NULL, "bytes the table takes", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PySequenceMethods KeySet_as_sequence = {.sq_length = (lenfunc)KeySet_len};
+
+static PyTypeObject KeySetType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "exporter.native._speedups.KeySet",
+    .tp_basicsize = sizeof(KeySet),
+    .tp_dealloc = (destructor)KeySet_dealloc,
+    .tp_as_sequence = &KeySet_as_sequence,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The str hashes of the keys seen so far (a set of 64-bit values, 8-16 bytes each)",
+    .tp_methods = KeySet_methods,
+    .tp_getset = KeySet_getset,
+    .tp_new = KeySet_new,
+};
+
 static PyMethodDef methods[] = {
     {"scan_records", scan_records, METH_VARARGS,
      "scan_records(text, delimiter, limit, final) -> bytes | None"},
@@ -628,4 +761,13 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups",
                                     "Prepare's per-row work on plain CSV text, in C.", -1,
                                     methods};
 
-PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__speedups(void) {
+    if (PyType_Ready(&KeySetType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "KeySet", (PyObject *)&KeySetType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

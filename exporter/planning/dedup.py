@@ -6,6 +6,10 @@ lookup touches a few sorted arrays. :meth:`SeenKeys.first_seen` answers for a wh
 contacts are the first with their key, in row order: the first occurrence wins, within the
 block and across blocks.
 
+With :mod:`exporter.native` built, the hashes are kept in its ``KeySet`` instead, a C hash
+table (8 bytes a slot, at most 3/4 full: 11-21 bytes a key), about four times cheaper a block
+than the sorted runs' numpy calls; the answers are the same, a set of the same hashes.
+
 The hash is Python's own string hash (computed once per ``str`` and cached; seeded per
 process). Two different addresses with the same hash (p ~ 3e-8 for a million) would make the
 second a reported duplicate for this run only: the next run, in another process, sends it.
@@ -17,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+
+from exporter import native
 
 I64 = npt.NDArray[np.int64]
 Mask = npt.NDArray[np.bool_]
@@ -44,18 +50,26 @@ class SeenKeys:
         """Sorted, disjoint arrays; each at most half as long as the one before it."""
         self._count = 0
         self._bits = np.zeros(_MIN_BITS // 64, np.uint64)
+        speedups = native.SPEEDUPS
+        self._table = speedups.KeySet() if speedups is not None else None
+        """The compiled hash table, which then holds every hash (the runs stay empty)."""
 
     def __len__(self) -> int:
-        return self._count
+        return self._count if self._table is None else len(self._table)
 
     @property
     def nbytes(self) -> int:
         """Bytes the hashes and the filter take."""
+        if self._table is not None:
+            return int(self._table.nbytes)
         return sum(run.nbytes for run in self._runs) + self._bits.nbytes
 
     def first_seen(self, keys: Sequence[str]) -> Mask:
         """For each key, in order, whether it is the first with its hash (not seen before,
         nor earlier in ``keys``); those are remembered."""
+        if self._table is not None:
+            marks = self._table.first_seen(keys if isinstance(keys, list) else list(keys))
+            return np.frombuffer(marks, np.bool_)
         hashes = np.fromiter(map(hash, keys), np.int64, len(keys))
         if not len(hashes):
             return np.zeros(0, bool)
