@@ -102,3 +102,52 @@ def test_limits_cannot_exceed_activecampaign_limits() -> None:
         BatchPlanner(exclude_automations=False, max_contacts=251)
     with pytest.raises(ValueError):
         BatchPlanner(exclude_automations=False, max_body_bytes=400_000)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_columns_are_cut_into_the_batches_objects_are_cut_into(seed: int) -> None:
+    """ContactColumns go into ColumnBatches with the same cuts, indices and body sizes as the
+    same contacts as objects, also when objects and columns alternate (the open batch changes
+    kind) and with a contact too large on its own among them."""
+    from exporter.planning.blockmap import ColumnBatch, ContactColumns
+    from exporter.planning.chunks import encode_batch_line
+
+    rnd = random.Random(seed)
+    contacts = []
+    for i in range(900):
+        c = make(i, "x" * rnd.choice([0, 10, 2_000, 30_000]))
+        c.size = len(c.payload.encode())
+        c.encoded = c.payload.encode()
+        contacts.append(c)
+    if seed % 2:
+        big = make(10_000, "y" * 400_000)
+        big.size = len(big.payload.encode())
+        contacts.insert(rnd.randrange(900), big)
+    cuts = sorted(rnd.sample(range(1, len(contacts)), 12))
+    pieces = [contacts[a:b] for a, b in zip([0, *cuts], [*cuts, len(contacts)], strict=True)]
+
+    kinds: set[type] = set()
+
+    def run(as_columns: list[bool]) -> tuple[list[tuple[int, bytes, int]], list[int]]:
+        kinds.clear()
+        rejected: list[Rejection] = []
+        planner = BatchPlanner(
+            exclude_automations=False, max_body_bytes=120_000, on_too_large=rejected.append
+        )
+        out = []
+        for piece, columns in zip(pieces, as_columns, strict=True):
+            for batch in planner.add_all(ContactColumns.of(piece) if columns else piece):
+                kinds.add(type(batch))
+                out.append((batch.index, encode_batch_line(batch), planner.last_body_size))
+        last = planner.flush()
+        if last is not None:
+            kinds.add(type(last))
+            out.append((last.index, encode_batch_line(last), planner.last_body_size))
+        return out, [r.row for r in rejected]
+
+    reference = run([False] * len(pieces))
+    assert kinds == {Batch}
+    assert run([True] * len(pieces)) == reference
+    if not seed % 2:  # (a contact too large on its own sends its piece through objects)
+        assert kinds == {ColumnBatch}
+    assert run([rnd.random() < 0.5 for _ in pieces]) == reference

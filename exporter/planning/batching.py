@@ -20,6 +20,7 @@ from operator import attrgetter
 import numpy as np
 import numpy.typing as npt
 
+from exporter.planning.blockmap import ColumnBatch, ContactColumns
 from exporter.planning.contacts import (
     BULK_MAX_BODY_BYTES,
     BULK_MAX_CONTACTS,
@@ -64,7 +65,8 @@ class BatchPlanner:
         """Rejected contacts, when no ``on_too_large`` callback was given."""
         self._on_too_large = on_too_large or self.too_large.append
         self._empty = bulk_body_size([], exclude_automations=exclude_automations)
-        self._contacts: list[PreparedContact] = []
+        self._contacts: list[PreparedContact] | ContactColumns = []
+        """The open batch: objects, or columns while only columns were added."""
         self._size = self._empty
 
     @property
@@ -75,23 +77,42 @@ class BatchPlanner:
     def add(self, contact: PreparedContact) -> Batch | None:
         """Add one contact; returns the batch it closed, if adding it closed one."""
         closed = self.add_all((contact,))
-        return closed[0] if closed else None
+        return closed[0] if closed else None  # type: ignore[return-value]  # (objects in)
 
-    def add_all(self, contacts: Iterable[PreparedContact]) -> list[Batch]:
+    def add_all(
+        self, contacts: Iterable[PreparedContact] | ContactColumns
+    ) -> list[Batch | ColumnBatch]:
         """Add contacts in order; returns the batches they closed (in order).
 
         A list of contacts whose sizes their maker knew (:attr:`PreparedContact.size`), none
         too large on its own, is cut into batches from the running sum of the sizes (one
-        ``searchsorted`` per batch: see :meth:`_add_by_sums`); anything else goes one by one."""
+        ``searchsorted`` per batch: see :meth:`_add_by_sums`); anything else goes one by one.
+        :class:`ContactColumns` are cut the same way into :class:`ColumnBatch` es while the
+        open batch holds no objects; otherwise they are made objects first."""
+        if isinstance(contacts, ContactColumns):
+            if not len(contacts):
+                return []
+            sizes = np.asarray(contacts.sizes, np.int64)
+            if (not isinstance(self._contacts, list) or not self._contacts) and self._fits_by_sums(
+                sizes
+            ):
+                return self._add_by_sums(contacts, sizes)
+            contacts = contacts.contacts()
+        if isinstance(self._contacts, ContactColumns):
+            self._contacts = self._contacts.contacts()
         if isinstance(contacts, list) and len(contacts) >= _BY_SUMS_FROM:
             sizes = np.fromiter(map(_SIZE, contacts), np.int64, len(contacts))
-            if sizes.min() >= 0 and self._empty + int(sizes.max()) <= self.max_body_bytes:
+            if self._fits_by_sums(sizes):
                 return self._add_by_sums(contacts, sizes)
-        return self._add_one_by_one(contacts)
+        return self._add_one_by_one(contacts)  # type: ignore[return-value]  # (objects)
+
+    def _fits_by_sums(self, sizes: npt.NDArray[np.int64]) -> bool:
+        """Whether every size is known and fits a request on its own."""
+        return bool(sizes.min() >= 0) and self._empty + int(sizes.max()) <= self.max_body_bytes
 
     def _add_by_sums(
-        self, contacts: list[PreparedContact], sizes: npt.NDArray[np.int64]
-    ) -> list[Batch]:
+        self, contacts: list[PreparedContact] | ContactColumns, sizes: npt.NDArray[np.int64]
+    ) -> list[Batch | ColumnBatch]:
         """:meth:`_add_one_by_one` for contacts that all fit a request on their own.
 
         With ``ends[j]`` the sum of ``size + 1`` over the first ``j`` contacts, a batch that
@@ -101,7 +122,7 @@ class BatchPlanner:
         ``max_contacts`` contacts."""
         ends = np.zeros(len(contacts) + 1, np.int64)
         np.cumsum(sizes + 1, out=ends[1:])
-        closed: list[Batch] = []
+        closed: list[Batch | ColumnBatch] = []
         limit, most, total = self.max_body_bytes, self.max_contacts, len(contacts)
         i = 0
         while i < total:
@@ -110,7 +131,7 @@ class BatchPlanner:
             j = int(np.searchsorted(ends, limit - had + ends[i], side="right")) - 1
             j = min(j, i + most - len(open_), total)
             if j > i:
-                self._contacts = open_ + contacts[i:j] if open_ else contacts[i:j]
+                self._contacts = open_ + contacts[i:j] if open_ else contacts[i:j]  # type: ignore[operator]
                 self._size = had + int(ends[j] - ends[i])
                 i = j
             if i < total:  # the next contact does not fit: the open batch is full
@@ -122,6 +143,7 @@ class BatchPlanner:
         from the contact when its maker knew it (:attr:`PreparedContact.size`)."""
         closed: list[Batch] = []
         open_ = self._contacts
+        assert isinstance(open_, list)
         size = self._size
         empty = self._empty
         limit = self.max_body_bytes
@@ -143,18 +165,23 @@ class BatchPlanner:
                 self._on_too_large(self._reject(contact, n))
                 continue
             self._contacts, self._size = open_, size
-            closed.append(self._close())
+            closed.append(self._close())  # type: ignore[arg-type]  # (objects)
             open_ = self._contacts = [contact]
             size = empty + n
         self._contacts, self._size = open_, size
         return closed
 
-    def flush(self) -> Batch | None:
+    def flush(self) -> Batch | ColumnBatch | None:
         """The open batch (if it has any contacts); call once at the end."""
-        return self._close() if self._contacts else None
+        return self._close() if len(self._contacts) else None
 
-    def _close(self) -> Batch:
-        batch = Batch(index=self.next_index, contacts=self._contacts)
+    def _close(self) -> Batch | ColumnBatch:
+        open_ = self._contacts
+        batch = (
+            ColumnBatch(self.next_index, open_)
+            if isinstance(open_, ContactColumns)
+            else Batch(index=self.next_index, contacts=open_)
+        )
         self.last_body_size = self._size
         self.next_index += 1
         self._contacts = []

@@ -199,6 +199,30 @@ class ContactColumns:
             mine.extend(map(attrgetter(name), contacts))
         return out
 
+    def __getitem__(self, part: slice) -> ContactColumns:
+        out = ContactColumns()
+        for mine, theirs in zip(out._lists(), self._lists(), strict=True):
+            mine.extend(theirs[part])
+        return out
+
+    def __add__(self, other: ContactColumns) -> ContactColumns:
+        out = ContactColumns()
+        for mine, a, b in zip(out._lists(), self._lists(), other._lists(), strict=True):
+            mine.extend(a)
+            mine.extend(b)
+        return out
+
+    def select(self, which: list[int] | None) -> ContactColumns:
+        """The contacts at ``which`` (all when ``None``), in order, as columns."""
+        if which is None:
+            return self
+        out = ContactColumns()
+        if which:
+            pick = itemgetter(*which, which[0])
+            for mine, theirs in zip(out._lists(), self._lists(), strict=True):
+                mine.extend(pick(theirs)[:-1])
+        return out
+
     def merge(self, at: list[int], other: ContactColumns, theirs_at: list[int]) -> list[int]:
         """Merge ``other``'s contacts into these by position (``at``: these contacts'
         positions, ``theirs_at``: the other's, both sorted); returns the merged positions."""
@@ -298,6 +322,26 @@ class ContactObjects:
         if which is None:
             return list(self.objects)
         return [self.objects[i] for i in which]
+
+
+class ColumnBatch:
+    """A :class:`~exporter.planning.contacts.Batch` whose contacts are columns (what the batch
+    planner cuts from :class:`ContactColumns`): written to a chunk without an object per
+    contact. :attr:`contacts` makes them objects, for whoever asks."""
+
+    __slots__ = ("columns", "index")
+
+    def __init__(self, index: int, columns: ContactColumns) -> None:
+        self.index = index
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    @property
+    def contacts(self) -> list[PreparedContact]:
+        """The contacts, as objects."""
+        return self.columns.contacts()
 
 
 Contacts = ContactColumns | ContactObjects

@@ -7,27 +7,58 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from json.encoder import encode_basestring as _json_str  # what contacts.dumps uses for str
 
+from exporter.planning.blockmap import ColumnBatch
 from exporter.planning.contacts import Batch, PreparedContact, dumps
 
 _ENTRY_PLAIN_KEY = b'{"row":%d,"source":%b,"key":"%b","fp":%d,"pid":%b,"payload":%b}'
 _ENTRY = b'{"row":%d,"source":%b,"key":%b,"fp":%d,"pid":%b,"payload":%b}'
 
 
-def encode_batch_line(batch: Batch) -> bytes:
+def encode_batch_line(batch: Batch | ColumnBatch) -> bytes:
     """One line of a chunk file, newline included, as UTF-8: the batch index, and for each
     contact its row, source, key, fingerprint, profile id and raw payload.
 
     Built from each payload's bytes when its maker kept them (:attr:`PreparedContact.encoded`):
-    encoding a whole line with non-ASCII text in it cost as much again as building it. One
-    ``bytes %`` call formats the whole batch from per-field columns (no per-contact string
-    formatting in Python)."""
+    encoding a whole line with non-ASCII text in it cost as much again as building it. A
+    :class:`~exporter.planning.blockmap.ColumnBatch` is encoded from its columns, with no
+    object per contact."""
+    if isinstance(batch, ColumnBatch):
+        c = batch.columns
+        return _encode_columns(
+            batch.index, c.rows, c.sources, c.keys, c.fingerprints, c.pids, c.encoded, c.payloads
+        )
     contacts = batch.contacts
-    n = len(contacts)
+    return _encode_columns(
+        batch.index,
+        [c.row for c in contacts],
+        [c.source for c in contacts],
+        [c.key for c in contacts],
+        [c.fingerprint for c in contacts],
+        [c.profile_id for c in contacts],
+        [c.encoded for c in contacts],
+        [c.payload for c in contacts],
+    )
+
+
+def _encode_columns(
+    index: int,
+    rows: Sequence[int],
+    sources: Sequence[str],
+    keys: Sequence[str],
+    fingerprints: Sequence[int],
+    pids: Sequence[str | None],
+    encoded: Sequence[bytes | None],
+    payloads: Sequence[str | None],
+) -> bytes:
+    """:func:`encode_batch_line` from the contacts' fields, one sequence each (a payload from
+    ``encoded`` where it is there, else from ``payloads``). One ``bytes %`` call formats the
+    whole batch: no per-contact string formatting in Python."""
+    n = len(rows)
     if not n:
-        return f'{{"batch":{batch.index},"contacts":[]}}\n'.encode()
-    keys = [c.key for c in contacts]
+        return f'{{"batch":{index},"contacts":[]}}\n'.encode()
     joined = "".join(keys)
     # (cheaper than the regex over a whole batch; a non-printable key just takes the slow path)
     if '"' in joined or "\\" in joined or not joined.isprintable():
@@ -35,22 +66,28 @@ def encode_batch_line(batch: Batch) -> bytes:
         key_column = [_json_str(k).encode() for k in keys]
     else:  # validated addresses: ASCII, nothing to escape
         entry = _ENTRY_PLAIN_KEY
-        key_column = [k.encode() for k in keys]
-    sources = {c.source for c in contacts}
+        key_column = list(map(str.encode, keys))
     args: list[object] = [None] * (6 * n + 1)
-    args[0] = batch.index
-    args[1::6] = [c.row for c in contacts]
-    if len(sources) == 1:
-        args[2::6] = [_json_str(sources.pop()).encode()] * n
+    args[0] = index
+    args[1::6] = rows
+    first = sources[0]
+    if sources.count(first) == n:
+        args[2::6] = [_json_str(first).encode()] * n
     else:
-        encoded_sources = {s: _json_str(s).encode() for s in sources}
-        args[2::6] = [encoded_sources[c.source] for c in contacts]
+        encoded_sources = {s: _json_str(s).encode() for s in set(sources)}
+        args[2::6] = [encoded_sources[s] for s in sources]
     args[3::6] = key_column
-    args[4::6] = [c.fingerprint for c in contacts]
-    args[5::6] = [
-        b"null" if (pid := c.profile_id) is None else _json_str(pid).encode() for c in contacts
-    ]
-    args[6::6] = [c.payload.encode() if (data := c.encoded) is None else data for c in contacts]
+    args[4::6] = fingerprints
+    args[5::6] = (
+        [b"null"] * n
+        if pids.count(None) == n
+        else [b"null" if pid is None else _json_str(pid).encode() for pid in pids]
+    )
+    args[6::6] = (
+        encoded
+        if encoded.count(None) == 0
+        else [p.encode() if e is None else e for e, p in zip(encoded, payloads, strict=True)]  # type: ignore[union-attr]
+    )
     template = b'{"batch":%d,"contacts":[' + b",".join([entry] * n) + b"]}\n"
     return template % tuple(args)
 

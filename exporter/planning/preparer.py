@@ -39,6 +39,7 @@ from exporter.planning.batching import BatchPlanner
 from exporter.planning.blockmap import (
     Block,
     BlockMapper,
+    ColumnBatch,
     ContactColumns,
     ContactObjects,
     Contacts,
@@ -117,6 +118,10 @@ class ChunkInfo:
     contacts: int = 0
 
 
+def _size_of(batch: Batch | ColumnBatch) -> int:
+    return len(batch) if isinstance(batch, ColumnBatch) else len(batch.contacts)
+
+
 class _ChunkWriter:
     """Writes batches to local temporary files and uploads each full chunk to the store."""
 
@@ -133,7 +138,7 @@ class _ChunkWriter:
         self._current: ChunkInfo | None = None
         self.chunks: list[ChunkInfo] = []
 
-    def write(self, batch: Batch, kind: str) -> None:
+    def write(self, batch: Batch | ColumnBatch, kind: str) -> None:
         if self._current is not None and (
             self._current.kind != kind or self._current.batches >= self._per_chunk
         ):
@@ -146,7 +151,9 @@ class _ChunkWriter:
         assert self._current is not None
         self._fh.write(encode_batch_line(batch))
         self._current.batches += 1
-        self._current.contacts += len(batch.contacts)
+        self._current.contacts += (
+            len(batch) if isinstance(batch, ColumnBatch) else len(batch.contacts)
+        )
 
     def close_chunk(self) -> None:
         if self._fh is None or self._current is None or self._tmp is None:
@@ -371,16 +378,18 @@ class Preparer:
         if self.plan is not None:
             self._plan_columns(buffer, raw, kinds.tolist())
         sent = np.flatnonzero(kinds != Change.UNCHANGED).tolist()
+        which = None if len(sent) == len(buffer) else sent
         write = self._write
         for batch in self.planner.add_all(
-            buffer.contacts(None if len(sent) == len(buffer) else sent)
+            # columns stay columns (no object per contact): see BatchPlanner.add_all
+            buffer.select(which) if isinstance(buffer, ContactColumns) else buffer.contacts(which)
         ):
             write(batch, CONTACTS)
 
-    def _write(self, batch: Batch, kind: str) -> None:
+    def _write(self, batch: Batch | ColumnBatch, kind: str) -> None:
         if self.dry_run:
             if kind == CONTACTS:
-                self.planned += len(batch.contacts)
+                self.planned += _size_of(batch)
             return
         self.chunks.write(batch, kind)
 
