@@ -109,8 +109,8 @@ def test_columns_are_cut_into_the_batches_objects_are_cut_into(seed: int) -> Non
     """ContactColumns go into ColumnBatches with the same cuts, indices and body sizes as the
     same contacts as objects, also when objects and columns alternate (the open batch changes
     kind) and with a contact too large on its own among them."""
-    from exporter.planning.blockmap import ColumnBatch, ContactColumns
     from exporter.planning.chunks import encode_batch_line
+    from exporter.planning.columns import ColumnBatch, ContactColumns
 
     rnd = random.Random(seed)
     contacts = []

@@ -20,7 +20,7 @@ from operator import attrgetter
 import numpy as np
 import numpy.typing as npt
 
-from exporter.planning.blockmap import ColumnBatch, ContactColumns
+from exporter.planning.columns import ColumnBatch, ContactColumns
 from exporter.planning.contacts import (
     BULK_MAX_BODY_BYTES,
     BULK_MAX_CONTACTS,

@@ -19,8 +19,9 @@ the result is the row function's by construction; ``tests/test_prepare_paths.py`
 row for row and end to end. A mapping with a tag column or a multi-value or number field maps
 every row with the row function.
 
-:meth:`BlockMapper.map_columns` gives the same contacts as :class:`ContactColumns` (one list
-per field), so that the preparer makes objects only of the contacts it sends.
+:meth:`BlockMapper.map_columns` gives the same contacts as
+:class:`~exporter.planning.columns.ContactColumns` (one list per field), so that the preparer
+makes objects only of the contacts it sends (and, for columns it sends, none at all).
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from collections.abc import Callable
 from datetime import date
 from functools import partial
 from hashlib import blake2b
-from operator import attrgetter, itemgetter, methodcaller
+from operator import itemgetter, methodcaller
 from typing import Any
 
 import numpy as np
 
 from exporter import native
+from exporter.planning.columns import ContactColumns, ContactObjects, Contacts
 from exporter.planning.contacts import PreparedContact, Rejection
 from exporter.planning.mapping import (
     _ATEXT,
@@ -158,197 +160,6 @@ def _bad_dates(col: list[str]) -> list[int]:
     return [i for i, v in enumerate(col) if not _date_ok(v)]
 
 
-class ContactColumns:
-    """Contacts as columns (the fields of :class:`PreparedContact`, one list each, in row
-    order): what a block's contacts are until one is known to be sent, so that the ones that
-    are not (unchanged, duplicate) never become objects."""
-
-    __slots__ = ("encoded", "fingerprints", "keys", "payloads", "pids", "rows", "sizes", "sources")
-
-    def __init__(self) -> None:
-        self.rows: list[int] = []
-        self.sources: list[str] = []
-        self.keys: list[str] = []
-        self.payloads: list[str | None] = []
-        """``None`` where only :attr:`encoded` is kept (decoded when a contact is made)."""
-        self.fingerprints: list[int] = []
-        self.pids: list[str | None] = []
-        self.sizes: list[int] = []
-        self.encoded: list[bytes | None] = []
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def _lists(self) -> tuple[list[Any], ...]:
-        return (
-            self.rows,
-            self.sources,
-            self.keys,
-            self.payloads,
-            self.fingerprints,
-            self.pids,
-            self.sizes,
-            self.encoded,
-        )
-
-    @classmethod
-    def of(cls, contacts: list[PreparedContact]) -> ContactColumns:
-        """The columns of these contacts."""
-        out = cls()
-        for mine, name in zip(out._lists(), _FIELDS, strict=True):
-            mine.extend(map(attrgetter(name), contacts))
-        return out
-
-    def __getitem__(self, part: slice) -> ContactColumns:
-        out = ContactColumns()
-        for mine, theirs in zip(out._lists(), self._lists(), strict=True):
-            mine.extend(theirs[part])
-        return out
-
-    def __add__(self, other: ContactColumns) -> ContactColumns:
-        out = ContactColumns()
-        for mine, a, b in zip(out._lists(), self._lists(), other._lists(), strict=True):
-            mine.extend(a)
-            mine.extend(b)
-        return out
-
-    def select(self, which: list[int] | None) -> ContactColumns:
-        """The contacts at ``which`` (all when ``None``), in order, as columns."""
-        if which is None:
-            return self
-        out = ContactColumns()
-        if which:
-            pick = itemgetter(*which, which[0])
-            for mine, theirs in zip(out._lists(), self._lists(), strict=True):
-                mine.extend(pick(theirs)[:-1])
-        return out
-
-    def merge(self, at: list[int], other: ContactColumns, theirs_at: list[int]) -> list[int]:
-        """Merge ``other``'s contacts into these by position (``at``: these contacts'
-        positions, ``theirs_at``: the other's, both sorted); returns the merged positions."""
-        positions = [*at, *theirs_at]
-        order = sorted(range(len(positions)), key=positions.__getitem__)
-        pick = itemgetter(*order, order[0])  # (a tuple even for one contact)
-        for mine, theirs in zip(self._lists(), other._lists(), strict=True):
-            mine[:] = pick(mine + theirs)[:-1]
-        return list(pick(positions)[:-1])
-
-    def extend(self, other: ContactColumns, lo: int, hi: int) -> None:
-        """Append ``other``'s contacts ``lo`` to ``hi`` (exclusive)."""
-        for mine, theirs in zip(self._lists(), other._lists(), strict=True):
-            mine.extend(theirs[lo:hi])
-
-    def split(self, at: int) -> ContactColumns:
-        """The first ``at`` contacts, removed from these."""
-        head = ContactColumns()
-        for mine, theirs in zip(head._lists(), self._lists(), strict=True):
-            mine.extend(theirs[:at])
-            del theirs[:at]
-        return head
-
-    def payload(self, i: int) -> str:
-        """Contact ``i``'s payload."""
-        p = self.payloads[i]
-        return p if p is not None else self.encoded[i].decode()  # type: ignore[union-attr]
-
-    def contact(self, i: int) -> PreparedContact:
-        """Contact ``i`` as an object."""
-        values = [column[i] for column in self._lists()]
-        values[3] = self.payload(i)
-        return PreparedContact(*values)
-
-    def contacts(self, which: list[int] | None = None) -> list[PreparedContact]:
-        """The contacts at ``which`` (all when ``None``), as objects, in order."""
-        if which is None:
-            columns = list(self._lists())
-        elif not which:
-            return []
-        else:
-            pick = itemgetter(*which, which[0])
-            columns = [pick(column)[:-1] for column in self._lists()]
-        payloads, encoded = columns[3], columns[7]
-        unknown = payloads.count(None)
-        if unknown == len(payloads):  # all from the compiled mapper
-            columns[3] = list(map(bytes.decode, encoded))
-        elif unknown:
-            columns[3] = [
-                p if p is not None else e.decode() for p, e in zip(payloads, encoded, strict=True)
-            ]
-        return list(map(PreparedContact, *columns))
-
-
-class ContactObjects:
-    """:class:`ContactColumns`' interface over contacts that already are objects (a mapping
-    the block mapper maps row by row): the columns are read from them when asked for."""
-
-    __slots__ = ("objects",)
-
-    def __init__(self, objects: list[PreparedContact] | None = None) -> None:
-        self.objects: list[PreparedContact] = objects if objects is not None else []
-
-    def __len__(self) -> int:
-        return len(self.objects)
-
-    def _column(self, name: str) -> list[Any]:
-        return list(map(attrgetter(name), self.objects))
-
-    rows = property(lambda self: self._column("row"))
-    sources = property(lambda self: self._column("source"))
-    keys = property(lambda self: self._column("key"))
-    payloads = property(lambda self: self._column("payload"))
-    fingerprints = property(lambda self: self._column("fingerprint"))
-    pids = property(lambda self: self._column("profile_id"))
-
-    def extend(self, other: ContactObjects, lo: int, hi: int) -> None:
-        """Append ``other``'s contacts ``lo`` to ``hi`` (exclusive)."""
-        self.objects.extend(other.objects[lo:hi])
-
-    def split(self, at: int) -> ContactObjects:
-        """The first ``at`` contacts, removed from these."""
-        head = ContactObjects(self.objects[:at])
-        del self.objects[:at]
-        return head
-
-    def payload(self, i: int) -> str:
-        """Contact ``i``'s payload."""
-        return self.objects[i].payload
-
-    def contact(self, i: int) -> PreparedContact:
-        """Contact ``i``."""
-        return self.objects[i]
-
-    def contacts(self, which: list[int] | None = None) -> list[PreparedContact]:
-        """The contacts at ``which`` (all when ``None``), in order."""
-        if which is None:
-            return list(self.objects)
-        return [self.objects[i] for i in which]
-
-
-class ColumnBatch:
-    """A :class:`~exporter.planning.contacts.Batch` whose contacts are columns (what the batch
-    planner cuts from :class:`ContactColumns`): written to a chunk without an object per
-    contact. :attr:`contacts` makes them objects, for whoever asks."""
-
-    __slots__ = ("columns", "index")
-
-    def __init__(self, index: int, columns: ContactColumns) -> None:
-        self.index = index
-        self.columns = columns
-
-    def __len__(self) -> int:
-        return len(self.columns)
-
-    @property
-    def contacts(self) -> list[PreparedContact]:
-        """The contacts, as objects."""
-        return self.columns.contacts()
-
-
-Contacts = ContactColumns | ContactObjects
-"""A block's (or a buffer's) contacts: columns, or objects read as columns."""
-
-
-_FIELDS = ("row", "source", "key", "payload", "fingerprint", "profile_id", "size", "encoded")
 _NATIVE_MAX_VALUES = 64
 _NATIVE_MAX_COLUMNS = 4096
 """What the compiled mapper takes (``MAX_VALUES`` and the column bound in ``_speedups.c``)."""

@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from json.encoder import encode_basestring as _json_str  # what contacts.dumps uses for str
 
-from exporter.planning.blockmap import ColumnBatch
+from exporter.planning.columns import ColumnBatch
 from exporter.planning.contacts import Batch, PreparedContact, dumps
 
 _ENTRY_PLAIN_KEY = b'{"row":%d,"source":%b,"key":"%b","fp":%d,"pid":%b,"payload":%b}'

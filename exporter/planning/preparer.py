@@ -36,15 +36,9 @@ from exporter.incremental.diff import Change, Differ, DiffResult, check_shrink
 from exporter.incremental.state import U64, ExportState
 from exporter.management.config import Export
 from exporter.planning.batching import BatchPlanner
-from exporter.planning.blockmap import (
-    Block,
-    BlockMapper,
-    ColumnBatch,
-    ContactColumns,
-    ContactObjects,
-    Contacts,
-)
+from exporter.planning.blockmap import Block, BlockMapper
 from exporter.planning.chunks import encode_batch_line
+from exporter.planning.columns import ColumnBatch, ContactColumns, ContactObjects, Contacts
 from exporter.planning.contacts import Batch, PreparedContact, Rejection
 from exporter.planning.dedup import SeenKeys
 from exporter.planning.mapping import (
