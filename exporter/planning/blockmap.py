@@ -314,7 +314,7 @@ class BlockMapper:
         are a :class:`ContactColumns` when :attr:`columnar`, else a :class:`ContactObjects`."""
         fast = self._fast(source, first, block) if self.columnar else None
         if fast is None and self.columnar:  # no common row: the row function's, as columns
-            mapped = self.map_block(source, first, block)
+            mapped = self._rows(source, first, block)  # (map_block would look for them again)
             at = [i for i, got in enumerate(mapped) if got.__class__ is PreparedContact]
             rejected = [(i, got) for i, got in enumerate(mapped) if got.__class__ is Rejection]
             return ContactColumns.of([mapped[i] for i in at]), at, rejected  # type: ignore[misc]
