@@ -11,7 +11,6 @@ byte for byte (``tests/test_native.py``, ``tests/test_prepare_paths.py``), only 
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -23,9 +22,6 @@ except ImportError:  # not built: the pure-Python paths run
 
 SPEEDUPS: ModuleType | None = _built
 """The compiled module, or ``None`` (not built, or :func:`disabled`)."""
-
-BYTEORDER = sys.byteorder
-"""The byte order of the int64 offsets the scanner returns (the machine's own)."""
 
 
 def available() -> bool:

@@ -240,11 +240,12 @@ class _CsvFile:
             offsets = scan(text, self.delimiter, limit, not more)
             if offsets is None:
                 return text
-            count = len(offsets) // 8 - 1
+            starts = memoryview(offsets).cast("q")
+            count = len(starts) - 1
             if not count:  # one record longer than the text read so far
                 pending = text
                 continue
-            end = int.from_bytes(offsets[-8:], native.BYTEORDER)
+            end = starts[-1]
             for lo in range(0, count, size):  # at most ``size`` records a block
                 hi = min(lo + size, count)
                 part = offsets if hi - lo == count else offsets[8 * lo : 8 * hi + 8]
