@@ -286,7 +286,7 @@ class Preparer:
         # The hot loop: keep it free of anything a row does not need.
         block_mapper = BlockMapper(mapper)
         map_columns = block_mapper.map_columns  # == mapper.map on each row, as columns
-        seen = SeenKeys()  # keys so far, 8 bytes each (a set of them cost ~65)
+        seen = SeenKeys()  # keys so far: 8-21 bytes each (a set of them cost ~65)
         self._buffer: Contacts = ContactColumns() if block_mapper.columnar else ContactObjects()
         self._raw: list[list[str]] = []
         n = 0
