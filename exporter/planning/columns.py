@@ -58,9 +58,9 @@ class ContactColumns:
         return out
 
     def __getitem__(self, part: slice) -> ContactColumns:
+        lo, hi, _ = part.indices(len(self))
         out = ContactColumns()
-        for mine, theirs in zip(out._lists(), self._lists(), strict=True):
-            mine.extend(theirs[part])
+        out.extend(self, lo, hi)
         return out
 
     def __add__(self, other: ContactColumns) -> ContactColumns:
@@ -117,13 +117,7 @@ class ContactColumns:
 
     def contacts(self, which: list[int] | None = None) -> list[PreparedContact]:
         """The contacts at ``which`` (all when ``None``), as objects, in order."""
-        if which is None:
-            columns = list(self._lists())
-        elif not which:
-            return []
-        else:
-            pick = itemgetter(*which, which[0])
-            columns = [pick(column)[:-1] for column in self._lists()]
+        columns = list(self.select(which)._lists())
         payloads, encoded = columns[3], columns[7]
         unknown = payloads.count(None)
         if unknown == len(payloads):  # all from the compiled mapper
